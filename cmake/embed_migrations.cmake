@@ -1,0 +1,23 @@
+# Writes a C file holding every migration as a string, in order:
+#   const struct sp_migration sp_migrations[]; const size_t sp_migrations_count;
+# Invoked by db/CMakeLists.txt with -DOUT=file -DFILES=a.sql;b.sql.
+set(body "/* Generated from db/migrations by cmake/embed_migrations.cmake. Do not edit. */\n")
+string(APPEND body "#include \"db/migrations.h\"\n\n")
+set(entries "")
+set(index 0)
+foreach(file IN LISTS FILES)
+  get_filename_component(name ${file} NAME_WE)
+  string(REGEX MATCH "^([0-9]+)_" _ ${name})
+  if(NOT CMAKE_MATCH_1)
+    message(FATAL_ERROR "migration ${file} must be named NNNN_description.sql")
+  endif()
+  math(EXPR version "${CMAKE_MATCH_1}")
+  file(READ ${file} sql HEX)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," sql "${sql}")
+  string(APPEND body "static const char migration_${index}[] = {${sql} 0x00};\n")
+  string(APPEND entries "\t{${version}, \"${name}\", migration_${index}},\n")
+  math(EXPR index "${index} + 1")
+endforeach()
+string(APPEND body "\nconst struct sp_migration sp_migrations[] = {\n${entries}\t{0, 0, 0}\n};\n")
+string(APPEND body "const size_t sp_migrations_count = ${index};\n")
+file(WRITE ${OUT} "${body}")
