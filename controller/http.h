@@ -1,0 +1,111 @@
+/*
+ * controller/http.h — the controller's HTTP front on libmicrohttpd.
+ *
+ * One server thread (MHD's internal epoll thread) reads requests, matches them against
+ * the route table (controller/router.h), collects the body up to a hard limit and calls
+ * the route's handler with a struct http_request. The handler fills in the response
+ * (status, body, headers) with the http_reply_* helpers. A handler that must wait (a
+ * long poll) calls http_suspend(); whoever ends the wait calls http_resume(), after which
+ * the same handler is called again with the same request and its `state`.
+ *
+ * Ownership: the server allocates each struct http_request when a request arrives and
+ * frees it (calling state_free on state) when MHD reports the request complete. Handlers
+ * run on the server thread only, so they need no locks among themselves; http_resume is
+ * the one function callable from other threads.
+ */
+#ifndef SALLYPORT_CONTROLLER_HTTP_H
+#define SALLYPORT_CONTROLLER_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "controller/router.h"
+#include "shared/buf.h"
+#include "shared/error.h"
+
+#define HTTP_MAX_BODY (1u << 20)
+#define HTTP_MAX_RESPONSE_HEADERS 8
+
+struct http_server;
+struct http_request;
+
+/* Called on the server thread. `app` is the pointer given to http_server_start. */
+typedef void (*http_handler)(struct http_request *req, void *app);
+
+struct http_header {
+	char name[64];
+	char value[512];
+};
+
+struct http_request {
+	struct http_server *server;
+	void *connection;      /* struct MHD_Connection *, opaque here */
+	const char *method;
+	char path[ROUTER_MAX_PATH + 1];
+	struct route_match match;
+	struct sp_buf body;    /* request body, at most HTTP_MAX_BODY bytes */
+	char client_address[64];
+	char request_id[33];
+	int64_t started_ms;
+
+	/* The response, filled by the handler. */
+	unsigned status;
+	struct sp_buf response;
+	const char *content_type;
+	struct http_header headers[HTTP_MAX_RESPONSE_HEADERS];
+	size_t header_count;
+
+	/* Handler-owned state kept across suspend/resume; freed with state_free. */
+	void *state;
+	void (*state_free)(void *state);
+	int suspended;
+	int body_too_large;
+	int replied;
+};
+
+struct http_server_options {
+	const char *listen;        /* "127.0.0.1:8080" or "[::1]:8080" */
+	const struct route *routes;
+	size_t route_count;
+	void *app;
+	const char *tls_cert_pem;  /* NULL for plain HTTP */
+	const char *tls_key_pem;
+	unsigned connection_limit;
+	unsigned connection_timeout_s;
+};
+
+/* Binds and starts serving. On failure fills diag (address in use, bad address...). */
+int http_server_start(const struct http_server_options *opts, struct http_server **out,
+                      struct sp_diag *diag);
+/* The port actually bound (useful with port 0). */
+uint16_t http_server_port(const struct http_server *server);
+/* Stops accepting, finishes in-flight requests, frees. Safe on NULL. */
+void http_server_stop(struct http_server *server);
+
+/* Request accessors (server thread only). */
+const char *http_header(struct http_request *req, const char *name);
+const char *http_query(struct http_request *req, const char *name);
+const char *http_cookie(struct http_request *req, const char *name);
+
+/* Response helpers. Each replaces any previous response body. */
+void http_reply_json(struct http_request *req, unsigned status, json_t *body /* stolen */);
+void http_reply_text(struct http_request *req, unsigned status, const char *content_type,
+                     const char *text, size_t len);
+/* {"error":{"code":code,"message":...}} */
+void http_reply_error(struct http_request *req, unsigned status, const char *code,
+                      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+int http_add_header(struct http_request *req, const char *name, const char *value);
+/*
+ * Parses the request body as one JSON object. On failure replies 400 (or 415 for a
+ * wrong Content-Type) itself and returns NULL: the handler just returns.
+ */
+json_t *http_body_json_object(struct http_request *req);
+
+/* Long polls. */
+void http_suspend(struct http_request *req);
+/* Any thread. The handler runs again on the server thread. */
+void http_resume(struct http_request *req);
+
+#endif
