@@ -2,7 +2,10 @@
 #include "shared/secret.h"
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <cjose/base64.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -12,8 +15,6 @@
 
 #define SECRET_RANDOM_BYTES 32
 #define SECRET_ENCODED_LEN 43 /* base64url of 32 bytes without padding */
-
-static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 static int kind_is_valid(const char *kind)
 {
@@ -26,25 +27,6 @@ static int kind_is_valid(const char *kind)
 	return 1;
 }
 
-/* base64url without padding of exactly 32 bytes into 43 characters. */
-static void encode_32(const uint8_t in[SECRET_RANDOM_BYTES], char out[SECRET_ENCODED_LEN])
-{
-	size_t o = 0;
-	size_t i = 0;
-	for (; i + 3 <= SECRET_RANDOM_BYTES; i += 3) {
-		uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-		out[o++] = b64url[v >> 18 & 63];
-		out[o++] = b64url[v >> 12 & 63];
-		out[o++] = b64url[v >> 6 & 63];
-		out[o++] = b64url[v & 63];
-	}
-	/* 32 = 30 + 2 remaining bytes -> 3 characters. */
-	uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
-	out[o++] = b64url[v >> 18 & 63];
-	out[o++] = b64url[v >> 12 & 63];
-	out[o++] = b64url[v >> 6 & 63];
-}
-
 int sp_secret_new(const char *kind, char *out, size_t out_size)
 {
 	uint8_t raw[SECRET_RANDOM_BYTES];
@@ -54,12 +36,24 @@ int sp_secret_new(const char *kind, char *out, size_t out_size)
 		return SP_ERR_INVALID;
 	if (RAND_bytes(raw, sizeof(raw)) != 1)
 		return SP_ERR_CRYPTO;
+	char *encoded = NULL;
+	size_t encoded_len = 0;
+	cjose_err err;
+	int ok = cjose_base64url_encode(raw, sizeof(raw), &encoded, &encoded_len, &err);
+	OPENSSL_cleanse(raw, sizeof(raw));
+	if (!ok || encoded_len != SECRET_ENCODED_LEN) {
+		if (encoded != NULL)
+			OPENSSL_cleanse(encoded, encoded_len);
+		free(encoded);
+		return SP_ERR_CRYPTO;
+	}
 	size_t k = strlen(kind);
 	memcpy(out, kind, k);
 	out[k] = '_';
-	encode_32(raw, out + k + 1);
+	memcpy(out + k + 1, encoded, SECRET_ENCODED_LEN);
 	out[k + 1 + SECRET_ENCODED_LEN] = '\0';
-	OPENSSL_cleanse(raw, sizeof(raw));
+	OPENSSL_cleanse(encoded, encoded_len);
+	free(encoded);
 	return 0;
 }
 
