@@ -16,16 +16,25 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-static int key_is_p256(EVP_PKEY *key)
+int sp_key_is_p256(EVP_PKEY *key)
 {
 	char group[32];
+	char encoding[32];
 	size_t len = 0;
-	if (EVP_PKEY_get_base_id(key) != EVP_PKEY_EC)
+	if (key == NULL || EVP_PKEY_get_base_id(key) != EVP_PKEY_EC)
 		return 0;
 	if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
 	                                   &len) != 1)
 		return 0;
-	return strcmp(group, "prime256v1") == 0 || strcmp(group, "P-256") == 0;
+	if (strcmp(group, "prime256v1") != 0 && strcmp(group, "P-256") != 0)
+		return 0;
+	/* A key spelled with explicit curve parameters has another SPKI (and so another pin):
+	 * refuse it outright rather than let two encodings of one key exist. */
+	if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_EC_ENCODING, encoding,
+	                                   sizeof(encoding), &len) == 1 &&
+	    strcmp(encoding, OSSL_PKEY_EC_ENCODING_GROUP) != 0)
+		return 0;
+	return 1;
 }
 
 int sp_key_generate(EVP_PKEY **out)
@@ -66,7 +75,7 @@ int sp_key_from_pem(const char *pem, size_t len, int allow_public, EVP_PKEY **ou
 		                allow_public ? "private or public " : "private ");
 		goto out;
 	}
-	if (!key_is_p256(key)) {
+	if (!sp_key_is_p256(key)) {
 		r = sp_diag_set(diag, SP_ERR_UNSUPPORTED, "key is not an EC P-256 key");
 		goto out;
 	}
@@ -301,7 +310,7 @@ int sp_key_public_coordinates(EVP_PKEY *key, uint8_t x[SP_KEY_COORD_LEN],
 	BIGNUM *bx = NULL, *by = NULL;
 	memset(x, 0, SP_KEY_COORD_LEN);
 	memset(y, 0, SP_KEY_COORD_LEN);
-	if (!key_is_p256(key))
+	if (!sp_key_is_p256(key))
 		return SP_ERR_UNSUPPORTED;
 	if (EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_EC_PUB_X, &bx) != 1 ||
 	    EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_EC_PUB_Y, &by) != 1)

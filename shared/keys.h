@@ -68,6 +68,8 @@ int sp_key_public_coordinates(EVP_PKEY *key, uint8_t x[SP_KEY_COORD_LEN],
 /* A public-only P-256 key from affine coordinates; points not on the curve are refused. */
 int sp_key_from_coordinates(const uint8_t x[SP_KEY_COORD_LEN], const uint8_t y[SP_KEY_COORD_LEN],
                             EVP_PKEY **out);
+/* 1 for an EC P-256 key in named-curve form (explicit curve parameters are refused). */
+int sp_key_is_p256(EVP_PKEY *key);
 /* 1 when the key holds a private half. */
 int sp_key_has_private(EVP_PKEY *key);
 

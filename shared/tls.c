@@ -143,26 +143,6 @@ static void record_failure(struct conn_state *state, enum peer_failure failure)
 		state->failure = failure;
 }
 
-static int key_is_p256(EVP_PKEY *key)
-{
-	char group[32];
-	char encoding[32];
-	size_t len = 0;
-	if (key == NULL || EVP_PKEY_get_base_id(key) != EVP_PKEY_EC)
-		return 0;
-	if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
-	                                   &len) != 1)
-		return 0;
-	if (strcmp(group, "prime256v1") != 0 && strcmp(group, "P-256") != 0)
-		return 0;
-	/* A key spelled with explicit curve parameters has another SPKI: refuse it outright. */
-	if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_EC_ENCODING, encoding,
-	                                   sizeof(encoding), &len) == 1 &&
-	    strcmp(encoding, OSSL_PKEY_EC_ENCODING_GROUP) != 0)
-		return 0;
-	return 1;
-}
-
 /* "EC secp384r1", "RSA-2048", "ED25519-256": for diags about refused keys. */
 static void describe_key(EVP_PKEY *key, char *out, size_t cap)
 {
@@ -351,7 +331,7 @@ static int verify_tunnel_peer(X509_STORE_CTX *store, void *arg)
 	if (ssl == NULL || leaf == NULL || state == NULL)
 		return refuse_peer(store, state, FAILURE_INTERNAL, X509_V_ERR_UNSPECIFIED);
 	EVP_PKEY *key = X509_get0_pubkey(leaf);
-	if (!key_is_p256(key)) {
+	if (!sp_key_is_p256(key)) {
 		if (state->failure == FAILURE_NONE)
 			describe_key(key, state->detail, sizeof(state->detail));
 		return refuse_peer(store, state, FAILURE_KEY_TYPE, X509_V_ERR_CERT_REJECTED);
@@ -402,7 +382,7 @@ int sp_tls_self_signed_cert(EVP_PKEY *key, const char *common_name, int64_t not_
 		if (c < 0x20 || c == 0x7f)
 			return SP_ERR_INVALID;
 	}
-	if (!key_is_p256(key))
+	if (!sp_key_is_p256(key))
 		return SP_ERR_UNSUPPORTED;
 	if (!sp_key_has_private(key))
 		return SP_ERR_INVALID;
@@ -495,7 +475,7 @@ static int tunnel_ctx_new(int server, EVP_PKEY *key, const struct sp_tls_options
 		return sp_diag_set(diag, SP_ERR_CRYPTO, "cannot register OpenSSL ex_data indexes");
 	if (key == NULL || opts == NULL)
 		return sp_diag_set(diag, SP_ERR_INVALID, "a tunnel context needs a key and options");
-	if (!key_is_p256(key)) {
+	if (!sp_key_is_p256(key)) {
 		describe_key(key, described, sizeof(described));
 		return sp_diag_set(diag, SP_ERR_UNSUPPORTED,
 		                   "our key is %s; tunnels use EC P-256 keys", described);
