@@ -6,12 +6,13 @@
 #include <string.h>
 #include <strings.h>
 
-#include <cjose/base64.h>
 #include <curl/curl.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+
+#include "shared/jwk.h"
 
 static int host_is_loopback(const char *host, size_t len)
 {
@@ -161,25 +162,6 @@ out:
 	return r;
 }
 
-static int base64url(const uint8_t *data, size_t len, char *out, size_t out_size)
-{
-	char *encoded = NULL;
-	size_t encoded_len = 0;
-	cjose_err err;
-	if (!cjose_base64url_encode(data, len, &encoded, &encoded_len, &err))
-		return SP_ERR_NOMEM;
-	int r = 0;
-	if (encoded_len >= out_size) {
-		r = SP_ERR_TOO_LARGE;
-	} else {
-		memcpy(out, encoded, encoded_len);
-		out[encoded_len] = '\0';
-	}
-	OPENSSL_cleanse(encoded, encoded_len);
-	free(encoded);
-	return r;
-}
-
 int oidc_pkce_challenge(const char *verifier, char out[64])
 {
 	out[0] = '\0';
@@ -196,7 +178,7 @@ int oidc_pkce_challenge(const char *verifier, char out[64])
 	unsigned int md_len = 0;
 	if (EVP_Digest(verifier, len, md, &md_len, EVP_sha256(), NULL) != 1)
 		return SP_ERR_CRYPTO;
-	return base64url(md, sizeof(md), out, 64);
+	return sp_jwk_base64url_encode(md, sizeof(md), out, 64);
 }
 
 int oidc_pkce_new(struct oidc_pkce *out)
@@ -205,7 +187,7 @@ int oidc_pkce_new(struct oidc_pkce *out)
 	memset(out, 0, sizeof(*out));
 	if (RAND_bytes(raw, sizeof(raw)) != 1)
 		return SP_ERR_CRYPTO;
-	int r = base64url(raw, sizeof(raw), out->verifier, sizeof(out->verifier));
+	int r = sp_jwk_base64url_encode(raw, sizeof(raw), out->verifier, sizeof(out->verifier));
 	OPENSSL_cleanse(raw, sizeof(raw));
 	if (r == 0)
 		r = oidc_pkce_challenge(out->verifier, out->challenge);

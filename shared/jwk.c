@@ -94,6 +94,8 @@ int sp_jwk_base64url_encode(const uint8_t *data, size_t len, char *out, size_t o
 		out[encoded_len] = '\0';
 		r = 0;
 	}
+	/* The input may be secret (PKCE verifiers, bearer tokens): wipe cjose's copy too. */
+	OPENSSL_cleanse(encoded, encoded_len);
 	cjose_get_dealloc()(encoded);
 	return r;
 }

@@ -5,13 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cjose/base64.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include "shared/error.h"
+#include "shared/jwk.h"
 
 #define SECRET_RANDOM_BYTES 32
 #define SECRET_ENCODED_LEN 43 /* base64url of 32 bytes without padding */
@@ -36,24 +36,19 @@ int sp_secret_new(const char *kind, char *out, size_t out_size)
 		return SP_ERR_INVALID;
 	if (RAND_bytes(raw, sizeof(raw)) != 1)
 		return SP_ERR_CRYPTO;
-	char *encoded = NULL;
-	size_t encoded_len = 0;
-	cjose_err err;
-	int ok = cjose_base64url_encode(raw, sizeof(raw), &encoded, &encoded_len, &err);
+	char encoded[SECRET_ENCODED_LEN + 1];
+	int r = sp_jwk_base64url_encode(raw, sizeof(raw), encoded, sizeof(encoded));
 	OPENSSL_cleanse(raw, sizeof(raw));
-	if (!ok || encoded_len != SECRET_ENCODED_LEN) {
-		if (encoded != NULL)
-			OPENSSL_cleanse(encoded, encoded_len);
-		free(encoded);
-		return SP_ERR_CRYPTO;
+	if (r < 0 || strlen(encoded) != SECRET_ENCODED_LEN) {
+		OPENSSL_cleanse(encoded, sizeof(encoded));
+		return r < 0 ? r : SP_ERR_INTERNAL;
 	}
 	size_t k = strlen(kind);
 	memcpy(out, kind, k);
 	out[k] = '_';
 	memcpy(out + k + 1, encoded, SECRET_ENCODED_LEN);
 	out[k + 1 + SECRET_ENCODED_LEN] = '\0';
-	OPENSSL_cleanse(encoded, encoded_len);
-	free(encoded);
+	OPENSSL_cleanse(encoded, sizeof(encoded));
 	return 0;
 }
 
