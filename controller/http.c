@@ -20,6 +20,7 @@ struct http_server {
 	const struct route *routes;
 	size_t route_count;
 	void *app;
+	http_gate gate;
 	uint16_t port;
 };
 
@@ -244,6 +245,16 @@ static enum MHD_Result send_response(struct http_request *req)
 
 static void dispatch(struct http_server *server, struct http_request *req)
 {
+	/* The gate runs once per request, not again when a parked request resumes. */
+	if (server->gate != NULL && req->state == NULL && !req->gated) {
+		req->gated = 1;
+		req->replied = 0;
+		if (server->gate(req, server->app) != 0) {
+			if (!req->replied)
+				http_reply_error(req, 403, "forbidden", "not allowed");
+			return;
+		}
+	}
 	req->replied = 0;
 	req->suspended = 0;
 	((http_handler)req->match.route->handler)(req, server->app);
@@ -366,6 +377,7 @@ int http_server_start(const struct http_server_options *opts, struct http_server
 	server->routes = opts->routes;
 	server->route_count = opts->route_count;
 	server->app = opts->app;
+	server->gate = opts->gate;
 
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
 	if (ss.ss_family == AF_INET6)

@@ -63,13 +63,31 @@ struct http_request {
 	int suspended;
 	int body_too_large;
 	int replied;
+	int gated;
+
+	/* Who the gate authenticated, for handlers and audit events. */
+	const char *actor_type;   /* "api_key", "user", "connector"...; NULL when anonymous */
+	char actor_id[64];
+	char actor_label[330];   /* a name or an e-mail address */
+	unsigned actor_role;      /* meaning defined by the application */
+	char actor_session[33];   /* client callers: their session id */
+	char actor_device[33];    /* client callers: their device id */
+	char actor_network[33];   /* connector callers: their remote network id */
 };
+
+/*
+ * Runs after routing and body collection, before the handler. Returns 0 to let the
+ * handler run, or non-zero after replying itself (401, 403, 429...). Used for
+ * authentication by route flags.
+ */
+typedef int (*http_gate)(struct http_request *req, void *app);
 
 struct http_server_options {
 	const char *listen;        /* "127.0.0.1:8080" or "[::1]:8080" */
 	const struct route *routes;
 	size_t route_count;
 	void *app;
+	http_gate gate;            /* NULL: every route is open */
 	const char *tls_cert_pem;  /* NULL for plain HTTP */
 	const char *tls_key_pem;
 	unsigned connection_limit;

@@ -1,0 +1,220 @@
+/*
+ * controller/gate.c — authentication and authorisation of every request, by route flags
+ * (see app.h). Handlers only run once the gate has admitted the caller, and find who it
+ * is in req->actor_*.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "controller/apikey.h"
+#include "controller/app.h"
+#include "shared/jwk.h"
+#include "shared/keys.h"
+#include "shared/token.h"
+
+/* The token of an "Authorization: Bearer <token>" header, or NULL. */
+static const char *bearer_token(struct http_request *req)
+{
+	const char *h = http_header(req, "Authorization");
+	if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0)
+		return NULL;
+	h += 7;
+	while (*h == ' ')
+		h++;
+	return *h != '\0' ? h : NULL;
+}
+
+static int unauthorized(struct http_request *req, const char *message)
+{
+	http_reply_error(req, 401, "unauthorized", "%s", message);
+	http_add_header(req, "WWW-Authenticate", "Bearer realm=\"sallyport\"");
+	return 1;
+}
+
+/* Copies a string claim into out; 0, or -1 when absent, not a string or too long. */
+static int claim_string(const json_t *claims, const char *name, char *out, size_t size)
+{
+	const json_t *v = json_object_get(claims, name);
+	if (!json_is_string(v) || strlen(json_string_value(v)) >= size)
+		return -1;
+	memcpy(out, json_string_value(v), strlen(json_string_value(v)) + 1);
+	return 0;
+}
+
+/*
+ * A client presents an access token (docs/protocol.md §1.3) signed by this controller.
+ * Beyond the signature and times, the session must still be live, the user enabled and
+ * the device not blocked, so a revocation takes effect on the next request.
+ */
+static int gate_client(struct controller *c, struct http_request *req)
+{
+	const char *token = bearer_token(req);
+	if (token == NULL)
+		return unauthorized(req, "this API needs an access token: sign in with `sallyport login`");
+	json_t *claims = NULL;
+	struct sp_diag d;
+	int r = sp_token_verify(token, strlen(token), &c->authority.published, "ES256", &claims, &d);
+	if (r == 0) {
+		struct sp_token_expect e = {.issuer = c->settings.public_url,
+		                            .audience = ACCESS_TOKEN_AUDIENCE,
+		                            .now = c->now(),
+		                            .max_skew_s = 60,
+		                            .require_exp = 1};
+		r = sp_token_check_claims(claims, &e, &d);
+	}
+	char typ[16], user[33];
+	if (r == 0 && (claim_string(claims, "typ", typ, sizeof(typ)) < 0 ||
+	               strcmp(typ, "access") != 0 ||
+	               claim_string(claims, "sub", user, sizeof(user)) < 0 ||
+	               claim_string(claims, "sid", req->actor_session, sizeof(req->actor_session)) < 0 ||
+	               claim_string(claims, "dev", req->actor_device, sizeof(req->actor_device)) < 0))
+		r = sp_diag_set(&d, SP_ERR_CLAIM, "not an access token");
+	json_decref(claims);
+	if (r < 0)
+		return unauthorized(req, d.message);
+
+	sqlite3_stmt *st = NULL;
+	int live = 0;
+	if (sqlite3_prepare_v2(c->db,
+	                       "SELECT u.email FROM sessions s JOIN users u ON u.id = s.user_id"
+	                       " JOIN devices v ON v.id = s.device_id"
+	                       " WHERE s.id = ? AND s.user_id = ? AND s.device_id = ?"
+	                       " AND s.revoked_at IS NULL AND s.expires_at > ?"
+	                       " AND u.disabled = 0 AND v.state <> 'blocked'",
+	                       -1, &st, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, req->actor_session, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, user, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 3, req->actor_device, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 4, c->now());
+		if (sqlite3_step(st) == SQLITE_ROW) {
+			live = 1;
+			const unsigned char *email = sqlite3_column_text(st, 0);
+			snprintf(req->actor_label, sizeof(req->actor_label), "%s",
+			         email != NULL ? (const char *)email : user);
+		}
+	}
+	sqlite3_finalize(st);
+	if (!live)
+		return unauthorized(req, "the session has ended, been revoked, or its device is blocked");
+	req->actor_type = "user";
+	snprintf(req->actor_id, sizeof(req->actor_id), "%s", user);
+	req->actor_role = ROLE_CLIENT;
+	return 0;
+}
+
+/* The kid of a compact JWS's protected header, without verifying anything yet. */
+static int peek_kid(const char *token, char *kid, size_t size)
+{
+	const char *dot = strchr(token, '.');
+	uint8_t header[1024];
+	size_t len = 0;
+	if (dot == NULL ||
+	    sp_jwk_base64url_decode(token, (size_t)(dot - token), header, sizeof(header), &len) < 0)
+		return -1;
+	json_t *h = json_loadb((const char *)header, len, JSON_REJECT_DUPLICATES, NULL);
+	int r = claim_string(h, "kid", kid, size);
+	json_decref(h);
+	return r;
+}
+
+/*
+ * A connector proves itself with a short token it signs with its own enrolled key
+ * (docs/protocol.md §1.4): kid and iss are its id, aud the controller, lifetime at most
+ * five minutes. No shared secret exists to steal from the controller's database.
+ */
+static int gate_connector(struct controller *c, struct http_request *req)
+{
+	const char *token = bearer_token(req);
+	char id[33];
+	if (token == NULL || peek_kid(token, id, sizeof(id)) < 0)
+		return unauthorized(req, "this API needs a connector token signed with its enrolled key");
+	sqlite3_stmt *st = NULL;
+	EVP_PKEY *key = NULL;
+	if (sqlite3_prepare_v2(c->db,
+	                       "SELECT public_key_pem, network_id, name FROM connectors"
+	                       " WHERE id = ? AND state = 'active'",
+	                       -1, &st, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+		if (sqlite3_step(st) == SQLITE_ROW &&
+		    sp_key_from_pem((const char *)sqlite3_column_text(st, 0),
+		                    (size_t)sqlite3_column_bytes(st, 0), 1, &key, NULL) == 0) {
+			snprintf(req->actor_network, sizeof(req->actor_network), "%s",
+			         (const char *)sqlite3_column_text(st, 1));
+			snprintf(req->actor_label, sizeof(req->actor_label), "%s",
+			         (const char *)sqlite3_column_text(st, 2));
+		}
+	}
+	sqlite3_finalize(st);
+	if (key == NULL)
+		return unauthorized(req, "unknown, disabled or revoked connector");
+
+	struct sp_jwks keys;
+	json_t *claims = NULL;
+	struct sp_diag d;
+	sp_jwks_init(&keys);
+	int r = sp_jwks_add_es256(&keys, id, key);
+	EVP_PKEY_free(key);
+	if (r == 0)
+		r = sp_token_verify(token, strlen(token), &keys, "ES256", &claims, &d);
+	sp_jwks_free(&keys);
+	if (r == 0) {
+		struct sp_token_expect e = {.issuer = id,
+		                            .audience = CONNECTOR_TOKEN_AUDIENCE,
+		                            .now = c->now(),
+		                            .max_skew_s = 60,
+		                            .require_exp = 1};
+		r = sp_token_check_claims(claims, &e, &d);
+	}
+	if (r == 0) {
+		const json_t *iat = json_object_get(claims, "iat");
+		const json_t *exp = json_object_get(claims, "exp");
+		if (!json_is_integer(iat) || json_integer_value(exp) - json_integer_value(iat) > 300)
+			r = sp_diag_set(&d, SP_ERR_CLAIM, "connector tokens must have iat and live at "
+			                "most 300 seconds");
+	}
+	json_decref(claims);
+	if (r < 0)
+		return unauthorized(req, d.message);
+	req->actor_type = "connector";
+	snprintf(req->actor_id, sizeof(req->actor_id), "%s", id);
+	req->actor_role = ROLE_CONNECTOR;
+	return 0;
+}
+
+int controller_gate(struct http_request *req, void *app)
+{
+	struct controller *c = app;
+	unsigned flags = req->match.route->flags;
+	if (flags == ROUTE_PUBLIC)
+		return 0;
+	if (flags & (ROUTE_ADMIN_READ | ROUTE_ADMIN_WRITE)) {
+		const char *token = bearer_token(req);
+		if (token == NULL)
+			return unauthorized(req, "this API needs an API key: Authorization: Bearer spk_...");
+		struct apikey_identity who;
+		int r = apikey_authenticate(c->db, token, c->now(), &who);
+		if (r == SP_ERR_DATABASE) {
+			http_reply_error(req, 503, "unavailable", "the store cannot be read now");
+			return 1;
+		}
+		if (r < 0)
+			return unauthorized(req, "the API key is unknown, revoked or expired");
+		req->actor_type = "api_key";
+		snprintf(req->actor_id, sizeof(req->actor_id), "%s", who.id);
+		snprintf(req->actor_label, sizeof(req->actor_label), "%s", who.name);
+		req->actor_role = who.role;
+		if ((flags & ROUTE_ADMIN_WRITE) && who.role != ROLE_ADMIN) {
+			http_reply_error(req, 403, "forbidden",
+			                 "the API key \"%s\" has role auditor, which may only read",
+			                 who.name);
+			return 1;
+		}
+		return 0;
+	}
+	if (flags & ROUTE_CLIENT)
+		return gate_client(c, req);
+	if (flags & ROUTE_CONNECTOR)
+		return gate_connector(c, req);
+	return unauthorized(req, "this route admits nobody");
+}

@@ -1,0 +1,40 @@
+/* controller/routes.c — assembles every module's routes into the server's one table. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "controller/app.h"
+#include "controller/routes.h"
+
+struct route_module {
+	const struct route *routes;
+	const size_t *count;
+};
+
+static const struct route_module modules[] = {
+	{ops_routes, &ops_route_count},
+};
+
+/* Built once at start-up (before the server thread exists) and kept for the process. */
+static struct route *table;
+static size_t table_count;
+
+const struct route *controller_routes(size_t *count)
+{
+	if (table == NULL) {
+		size_t total = 0;
+		for (size_t i = 0; i < sizeof(modules) / sizeof(modules[0]); i++)
+			total += *modules[i].count;
+		table = calloc(total, sizeof(*table));
+		if (table == NULL) {
+			*count = 0;
+			return NULL;
+		}
+		for (size_t i = 0; i < sizeof(modules) / sizeof(modules[0]); i++) {
+			memcpy(table + table_count, modules[i].routes,
+			       *modules[i].count * sizeof(*table));
+			table_count += *modules[i].count;
+		}
+	}
+	*count = table_count;
+	return table;
+}

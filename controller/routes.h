@@ -1,0 +1,16 @@
+/*
+ * controller/routes.h — each module's routes. A module defines `NAME_routes[]` and
+ * `NAME_route_count` in its own file and is listed once in routes.c; nothing else needs
+ * to know its handlers.
+ */
+#ifndef SALLYPORT_CONTROLLER_ROUTES_H
+#define SALLYPORT_CONTROLLER_ROUTES_H
+
+#include <stddef.h>
+
+#include "controller/router.h"
+
+extern const struct route ops_routes[];
+extern const size_t ops_route_count;
+
+#endif
