@@ -11,6 +11,7 @@
 #include "controller/app.h"
 #include "shared/jwk.h"
 #include "shared/keys.h"
+#include "shared/log.h"
 #include "shared/token.h"
 
 /* The token of an "Authorization: Bearer <token>" header, or NULL. */
@@ -185,6 +186,11 @@ static int gate_connector(struct controller *c, struct http_request *req)
 int controller_gate(struct http_request *req, void *app)
 {
 	struct controller *c = app;
+	/* Key rotation rides on request handling: the check is one comparison when nothing is
+	 * due, and the authority is only ever touched from this thread. */
+	struct sp_diag d;
+	if (authority_refresh(&c->authority, c->db, c->now(), &d) < 0)
+		SP_LOG(SP_LOG_WARN, "signing key rotation failed", SP_LOG_STR("reason", d.message));
 	unsigned flags = req->match.route->flags;
 	if (flags == ROUTE_PUBLIC)
 		return 0;

@@ -21,6 +21,7 @@ struct http_server {
 	size_t route_count;
 	void *app;
 	http_gate gate;
+	void (*on_response)(struct http_request *req, void *app);
 	uint16_t port;
 };
 
@@ -222,6 +223,8 @@ void http_resume(struct http_request *req)
 
 static enum MHD_Result send_response(struct http_request *req)
 {
+	if (req->server->on_response != NULL)
+		req->server->on_response(req, req->server->app);
 	struct MHD_Response *resp = MHD_create_response_from_buffer(
 		req->response.len, req->response.data, MHD_RESPMEM_MUST_COPY);
 	if (resp == NULL)
@@ -378,6 +381,7 @@ int http_server_start(const struct http_server_options *opts, struct http_server
 	server->route_count = opts->route_count;
 	server->app = opts->app;
 	server->gate = opts->gate;
+	server->on_response = opts->on_response;
 
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
 	if (ss.ss_family == AF_INET6)

@@ -88,6 +88,8 @@ struct http_server_options {
 	size_t route_count;
 	void *app;
 	http_gate gate;            /* NULL: every route is open */
+	/* Called as each response is queued (server thread), for metrics and access logs. */
+	void (*on_response)(struct http_request *req, void *app);
 	const char *tls_cert_pem;  /* NULL for plain HTTP */
 	const char *tls_key_pem;
 	unsigned connection_limit;
