@@ -26,6 +26,7 @@
 #include "controller/app.h"
 #include "controller/audit.h"
 #include "controller/settings.h"
+#include "controller/store.h"
 #include "db/migrations.h"
 #include "shared/migrate.h"
 #include "shared/secret.h"
@@ -318,18 +319,6 @@ static void count_response(struct http_request *req, void *app)
 		       SP_LOG_STR("client", req->client_address));
 }
 
-static int64_t latest_change(sqlite3 *db)
-{
-	sqlite3_stmt *st = NULL;
-	int64_t seq = 0;
-	if (sqlite3_prepare_v2(db, "SELECT coalesce(max(seq), 0) FROM changes", -1, &st, NULL) ==
-	        SQLITE_OK &&
-	    sqlite3_step(st) == SQLITE_ROW)
-		seq = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	return seq;
-}
-
 static char *read_file_text(const char *path, struct sp_diag *diag)
 {
 	FILE *f = fopen(path, "rb");
@@ -381,7 +370,7 @@ static int command_serve(struct controller *c, struct sp_config *cfg)
 		fail("signing keys", &d);
 		goto out;
 	}
-	if (feed_new(latest_change(c->db), 50, &c->feed) < 0) {
+	if (feed_new(store_latest_change(c), 50, &c->feed) < 0) {
 		fprintf(stderr, PROGRAM ": cannot start the change feed\n");
 		goto out;
 	}
