@@ -19,5 +19,6 @@ void bench_sink(uint64_t value);
 int bench_token(void);     /* ES256 sign/verify via our token module and via raw OpenSSL */
 int bench_dns(void);       /* DNS query parse + answer build */
 int bench_resource(void);  /* resource lookup among 10,000 resources */
+int bench_controller_policy(void); /* grants/s and access decisions (controller) */
 
 #endif
