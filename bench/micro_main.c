@@ -36,8 +36,7 @@ int main(int argc, char **argv)
 			continue;
 		printf("%s:\n", parts[i].name);
 		if (parts[i].run == NULL) {
-			printf("  (not built)\n");
-			failures++;
+			printf("  (not built in this tree)\n");
 			continue;
 		}
 		if (parts[i].run() != 0)
