@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 struct err_text {
 	const char *name;
@@ -66,4 +67,26 @@ int sp_diag_set(struct sp_diag *diag, int err, const char *fmt, ...)
 		va_end(ap);
 	}
 	return err;
+}
+
+const char *sp_diag_echo(const char *text, size_t len, char *out, size_t out_size)
+{
+	if (out_size == 0)
+		return out;
+	if (out_size < 4) {
+		out[0] = '\0';
+		return out;
+	}
+	size_t room = out_size - 1;
+	size_t n = len <= room ? len : room - 3;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)text[i];
+		out[i] = (c >= 0x20 && c < 0x7f && c != '"') ? (char)c : '?';
+	}
+	if (n < len) {
+		memcpy(out + n, "...", 3);
+		n += 3;
+	}
+	out[n] = '\0';
+	return out;
 }

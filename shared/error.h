@@ -58,4 +58,10 @@ struct sp_diag {
 int sp_diag_set(struct sp_diag *diag, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/*
+ * A copy of untrusted text fit for quoting in a diag: printable ASCII only (other bytes
+ * and '"' become '?'), cut with "..." to fit out_size. Returns out.
+ */
+const char *sp_diag_echo(const char *text, size_t len, char *out, size_t out_size);
+
 #endif

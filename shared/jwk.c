@@ -114,16 +114,6 @@ static int kid_is_valid(const char *kid)
 	return n > 0;
 }
 
-/* A copy of untrusted text fit for a diag message: printable ASCII, at most 32 bytes. */
-static const char *printable(const char *s, char *buf, size_t size)
-{
-	size_t i = 0;
-	for (; s[i] != '\0' && i + 1 < size && i < 32; i++)
-		buf[i] = (s[i] >= 0x20 && s[i] <= 0x7e) ? s[i] : '?';
-	buf[i] = '\0';
-	return buf;
-}
-
 /* Decodes a base64url string member into out (at most out_max bytes). */
 static int member_bytes(const json_t *obj, const char *name, uint8_t *out, size_t out_max,
 			size_t *out_len, struct sp_diag *diag)
@@ -160,14 +150,14 @@ static int check_use_and_alg(const json_t *jwk, const char *alg_name, struct sp_
 		if (strcmp(json_string_value(use), "sig") != 0)
 			return sp_diag_set(diag, SP_ERR_UNSUPPORTED,
 					   "JWK use \"%s\" is not \"sig\"",
-					   printable(json_string_value(use), shown, sizeof(shown)));
+					   sp_diag_echo(json_string_value(use), strlen(json_string_value(use)), shown, sizeof(shown)));
 	}
 	if (alg != NULL) {
 		if (!json_is_string(alg))
 			return sp_diag_set(diag, SP_ERR_INVALID, "JWK \"alg\" is not a string");
 		if (strcmp(json_string_value(alg), alg_name) != 0)
 			return sp_diag_set(diag, SP_ERR_UNSUPPORTED, "JWK alg \"%s\" is not %s",
-					   printable(json_string_value(alg), shown, sizeof(shown)),
+					   sp_diag_echo(json_string_value(alg), strlen(json_string_value(alg)), shown, sizeof(shown)),
 					   alg_name);
 	}
 	return 0;
@@ -246,13 +236,13 @@ int sp_jwk_parse_public(const json_t *jwk, EVP_PKEY **out, struct sp_diag *diag)
 		return sp_diag_set(diag, SP_ERR_INVALID, "JWK has no \"kty\" string");
 	if (strcmp(json_string_value(kty), "EC") != 0)
 		return sp_diag_set(diag, SP_ERR_UNSUPPORTED, "JWK kty \"%s\" is not \"EC\"",
-				   printable(json_string_value(kty), shown, sizeof(shown)));
+				   sp_diag_echo(json_string_value(kty), strlen(json_string_value(kty)), shown, sizeof(shown)));
 	const json_t *crv = json_object_get(jwk, "crv");
 	if (!json_is_string(crv))
 		return sp_diag_set(diag, SP_ERR_INVALID, "EC JWK has no \"crv\" string");
 	if (strcmp(json_string_value(crv), "P-256") != 0)
 		return sp_diag_set(diag, SP_ERR_UNSUPPORTED, "EC JWK crv \"%s\" is not \"P-256\"",
-				   printable(json_string_value(crv), shown, sizeof(shown)));
+				   sp_diag_echo(json_string_value(crv), strlen(json_string_value(crv)), shown, sizeof(shown)));
 	int r = check_use_and_alg(jwk, "ES256", diag);
 	if (r < 0)
 		return r;
@@ -519,7 +509,7 @@ static int jwks_parse_key(struct sp_jwks *set, const json_t *jwk, struct sp_diag
 	r = jwks_append(set, json_string_value(kid), alg, key);
 	if (r == SP_ERR_EXISTS)
 		r = sp_diag_set(diag, r, "kid \"%s\" appears twice",
-				printable(json_string_value(kid), shown, sizeof(shown)));
+				sp_diag_echo(json_string_value(kid), strlen(json_string_value(kid)), shown, sizeof(shown)));
 	else if (r == SP_ERR_TOO_LARGE)
 		r = sp_diag_set(diag, r, "more than %d usable keys", SP_JWKS_MAX_KEYS);
 	else if (r < 0)

@@ -10,21 +10,6 @@
 /* How much of a bad item the diag echoes. */
 #define PORTSET_ECHO_MAX 24
 
-/* A printable copy of at most PORTSET_ECHO_MAX bytes of s, for diags (never raw bytes). */
-static void portset_echo(const char *s, size_t len, char out[PORTSET_ECHO_MAX + 4])
-{
-	size_t n = len < PORTSET_ECHO_MAX ? len : PORTSET_ECHO_MAX;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-		out[i] = (c >= 0x20 && c < 0x7f && c != '"') ? (char)c : '?';
-	}
-	if (n < len) {
-		memcpy(out + n, "...", 3);
-		n += 3;
-	}
-	out[n] = '\0';
-}
-
 /* One decimal port: digits only, no leading zero, 1..65535. */
 static int portset_parse_port(const char *s, size_t len, const char *where, uint16_t *out,
 			      struct sp_diag *diag)
@@ -33,7 +18,7 @@ static int portset_parse_port(const char *s, size_t len, const char *where, uint
 	uint32_t value = 0;
 
 	*out = 0;
-	portset_echo(s, len, echo);
+	sp_diag_echo(s, len, echo, sizeof(echo));
 	if (len == 0)
 		return sp_diag_set(diag, SP_ERR_INVALID, "%s: a port number is missing", where);
 	for (size_t i = 0; i < len; i++) {

@@ -6,21 +6,6 @@
 /* How much of a bad name the diag echoes. */
 #define NAME_ECHO_MAX 80
 
-/* A printable copy of at most NAME_ECHO_MAX bytes of text, for diags. */
-static void name_echo(const char *text, size_t len, char out[NAME_ECHO_MAX + 4])
-{
-	size_t n = len < NAME_ECHO_MAX ? len : NAME_ECHO_MAX;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)text[i];
-		out[i] = (c >= 0x20 && c < 0x7f && c != '"') ? (char)c : '?';
-	}
-	if (n < len) {
-		memcpy(out + n, "...", 3);
-		n += 3;
-	}
-	out[n] = '\0';
-}
-
 static bool name_is_wildcard(char c)
 {
 	return c == '*' || c == '?';
@@ -84,7 +69,7 @@ static int name_parse(const char *text, bool pattern, char out[SP_RESOURCE_NAME_
 	if (text == NULL)
 		return sp_diag_set(diag, SP_ERR_INVALID, "%s is missing", kind);
 	len = strnlen(text, SP_RESOURCE_NAME_MAX + 2);
-	name_echo(text, len, echo);
+	sp_diag_echo(text, len, echo, sizeof(echo));
 	if (len > 0 && text[len - 1] == '.')
 		len--;
 	if (len > SP_RESOURCE_NAME_MAX)

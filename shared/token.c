@@ -30,16 +30,6 @@ static int is_base64url_char(char c)
 	       c == '-' || c == '_';
 }
 
-/* A copy of untrusted text fit for a diag message: printable ASCII, at most 32 bytes. */
-static const char *printable(const char *s, char *buf, size_t size)
-{
-	size_t i = 0;
-	for (; s[i] != '\0' && i + 1 < size && i < 32; i++)
-		buf[i] = (s[i] >= 0x20 && s[i] <= 0x7e) ? s[i] : '?';
-	buf[i] = '\0';
-	return buf;
-}
-
 /* 1 when the JSON string v is exactly s (embedded NULs and all). */
 static int json_string_is(const json_t *v, const char *s)
 {
@@ -215,7 +205,7 @@ static int check_header(const json_t *header, const struct sp_jwks *keys, const 
 	if (!json_string_is(alg, expected_alg))
 		return sp_diag_set(diag, SP_ERR_BAD_ALGORITHM,
 				   "token algorithm \"%s\" refused; only %s is accepted here",
-				   printable(json_string_value(alg), shown, sizeof(shown)),
+				   sp_diag_echo(json_string_value(alg), strlen(json_string_value(alg)), shown, sizeof(shown)),
 				   expected_alg);
 	if (json_object_get(header, "crit") != NULL)
 		return sp_diag_set(diag, SP_ERR_UNSUPPORTED,
@@ -231,7 +221,7 @@ static int check_header(const json_t *header, const struct sp_jwks *keys, const 
 	const struct sp_jwks_entry *entry = sp_jwks_find(keys, json_string_value(kid));
 	if (entry == NULL)
 		return sp_diag_set(diag, SP_ERR_NOT_FOUND, "no key with kid \"%s\"",
-				   printable(json_string_value(kid), shown, sizeof(shown)));
+				   sp_diag_echo(json_string_value(kid), strlen(json_string_value(kid)), shown, sizeof(shown)));
 	if (entry->alg != want)
 		return sp_diag_set(diag, SP_ERR_BAD_ALGORITHM, "key \"%s\" is not an %s key",
 				   entry->kid, expected_alg);

@@ -158,6 +158,18 @@ static void test_error_names(void **state)
 	assert_int_equal(sp_diag_set(NULL, SP_ERR_IO, "x"), SP_ERR_IO);
 }
 
+static void test_diag_echo(void **state)
+{
+	(void)state;
+	char out[8];
+	assert_string_equal(sp_diag_echo("abc", 3, out, sizeof(out)), "abc");
+	assert_string_equal(sp_diag_echo("a\"b\x01c", 5, out, sizeof(out)), "a?b?c");
+	assert_string_equal(sp_diag_echo("1234567", 7, out, sizeof(out)), "1234567");
+	assert_string_equal(sp_diag_echo("12345678", 8, out, sizeof(out)), "1234...");
+	char tiny[3] = "xx";
+	assert_string_equal(sp_diag_echo("abc", 3, tiny, sizeof(tiny)), "");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -169,6 +181,7 @@ int main(void)
 		cmocka_unit_test(test_reader_truncation_leaves_cursor),
 		cmocka_unit_test(test_reader_null_data_is_empty),
 		cmocka_unit_test(test_error_names),
+		cmocka_unit_test(test_diag_echo),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
