@@ -163,7 +163,7 @@ static void test_diag_echo(void **state)
 	(void)state;
 	char out[8];
 	assert_string_equal(sp_diag_echo("abc", 3, out, sizeof(out)), "abc");
-	assert_string_equal(sp_diag_echo("a\"b\x01c", 5, out, sizeof(out)), "a?b?c");
+	assert_string_equal(sp_diag_echo("a\"b\x01" "c", 5, out, sizeof(out)), "a?b?c");
 	assert_string_equal(sp_diag_echo("1234567", 7, out, sizeof(out)), "1234567");
 	assert_string_equal(sp_diag_echo("12345678", 8, out, sizeof(out)), "1234...");
 	char tiny[3] = "xx";
