@@ -69,6 +69,8 @@ struct controller_metrics {
 	struct sp_metric feed_waiters;
 };
 
+struct policy_state;
+
 struct controller {
 	struct controller_settings settings;
 	sqlite3 *db;
@@ -80,6 +82,8 @@ struct controller {
 	/* Seconds since the epoch; replaceable in tests. */
 	int64_t (*now)(void);
 	int ready;
+	/* Policy snapshot and its cache (controller/policy.h); created on first use. */
+	struct policy_state *policy;
 };
 
 /* The route table of every module, assembled once (controller/routes.c). */

@@ -25,6 +25,7 @@
 #include "controller/apikey.h"
 #include "controller/app.h"
 #include "controller/audit.h"
+#include "controller/policy.h"
 #include "controller/settings.h"
 #include "controller/store.h"
 #include "db/migrations.h"
@@ -432,6 +433,7 @@ out:
 		feed_wake_all(c->feed);
 	http_server_stop(c->http); /* finishes requests in flight */
 	feed_free(c->feed);
+	policy_state_free(c);
 	authority_close(&c->authority);
 	sp_db_close(c->db);
 	if (key != NULL) {
