@@ -263,6 +263,14 @@ int authority_sign(struct authority *a, const json_t *claims, char **out)
 	return sp_token_signer_sign(a->signer, claims, out);
 }
 
+int authority_sign_document(struct authority *a, const json_t *claims, char **out)
+{
+	*out = NULL;
+	if (a->signer == NULL)
+		return SP_ERR_NOT_FOUND;
+	return sp_token_signer_sign_max(a->signer, claims, SP_TOKEN_DOCUMENT_MAX_LEN, out);
+}
+
 const char *authority_jwks(const struct authority *a, size_t *length)
 {
 	*length = a->jwks_length;

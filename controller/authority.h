@@ -62,6 +62,9 @@ void authority_close(struct authority *a);
 
 /* Signs the claims with the active key. *out is freed by the caller with free(). */
 int authority_sign(struct authority *a, const json_t *claims, char **out);
+/* The same for signed documents (resource lists, connector configs), up to
+ * SP_TOKEN_DOCUMENT_MAX_LEN bytes. */
+int authority_sign_document(struct authority *a, const json_t *claims, char **out);
 /* The JWKS document ({"keys":[...]}), valid until the next refresh. */
 const char *authority_jwks(const struct authority *a, size_t *length);
 

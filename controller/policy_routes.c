@@ -155,7 +155,7 @@ static void handle_client_resources(struct http_request *req, void *app)
 		http_reply_error(req, 500, "internal", "the resource list could not be built");
 		goto out;
 	}
-	int r = authority_sign(&c->authority, claims, &jws);
+	int r = authority_sign_document(&c->authority, claims, &jws);
 	if (r < 0) {
 		reply_sign_error(req, r);
 		goto out;

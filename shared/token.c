@@ -106,7 +106,8 @@ void sp_token_signer_free(struct sp_token_signer *signer)
 	free(signer);
 }
 
-int sp_token_signer_sign(struct sp_token_signer *signer, const json_t *claims, char **out_jws)
+int sp_token_signer_sign_max(struct sp_token_signer *signer, const json_t *claims, size_t max_len,
+			     char **out_jws)
 {
 	int r = SP_ERR_NOMEM;
 	char *payload = NULL;
@@ -121,7 +122,7 @@ int sp_token_signer_sign(struct sp_token_signer *signer, const json_t *claims, c
 		return SP_ERR_NOMEM;
 	size_t payload_len = strlen(payload);
 	/* base64url grows 3 bytes to 4: refuse early what could never fit. */
-	if (payload_len > SP_TOKEN_MAX_LEN / 4 * 3) {
+	if (payload_len > max_len / 4 * 3) {
 		r = SP_ERR_TOO_LARGE;
 		goto out;
 	}
@@ -136,7 +137,7 @@ int sp_token_signer_sign(struct sp_token_signer *signer, const json_t *claims, c
 		r = SP_ERR_CRYPTO;
 		goto out;
 	}
-	if (strlen(compact) > SP_TOKEN_MAX_LEN) {
+	if (strlen(compact) > max_len) {
 		r = SP_ERR_TOO_LARGE;
 		goto out;
 	}
@@ -148,6 +149,11 @@ out:
 	cjose_header_release(header);
 	free(payload);
 	return r;
+}
+
+int sp_token_signer_sign(struct sp_token_signer *signer, const json_t *claims, char **out_jws)
+{
+	return sp_token_signer_sign_max(signer, claims, SP_TOKEN_MAX_LEN, out_jws);
 }
 
 int sp_token_sign_es256(EVP_PKEY *priv, const char *kid, const json_t *claims, char **out_jws)
@@ -248,7 +254,7 @@ static int check_signature_shape(const char *text, size_t len, const struct sp_j
 	return 0;
 }
 
-int sp_token_verify(const char *jws, size_t len, const struct sp_jwks *keys,
+int sp_token_verify_max(const char *jws, size_t len, size_t max_len, const struct sp_jwks *keys,
 		    const char *expected_alg, json_t **claims_out, struct sp_diag *diag)
 {
 	int r = SP_ERR_INTERNAL;
@@ -271,9 +277,9 @@ int sp_token_verify(const char *jws, size_t len, const struct sp_jwks *keys,
 				   "only ES256 and RS256 can be expected");
 	if (jws == NULL || len == 0)
 		return sp_diag_set(diag, SP_ERR_INVALID, "token is empty");
-	if (len > SP_TOKEN_MAX_LEN)
-		return sp_diag_set(diag, SP_ERR_TOO_LARGE, "token is longer than %d bytes",
-				   SP_TOKEN_MAX_LEN);
+	if (len > max_len)
+		return sp_diag_set(diag, SP_ERR_TOO_LARGE, "token is longer than %zu bytes",
+				   max_len);
 
 	/* header '.' payload '.' signature, each non-empty base64url. */
 	for (size_t i = 0; i < len; i++) {
@@ -492,4 +498,11 @@ int sp_token_check_claims(const json_t *claims, const struct sp_token_expect *e,
 			return sp_diag_set(diag, SP_ERR_CLAIM, "claim \"nonce\" does not match");
 	}
 	return 0;
+}
+
+int sp_token_verify(const char *jws, size_t len, const struct sp_jwks *keys,
+		    const char *expected_alg, json_t **claims_out, struct sp_diag *diag)
+{
+	return sp_token_verify_max(jws, len, SP_TOKEN_MAX_LEN, keys, expected_alg, claims_out,
+				   diag);
 }

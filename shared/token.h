@@ -33,6 +33,12 @@
 
 /* Longest compact JWS accepted by sp_token_verify or produced by signing, in bytes. */
 #define SP_TOKEN_MAX_LEN 16384
+/*
+ * Signed documents (a client's resource list, a connector's config) carry thousands of
+ * entries; they are fetched over HTTP with a body limit, never sent in headers, and use
+ * the *_max forms with this bound.
+ */
+#define SP_TOKEN_DOCUMENT_MAX_LEN ((size_t)4 << 20)
 /* Largest clock skew a caller may allow, in seconds. */
 #define SP_TOKEN_MAX_SKEW_S 300
 /* Most entries an `aud` array may hold. */
@@ -59,6 +65,10 @@ void sp_token_signer_free(struct sp_token_signer *signer);
  */
 int sp_token_signer_sign(struct sp_token_signer *signer, const json_t *claims, char **out_jws);
 
+/* The same with another length bound (SP_TOKEN_DOCUMENT_MAX_LEN for documents). */
+int sp_token_signer_sign_max(struct sp_token_signer *signer, const json_t *claims, size_t max_len,
+			     char **out_jws);
+
 /* One-shot form of the two calls above, for code that signs rarely. */
 int sp_token_sign_es256(EVP_PKEY *priv, const char *kid, const json_t *claims, char **out_jws);
 
@@ -75,6 +85,9 @@ int sp_token_sign_es256(EVP_PKEY *priv, const char *kid, const json_t *claims, c
  */
 int sp_token_verify(const char *jws, size_t len, const struct sp_jwks *keys,
 		    const char *expected_alg, json_t **claims_out, struct sp_diag *diag);
+/* The same with another length bound (SP_TOKEN_DOCUMENT_MAX_LEN for documents). */
+int sp_token_verify_max(const char *jws, size_t len, size_t max_len, const struct sp_jwks *keys,
+			const char *expected_alg, json_t **claims_out, struct sp_diag *diag);
 
 /*
  * What the claims of one token must say. Owned by the caller (usually on the

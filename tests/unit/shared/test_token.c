@@ -221,6 +221,37 @@ static void test_signer_reuse(void **state)
 	json_decref(claims);
 }
 
+/* Signed documents may pass the 16 KiB token bound only through the *_max forms. */
+static void test_document_bound(void **state)
+{
+	(void)state;
+	struct sp_token_signer *signer = NULL;
+	struct sp_diag d;
+	char *jws = NULL;
+	json_t *claims = grant_claims(), *out = NULL;
+	char *big = calloc(1, 64 * 1024 + 1);
+	assert_non_null(big);
+	memset(big, 'r', 64 * 1024);
+	json_object_set_new(claims, "resources", json_string(big));
+	assert_int_equal(sp_token_signer_new(controller_key, "k1", &signer), 0);
+	assert_int_equal(sp_token_signer_sign(signer, claims, &jws), SP_ERR_TOO_LARGE);
+	assert_null(jws);
+	assert_int_equal(sp_token_signer_sign_max(signer, claims, SP_TOKEN_DOCUMENT_MAX_LEN, &jws), 0);
+	assert_int_equal(sp_token_verify(jws, strlen(jws), &controller_set, "ES256", &out, &d),
+			 SP_ERR_TOO_LARGE);
+	assert_int_equal(sp_token_verify_max(jws, strlen(jws), SP_TOKEN_DOCUMENT_MAX_LEN,
+					     &controller_set, "ES256", &out, &d),
+			 0);
+	assert_string_equal(json_string_value(json_object_get(out, "resources")), big);
+	json_decref(out);
+	free(jws);
+	/* Past the document bound too: refused before signing. */
+	assert_int_equal(sp_token_signer_sign_max(signer, claims, 1024, &jws), SP_ERR_TOO_LARGE);
+	sp_token_signer_free(signer);
+	free(big);
+	json_decref(claims);
+}
+
 static void test_sign_refusals(void **state)
 {
 	(void)state;
@@ -887,6 +918,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_sign_verify_roundtrip),
 	    cmocka_unit_test(test_signer_reuse),
+	    cmocka_unit_test(test_document_bound),
 	    cmocka_unit_test(test_sign_refusals),
 	    cmocka_unit_test(test_tampering_is_detected),
 	    cmocka_unit_test(test_signature_from_another_key),
