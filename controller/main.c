@@ -374,6 +374,12 @@ static int command_serve(struct controller *c, struct sp_config *cfg)
 		fprintf(stderr, PROGRAM ": cannot start the change feed\n");
 		goto out;
 	}
+	const char *db_path = NULL;
+	if (settings_sqlite_path(&c->settings, &db_path, &d) < 0 ||
+	    change_watch_start(db_path, c->feed, 0, &c->change_watch, &d) < 0) {
+		fail("change feed", &d);
+		goto out;
+	}
 	if (c->settings.tls_cert[0] != '\0') {
 		cert = read_file_text(c->settings.tls_cert, &d);
 		key = cert != NULL ? read_file_text(c->settings.tls_key, &d) : NULL;
@@ -431,6 +437,7 @@ out:
 	if (c->feed != NULL)
 		feed_wake_all(c->feed);
 	http_server_stop(c->http); /* finishes requests in flight */
+	change_watch_stop(c->change_watch); /* publishes to the feed: stopped before it */
 	feed_free(c->feed);
 	authority_close(&c->authority);
 	sp_db_close(c->db);
