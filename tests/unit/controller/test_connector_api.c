@@ -403,6 +403,43 @@ static void test_config_document(void **state)
 	authority_close(&a);
 }
 
+/*
+ * A signed document is bounded by SP_TOKEN_MAX_LEN: past it the config is refused with
+ * SP_ERR_TOO_LARGE (the handler answers 500 config_too_large), never truncated. Prints how
+ * many typical resources fit, the figure docs/protocol.md §1.5 quotes.
+ */
+static void test_config_size_limit(void **state)
+{
+	(void)state;
+	struct authority a;
+	memset(&a, 0, sizeof(a));
+	assert_int_equal(authority_open(&a, db, NULL, T0, NULL), 0);
+	exec_sql("INSERT INTO remote_networks (id, name, created_at, updated_at) VALUES"
+	         " ('" NET_A "', 'a', 1, 1)");
+	int fitted = 0, r = 0;
+	for (int i = 0; i < 500 && r == 0; i++) {
+		char sql[512];
+		snprintf(sql, sizeof(sql),
+		         "INSERT INTO resources (id, network_id, name, address, alias, tcp_ports,"
+		         " created_at, updated_at) VALUES ('%032x', '" NET_A "', 'service %d',"
+		         " 'service-%d.corp.example.com', 'service-%d.sp', '[\"443\",\"8443\"]', 1, 1)",
+		         (unsigned)i + 1, i, i, i);
+		exec_sql(sql);
+		char *doc = NULL;
+		r = connector_config_document(db, &a, "https://sp.example", CONNECTOR, NET_A, T0, 1,
+		                              &doc);
+		if (r == 0) {
+			assert_true(strlen(doc) <= SP_TOKEN_MAX_LEN);
+			fitted = i + 1;
+		}
+		free(doc);
+	}
+	assert_int_equal(r, SP_ERR_TOO_LARGE);
+	print_message("connector config: %d resources fit in one signed document\n", fitted);
+	assert_true(fitted >= 40 && fitted < 500);
+	authority_close(&a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -411,6 +448,7 @@ int main(void)
 		cmocka_unit_test(test_flow_events_valid),
 		cmocka_unit_test(test_flow_events_refused),
 		cmocka_unit_test_setup_teardown(test_config_document, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_config_size_limit, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
