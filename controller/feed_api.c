@@ -1,6 +1,7 @@
 /* controller/feed_api.c — see feed_api.h. */
 #include "controller/feed_api.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -213,6 +214,21 @@ struct feed_poll {
 	int64_t deadline_ms;
 };
 
+/* Polls whose state exists: from the first park until the server has sent the answer and
+ * completed the request (state_free runs then, on the server thread). */
+static atomic_size_t open_polls;
+
+static void poll_free(void *state)
+{
+	free(state);
+	atomic_fetch_sub(&open_polls, 1);
+}
+
+size_t feed_api_open_polls(void)
+{
+	return atomic_load(&open_polls);
+}
+
 static int64_t monotonic_ms(void)
 {
 	struct timespec ts;
@@ -279,7 +295,8 @@ static void handle_feed(struct http_request *req, struct controller *c, int for_
 		poll->after = after;
 		poll->deadline_ms = monotonic_ms() + timeout_s * 1000;
 		req->state = poll;
-		req->state_free = free;
+		req->state_free = poll_free;
+		atomic_fetch_add(&open_polls, 1);
 	}
 	/* A few rounds at most: feed_wait answers "not parked" only when a newer change was
 	 * published meanwhile, which the next round reads. */

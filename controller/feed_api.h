@@ -75,4 +75,12 @@ int feed_pending_kinds(sqlite3 *db, int64_t after, int64_t upto, const char *con
 /* The feed answer {"v":1,"seq":seq,"changes":[...]} for a set of kinds. */
 json_t *feed_answer(int64_t seq, unsigned kinds);
 
+/*
+ * Feed requests not yet completed: held, or answered but not yet sent. On shutdown the
+ * controller wakes every held poll (they answer at once while it is not ready) and waits
+ * for this to reach 0 before stopping the server, so held polls get an answer rather
+ * than a closed connection. Any thread.
+ */
+size_t feed_api_open_polls(void);
+
 #endif

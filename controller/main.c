@@ -25,6 +25,7 @@
 #include "controller/apikey.h"
 #include "controller/app.h"
 #include "controller/audit.h"
+#include "controller/feed_api.h"
 #include "controller/settings.h"
 #include "controller/store.h"
 #include "db/migrations.h"
@@ -434,8 +435,16 @@ static int command_serve(struct controller *c, struct sp_config *cfg)
 out:
 	(void)cfg;
 	c->ready = 0;
-	if (c->feed != NULL)
+	if (c->feed != NULL) {
+		/* Held long polls answer at once now (the controller is no longer ready); give
+		 * the server up to two seconds to send those answers before it stops. */
 		feed_wake_all(c->feed);
+		for (int i = 0; i < 200 && feed_api_open_polls() > 0; i++) {
+			struct timespec pause = {0, 10 * 1000000L};
+			nanosleep(&pause, NULL);
+			feed_wake_all(c->feed);
+		}
+	}
 	http_server_stop(c->http); /* finishes requests in flight */
 	change_watch_stop(c->change_watch); /* publishes to the feed: stopped before it */
 	feed_free(c->feed);

@@ -636,10 +636,25 @@ try:
     status, resp = call("POST", "/api/connector/v1/heartbeat", {}, token=connector_token(key1, cid))
     check("disabled connector heartbeat is 401", status == 401, resp)
 
+    # ---- a held poll does not keep the controller from stopping ----
+    conn = db()
+    conn.execute("UPDATE connectors SET state = 'active' WHERE id = ?", (cid,))
+    seq = conn.execute("SELECT max(seq) FROM changes").fetchone()[0]
+    conn.close()
+    tok = connector_token(key1, cid)
+    th = threading.Thread(target=one_poll, args=(seq, 60, "shutdown"))
+    th.start()
+    check("poll held before SIGTERM", wait_for_waiters(1))
+    t_stop = time.time()
     proc.terminate()
     rc = proc.wait(timeout=60)
+    stop_s = time.time() - t_stop
     proc = None
+    th.join(timeout=10)
     check("controller stops cleanly", rc == 0, str(rc))
+    check("SIGTERM with a held poll stops within 5 s", stop_s < 5, f"{stop_s:.2f}")
+    start, (status, resp), end = out.get("shutdown", (0, (0, None), 0))
+    check("held poll answered at shutdown", status == 200 and resp["changes"] == [], f"{status} {resp}")
 except Exception as e:  # a crash of the test itself is a failure, not a silent pass
     import traceback
     traceback.print_exc()
