@@ -18,6 +18,7 @@
 #include <sqlite3.h>
 
 #include "controller/authority.h"
+#include "controller/change_watch.h"
 #include "controller/feed.h"
 #include "controller/http.h"
 #include "shared/metrics.h"
@@ -76,6 +77,8 @@ struct controller {
 	sqlite3 *db;
 	struct authority authority;
 	struct feed *feed;
+	/* Publishes changes committed by other processes to the feed (change_watch.h). */
+	struct change_watch *change_watch;
 	struct http_server *http;
 	struct sp_metrics_registry metrics_registry;
 	struct controller_metrics metrics;

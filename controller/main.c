@@ -26,6 +26,7 @@
 #include "controller/app.h"
 #include "controller/audit.h"
 #include "controller/policy.h"
+#include "controller/feed_api.h"
 #include "controller/settings.h"
 #include "controller/store.h"
 #include "db/migrations.h"
@@ -375,6 +376,12 @@ static int command_serve(struct controller *c, struct sp_config *cfg)
 		fprintf(stderr, PROGRAM ": cannot start the change feed\n");
 		goto out;
 	}
+	const char *db_path = NULL;
+	if (settings_sqlite_path(&c->settings, &db_path, &d) < 0 ||
+	    change_watch_start(db_path, c->feed, 0, &c->change_watch, &d) < 0) {
+		fail("change feed", &d);
+		goto out;
+	}
 	if (c->settings.tls_cert[0] != '\0') {
 		cert = read_file_text(c->settings.tls_cert, &d);
 		key = cert != NULL ? read_file_text(c->settings.tls_key, &d) : NULL;
@@ -429,9 +436,18 @@ static int command_serve(struct controller *c, struct sp_config *cfg)
 out:
 	(void)cfg;
 	c->ready = 0;
-	if (c->feed != NULL)
+	if (c->feed != NULL) {
+		/* Held long polls answer at once now (the controller is no longer ready); give
+		 * the server up to two seconds to send those answers before it stops. */
 		feed_wake_all(c->feed);
+		for (int i = 0; i < 200 && feed_api_open_polls() > 0; i++) {
+			struct timespec pause = {0, 10 * 1000000L};
+			nanosleep(&pause, NULL);
+			feed_wake_all(c->feed);
+		}
+	}
 	http_server_stop(c->http); /* finishes requests in flight */
+	change_watch_stop(c->change_watch); /* publishes to the feed: stopped before it */
 	feed_free(c->feed);
 	policy_state_free(c);
 	authority_close(&c->authority);

@@ -13,6 +13,8 @@ struct route_module {
 static const struct route_module modules[] = {
 	{ops_routes, &ops_route_count},
 	{policy_routes, &policy_route_count},
+	{connector_api_routes, &connector_api_route_count},
+	{feed_api_routes, &feed_api_route_count},
 };
 
 /* Built once at start-up (before the server thread exists) and kept for the process. */

@@ -14,5 +14,9 @@ extern const struct route ops_routes[];
 extern const size_t ops_route_count;
 extern const struct route policy_routes[];
 extern const size_t policy_route_count;
+extern const struct route connector_api_routes[];
+extern const size_t connector_api_route_count;
+extern const struct route feed_api_routes[];
+extern const size_t feed_api_route_count;
 
 #endif
