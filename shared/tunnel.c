@@ -19,10 +19,10 @@
 
 /* Where a stream stands in the open exchange. */
 enum stream_state {
-	STREAM_WAITING,  /* client: request sent, no answer yet; server: headers arriving */
-	STREAM_PENDING,  /* server: handed to the application, not yet answered */
-	STREAM_OPEN,     /* 200 sent or received: DATA flows */
-	STREAM_REFUSED,  /* answered 4xx/5xx (or malformed): nothing more for the app */
+	STREAM_WAITING, /* client: request sent, no answer yet; server: headers arriving */
+	STREAM_PENDING, /* server: handed to the application, not yet answered */
+	STREAM_OPEN,	/* 200 sent or received: DATA flows */
+	STREAM_REFUSED, /* answered 4xx/5xx (or malformed): nothing more for the app */
 };
 
 /* Bits of struct request_fields.seen. */
@@ -44,9 +44,9 @@ struct request_fields {
 	char *grant; /* heap, NUL-terminated, at most SP_TUNNEL_GRANT_MAX */
 	enum sp_tunnel_proto proto;
 	unsigned seen;
-	int bad;           /* something was wrong: answer 400 */
+	int bad;	   /* something was wrong: answer 400 */
 	size_t list_bytes; /* header list size so far (name + value + 32 per field) */
-	int status;        /* client: :status */
+	int status;	   /* client: :status */
 	enum sp_tunnel_reason reason;
 };
 
@@ -59,17 +59,17 @@ struct tunnel_stream {
 	struct tunnel_stream *hash_next;   /* the tunnel's id table, once the id is known */
 	int32_t id;
 	enum stream_state state;
-	int app_knows;        /* the application has heard of this stream: owes it on_closed */
+	int app_knows; /* the application has heard of this stream: owes it on_closed */
 	void *user;
 	struct request_fields *fields; /* while headers arrive */
 	/* Bytes to send: a ring of queue_cap bytes, growing up to the tunnel's max_queued. */
 	uint8_t *queue;
 	size_t queue_cap, queue_head, queue_len;
-	int end_requested;    /* sp_tunnel_end called: END_STREAM after the queue */
-	int deferred;         /* the data provider returned DEFERRED: resume on new bytes */
-	int has_provider;     /* a data provider is attached (request or 200 submitted) */
-	int write_blocked;    /* an sp_tunnel_write was cut short: fire on_writable later */
-	size_t unconsumed;    /* delivered by on_data, not yet given to sp_tunnel_consumed */
+	int end_requested; /* sp_tunnel_end called: END_STREAM after the queue */
+	int deferred;	   /* the data provider returned DEFERRED: resume on new bytes */
+	int has_provider;  /* a data provider is attached (request or 200 submitted) */
+	int write_blocked; /* an sp_tunnel_write was cut short: fire on_writable later */
+	size_t unconsumed; /* delivered by on_data, not yet given to sp_tunnel_consumed */
 };
 
 struct sp_tunnel {
@@ -90,26 +90,26 @@ struct sp_tunnel {
 	/* Output nghttp2 produced that did not fit the caller's buffer. */
 	uint8_t *spill;
 	size_t spill_len, spill_off;
-	int failed;            /* a fatal error: nothing more is accepted */
-	int shutdown;          /* we sent (or queued) GOAWAY */
-	int peer_goaway;       /* the peer sent GOAWAY */
-	int writable_pending;  /* some write_blocked stream has room again */
-	char error[160];       /* what nghttp2 reported last */
+	int failed;	      /* a fatal error: nothing more is accepted */
+	int shutdown;	      /* we sent (or queued) GOAWAY */
+	int peer_goaway;      /* the peer sent GOAWAY */
+	int writable_pending; /* some write_blocked stream has room again */
+	char error[160];      /* what nghttp2 reported last */
 };
 
 static const char *const reason_names[] = {
-	[SP_TUNNEL_REASON_NONE] = "",
-	[SP_TUNNEL_REASON_NO_POLICY] = "no_policy",
-	[SP_TUNNEL_REASON_PORT_NOT_ALLOWED] = "port_not_allowed",
-	[SP_TUNNEL_REASON_REVOKED] = "revoked",
-	[SP_TUNNEL_REASON_EXPIRED] = "expired",
-	[SP_TUNNEL_REASON_DNS_ERROR] = "dns_error",
-	[SP_TUNNEL_REASON_CONNECT_FAILED] = "connect_failed",
-	[SP_TUNNEL_REASON_BAD_GRANT] = "bad_grant",
-	[SP_TUNNEL_REASON_CONNECTOR_UNAVAILABLE] = "connector_unavailable",
-	[SP_TUNNEL_REASON_BAD_REQUEST] = "bad_request",
-	[SP_TUNNEL_REASON_OVERLOADED] = "overloaded",
-	[SP_TUNNEL_REASON_UNKNOWN] = "unknown",
+    [SP_TUNNEL_REASON_NONE] = "",
+    [SP_TUNNEL_REASON_NO_POLICY] = "no_policy",
+    [SP_TUNNEL_REASON_PORT_NOT_ALLOWED] = "port_not_allowed",
+    [SP_TUNNEL_REASON_REVOKED] = "revoked",
+    [SP_TUNNEL_REASON_EXPIRED] = "expired",
+    [SP_TUNNEL_REASON_DNS_ERROR] = "dns_error",
+    [SP_TUNNEL_REASON_CONNECT_FAILED] = "connect_failed",
+    [SP_TUNNEL_REASON_BAD_GRANT] = "bad_grant",
+    [SP_TUNNEL_REASON_CONNECTOR_UNAVAILABLE] = "connector_unavailable",
+    [SP_TUNNEL_REASON_BAD_REQUEST] = "bad_request",
+    [SP_TUNNEL_REASON_OVERLOADED] = "overloaded",
+    [SP_TUNNEL_REASON_UNKNOWN] = "unknown",
 };
 
 const char *sp_tunnel_reason_name(enum sp_tunnel_reason reason)
@@ -168,7 +168,7 @@ static int check_authority(const char *authority, size_t len, struct sp_diag *di
 		return sp_diag_set(diag, SP_ERR_INVALID, "authority is empty");
 	if (len > SP_TUNNEL_AUTHORITY_MAX)
 		return sp_diag_set(diag, SP_ERR_TOO_LARGE, "authority is %zu bytes; at most %d",
-		                   len, SP_TUNNEL_AUTHORITY_MAX);
+				   len, SP_TUNNEL_AUTHORITY_MAX);
 	const uint8_t *a = (const uint8_t *)authority;
 	size_t colon = len;
 	while (colon > 0 && a[colon - 1] != ':')
@@ -184,12 +184,12 @@ static int check_authority(const char *authority, size_t len, struct sp_diag *di
 		for (size_t i = 1; i + 1 < host_len; i++)
 			if (!is_ipv6_literal_char(a[i]))
 				return sp_diag_set(diag, SP_ERR_INVALID,
-				                   "authority: bad character at %zu in [IPv6]", i);
+						   "authority: bad character at %zu in [IPv6]", i);
 	} else {
 		for (size_t i = 0; i < host_len; i++)
 			if (!is_host_char(a[i]))
 				return sp_diag_set(diag, SP_ERR_INVALID,
-				                   "authority: bad host character at %zu", i);
+						   "authority: bad host character at %zu", i);
 	}
 	size_t port_len = len - colon;
 	if (port_len == 0 || port_len > 5 || a[colon] == '0')
@@ -211,7 +211,7 @@ static int check_grant(const char *grant, size_t len, struct sp_diag *diag)
 		return sp_diag_set(diag, SP_ERR_INVALID, "grant is empty");
 	if (len > SP_TUNNEL_GRANT_MAX)
 		return sp_diag_set(diag, SP_ERR_TOO_LARGE, "grant is %zu bytes; at most %d", len,
-		                   SP_TUNNEL_GRANT_MAX);
+				   SP_TUNNEL_GRANT_MAX);
 	for (size_t i = 0; i < len; i++)
 		if (!is_base64url_or_dot((uint8_t)grant[i]))
 			return sp_diag_set(diag, SP_ERR_INVALID, "grant: bad character at %zu", i);
@@ -222,11 +222,11 @@ static int check_flow_id(const char *flow, size_t len, struct sp_diag *diag)
 {
 	if (len != SP_TUNNEL_FLOW_ID_LEN)
 		return sp_diag_set(diag, SP_ERR_INVALID, "flow id is %zu characters; must be %d",
-		                   len, SP_TUNNEL_FLOW_ID_LEN);
+				   len, SP_TUNNEL_FLOW_ID_LEN);
 	for (size_t i = 0; i < len; i++)
 		if (!is_lower_hex((uint8_t)flow[i]))
-			return sp_diag_set(diag, SP_ERR_INVALID, "flow id: not lower-case hex at %zu",
-			                   i);
+			return sp_diag_set(diag, SP_ERR_INVALID,
+					   "flow id: not lower-case hex at %zu", i);
 	return 0;
 }
 
@@ -242,8 +242,8 @@ int sp_tunnel_request_check(const struct sp_tunnel_open_request *req, struct sp_
 		return sp_diag_set(diag, SP_ERR_INVALID, "flow id is missing");
 	if (req->proto != SP_TUNNEL_PROTO_TCP && req->proto != SP_TUNNEL_PROTO_UDP)
 		return sp_diag_set(diag, SP_ERR_INVALID, "proto must be tcp or udp");
-	int r = check_authority(req->authority, strnlen(req->authority, SP_TUNNEL_AUTHORITY_MAX + 1),
-	                        diag);
+	int r = check_authority(req->authority,
+				strnlen(req->authority, SP_TUNNEL_AUTHORITY_MAX + 1), diag);
 	if (r < 0)
 		return r;
 	r = check_grant(req->grant, strnlen(req->grant, SP_TUNNEL_GRANT_MAX + 1), diag);
@@ -355,7 +355,7 @@ static void queue_clear(struct tunnel_stream *s)
 
 /* Appends up to len bytes to the ring, growing it up to max; returns how many fit. */
 static int queue_append(struct tunnel_stream *s, size_t max, const uint8_t *data, size_t len,
-                        size_t *accepted)
+			size_t *accepted)
 {
 	*accepted = 0;
 	size_t room = max > s->queue_len ? max - s->queue_len : 0;
@@ -399,6 +399,8 @@ static int queue_append(struct tunnel_stream *s, size_t max, const uint8_t *data
 static size_t queue_take(struct tunnel_stream *s, uint8_t *out, size_t len)
 {
 	size_t n = len < s->queue_len ? len : s->queue_len;
+	if (n == 0)
+		return 0;
 	size_t first = s->queue_cap - s->queue_head;
 	if (first > n)
 		first = n;
@@ -422,9 +424,8 @@ static void stream_resume(struct sp_tunnel *t, struct tunnel_stream *s)
 /* ---- nghttp2 callbacks ---- */
 
 /* Hands queued bytes to nghttp2 as DATA; defers when there are none yet. */
-static ssize_t data_read(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
-                         size_t length, uint32_t *data_flags, nghttp2_data_source *source,
-                         void *user_data)
+static ssize_t data_read(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+			 uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
 {
 	(void)session;
 	(void)source;
@@ -445,8 +446,7 @@ static ssize_t data_read(nghttp2_session *session, int32_t stream_id, uint8_t *b
 	return (ssize_t)n;
 }
 
-static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame,
-                            void *user_data)
+static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
 	(void)session;
 	struct sp_tunnel *t = user_data;
@@ -466,8 +466,8 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
 		return 0;
 	}
 	struct tunnel_stream *s = stream_find(t, id);
-	if (t->role == SP_TUNNEL_CLIENT && s != NULL && frame->headers.cat == NGHTTP2_HCAT_RESPONSE &&
-	    s->fields == NULL) {
+	if (t->role == SP_TUNNEL_CLIENT && s != NULL &&
+	    frame->headers.cat == NGHTTP2_HCAT_RESPONSE && s->fields == NULL) {
 		s->fields = calloc(1, sizeof(*s->fields));
 		if (s->fields == NULL)
 			return NGHTTP2_ERR_CALLBACK_FAILURE;
@@ -495,7 +495,8 @@ static int field_name_ok(const uint8_t *name, size_t len)
 		uint8_t c = name[i];
 		if (i == 0 && c == ':')
 			continue;
-		if (!((c >= 'a' && c <= 'z') || is_digit(c) || strchr("!#$%&'*+-.^_`|~", c) != NULL) ||
+		if (!((c >= 'a' && c <= 'z') || is_digit(c) ||
+		      strchr("!#$%&'*+-.^_`|~", c) != NULL) ||
 		    c == 0)
 			return 0;
 	}
@@ -512,7 +513,7 @@ static int field_value_ok(const uint8_t *value, size_t len)
 
 /* One request field on the server. Marks the request bad rather than failing. */
 static void request_field(struct sp_tunnel *t, struct request_fields *f, const uint8_t *name,
-                          size_t namelen, const uint8_t *value, size_t valuelen)
+			  size_t namelen, const uint8_t *value, size_t valuelen)
 {
 	if (f->bad)
 		return;
@@ -583,7 +584,7 @@ static void request_field(struct sp_tunnel *t, struct request_fields *f, const u
 
 /* One answer field on the client. */
 static void response_field(struct request_fields *f, const uint8_t *name, size_t namelen,
-                           const uint8_t *value, size_t valuelen)
+			   const uint8_t *value, size_t valuelen)
 {
 	if (name_is(name, namelen, ":status")) {
 		if ((f->seen & SEEN_STATUS) || valuelen != 3 || !is_digit(value[0]) ||
@@ -600,8 +601,8 @@ static void response_field(struct request_fields *f, const uint8_t *name, size_t
 }
 
 static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
-                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
-                     void *user_data)
+		     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+		     void *user_data)
 {
 	(void)session;
 	(void)flags;
@@ -619,15 +620,15 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 }
 
 static int submit_answer(struct sp_tunnel *t, struct tunnel_stream *s, int status,
-                         enum sp_tunnel_reason reason)
+			 enum sp_tunnel_reason reason)
 {
 	char status_text[4] = {(char)('0' + status / 100), (char)('0' + status / 10 % 10),
-	                       (char)('0' + status % 10), '\0'};
+			       (char)('0' + status % 10), '\0'};
 	const char *reason_text = sp_tunnel_reason_name(reason);
 	nghttp2_nv nv[2] = {
-		{(uint8_t *)":status", (uint8_t *)status_text, 7, 3, NGHTTP2_NV_FLAG_NONE},
-		{(uint8_t *)"sallyport-reason", (uint8_t *)reason_text, 16, strlen(reason_text),
-		 NGHTTP2_NV_FLAG_NONE},
+	    {(uint8_t *)":status", (uint8_t *)status_text, 7, 3, NGHTTP2_NV_FLAG_NONE},
+	    {(uint8_t *)"sallyport-reason", (uint8_t *)reason_text, 16, strlen(reason_text),
+	     NGHTTP2_NV_FLAG_NONE},
 	};
 	int rv;
 	if (status == 200) {
@@ -662,17 +663,18 @@ static int request_complete(struct sp_tunnel *t, struct tunnel_stream *s)
 	struct request_fields *f = s->fields;
 	unsigned need = SEEN_METHOD | SEEN_AUTHORITY | SEEN_PROTO | SEEN_GRANT | SEEN_FLOW;
 	struct sp_tunnel_open_request req = {
-		.authority = f->authority,
-		.proto = f->proto,
-		.grant = f->grant,
-		.flow_id = f->flow_id,
+	    .authority = f->authority,
+	    .proto = f->proto,
+	    .grant = f->grant,
+	    .flow_id = f->flow_id,
 	};
 	int bad = f->bad || (f->seen & need) != need || sp_tunnel_request_check(&req, NULL) < 0;
 	if (bad || t->shutdown) {
 		s->fields = NULL;
 		fields_free(f);
-		int r = submit_answer(t, s, bad ? 400 : 503,
-		                      bad ? SP_TUNNEL_REASON_BAD_REQUEST : SP_TUNNEL_REASON_OVERLOADED);
+		int r =
+		    submit_answer(t, s, bad ? 400 : 503,
+				  bad ? SP_TUNNEL_REASON_BAD_REQUEST : SP_TUNNEL_REASON_OVERLOADED);
 		return r == SP_ERR_NOMEM ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
 	}
 	s->state = STREAM_PENDING;
@@ -713,8 +715,8 @@ static int response_complete(struct sp_tunnel *t, struct tunnel_stream *s)
 		if (t->cb.on_open_result != NULL)
 			t->cb.on_open_result(t, id, status, reason, t->user);
 		/* Close our half too: the flow is over. */
-		if (nghttp2_submit_rst_stream(t->session, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR) ==
-		    NGHTTP2_ERR_NOMEM)
+		if (nghttp2_submit_rst_stream(t->session, NGHTTP2_FLAG_NONE, id,
+					      NGHTTP2_NO_ERROR) == NGHTTP2_ERR_NOMEM)
 			return NGHTTP2_ERR_CALLBACK_FAILURE;
 		return 0;
 	}
@@ -742,7 +744,8 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 	if (s == NULL)
 		return 0;
 	if (frame->hd.type == NGHTTP2_HEADERS && s->fields != NULL && s->state == STREAM_WAITING) {
-		int r = t->role == SP_TUNNEL_SERVER ? request_complete(t, s) : response_complete(t, s);
+		int r =
+		    t->role == SP_TUNNEL_SERVER ? request_complete(t, s) : response_complete(t, s);
 		if (r != 0)
 			return r;
 		s = stream_find(t, id);
@@ -755,15 +758,15 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 }
 
 static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id,
-                         const uint8_t *data, size_t len, void *user_data)
+			 const uint8_t *data, size_t len, void *user_data)
 {
 	(void)flags;
 	struct sp_tunnel *t = user_data;
 	t->stats.bytes_in += len;
 	struct tunnel_stream *s = stream_find(t, stream_id);
 	int deliver = s != NULL && s->app_knows &&
-	              (s->state == STREAM_OPEN ||
-	               (s->state == STREAM_PENDING && t->role == SP_TUNNEL_SERVER));
+		      (s->state == STREAM_OPEN ||
+		       (s->state == STREAM_PENDING && t->role == SP_TUNNEL_SERVER));
 	if (!deliver) {
 		/* Nobody will use these bytes: give the window back at once. */
 		if (nghttp2_session_consume(session, stream_id, len) == NGHTTP2_ERR_NOMEM)
@@ -784,7 +787,7 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
 		t->failed = 1;
 		if (t->error[0] == '\0')
 			snprintf(t->error, sizeof(t->error), "connection error %u",
-			         frame->goaway.error_code);
+				 frame->goaway.error_code);
 		return 0;
 	}
 	if (frame->hd.type != NGHTTP2_HEADERS || !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
@@ -793,12 +796,13 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
 	/* A refusal ends our side; stop the peer's side too unless it ended already. */
 	if (s != NULL && s->state == STREAM_REFUSED && t->role == SP_TUNNEL_SERVER &&
 	    nghttp2_session_get_stream_remote_close(session, s->id) == 0)
-		(void)nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
+		(void)nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->id,
+						NGHTTP2_NO_ERROR);
 	return 0;
 }
 
 static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
-                           void *user_data)
+			   void *user_data)
 {
 	struct sp_tunnel *t = user_data;
 	struct tunnel_stream *s = stream_find(t, stream_id);
@@ -816,7 +820,7 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
 
 /* A request that never went out (GOAWAY arrived, or it was reset first) closes here. */
 static int on_frame_not_send(nghttp2_session *session, const nghttp2_frame *frame,
-                             int lib_error_code, void *user_data)
+			     int lib_error_code, void *user_data)
 {
 	(void)lib_error_code;
 	struct sp_tunnel *t = user_data;
@@ -831,7 +835,7 @@ static int on_frame_not_send(nghttp2_session *session, const nghttp2_frame *fram
 }
 
 static int on_error(nghttp2_session *session, int lib_error_code, const char *msg, size_t len,
-                    void *user_data)
+		    void *user_data)
 {
 	(void)session;
 	(void)lib_error_code;
@@ -845,7 +849,7 @@ static int on_error(nghttp2_session *session, int lib_error_code, const char *ms
 /* ---- life cycle ---- */
 
 int sp_tunnel_new(enum sp_tunnel_role role, const struct sp_tunnel_callbacks *cb, void *user,
-                  const struct sp_tunnel_options *opts, struct sp_tunnel **out)
+		  const struct sp_tunnel_options *opts, struct sp_tunnel **out)
 {
 	int r = SP_ERR_NOMEM;
 	nghttp2_session_callbacks *callbacks = NULL;
@@ -902,22 +906,22 @@ int sp_tunnel_new(enum sp_tunnel_role role, const struct sp_tunnel_callbacks *cb
 	nghttp2_option_set_no_http_messaging(option, 1);
 	nghttp2_option_set_max_deflate_dynamic_table_size(option, 4096);
 	int rv = role == SP_TUNNEL_CLIENT
-	                 ? nghttp2_session_client_new2(&t->session, callbacks, t, option)
-	                 : nghttp2_session_server_new2(&t->session, callbacks, t, option);
+		     ? nghttp2_session_client_new2(&t->session, callbacks, t, option)
+		     : nghttp2_session_server_new2(&t->session, callbacks, t, option);
 	if (rv != 0)
 		goto out;
 	nghttp2_settings_entry settings[] = {
-		{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, o.max_streams},
-		{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, o.stream_window},
-		{NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, o.max_header_list},
-		{NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+	    {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, o.max_streams},
+	    {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, o.stream_window},
+	    {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, o.max_header_list},
+	    {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
 	};
 	/* ENABLE_PUSH is a client-only setting. */
 	size_t count = role == SP_TUNNEL_CLIENT ? 4 : 3;
 	if (nghttp2_submit_settings(t->session, NGHTTP2_FLAG_NONE, settings, count) != 0)
 		goto out;
 	if (nghttp2_session_set_local_window_size(t->session, NGHTTP2_FLAG_NONE, 0,
-	                                          (int32_t)o.connection_window) != 0)
+						  (int32_t)o.connection_window) != 0)
 		goto out;
 	*out = t;
 	t = NULL;
@@ -1065,14 +1069,14 @@ int sp_tunnel_can_open(const struct sp_tunnel *t)
 	if (t == NULL || t->role != SP_TUNNEL_CLIENT || t->failed || t->shutdown || t->peer_goaway)
 		return 0;
 	uint32_t remote = nghttp2_session_get_remote_settings(
-		t->session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+	    t->session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
 	uint32_t limit = remote < t->opts.max_streams ? remote : t->opts.max_streams;
 	return t->stats.streams_open < limit &&
 	       nghttp2_session_check_request_allowed(t->session) != 0;
 }
 
-int sp_tunnel_open(struct sp_tunnel *t, const struct sp_tunnel_open_request *req,
-                   int32_t *stream, struct sp_diag *diag)
+int sp_tunnel_open(struct sp_tunnel *t, const struct sp_tunnel_open_request *req, int32_t *stream,
+		   struct sp_diag *diag)
 {
 	if (stream != NULL)
 		*stream = 0;
@@ -1090,19 +1094,19 @@ int sp_tunnel_open(struct sp_tunnel *t, const struct sp_tunnel_open_request *req
 		return SP_ERR_NOMEM;
 	const char *proto = req->proto == SP_TUNNEL_PROTO_TCP ? "tcp" : "udp";
 	nghttp2_nv nv[] = {
-		{(uint8_t *)":method", (uint8_t *)"CONNECT", 7, 7, NGHTTP2_NV_FLAG_NONE},
-		{(uint8_t *)":authority", (uint8_t *)req->authority, 10, strlen(req->authority),
-		 NGHTTP2_NV_FLAG_NONE},
-		{(uint8_t *)"sallyport-proto", (uint8_t *)proto, 15, 3, NGHTTP2_NV_FLAG_NONE},
-		{(uint8_t *)"sallyport-grant", (uint8_t *)req->grant, 15, strlen(req->grant),
-		 NGHTTP2_NV_FLAG_NONE},
-		/* Unique per flow: indexing it would only evict the grant from the table. */
-		{(uint8_t *)"sallyport-flow", (uint8_t *)req->flow_id, 14, SP_TUNNEL_FLOW_ID_LEN,
-		 NGHTTP2_NV_FLAG_NO_INDEX},
+	    {(uint8_t *)":method", (uint8_t *)"CONNECT", 7, 7, NGHTTP2_NV_FLAG_NONE},
+	    {(uint8_t *)":authority", (uint8_t *)req->authority, 10, strlen(req->authority),
+	     NGHTTP2_NV_FLAG_NONE},
+	    {(uint8_t *)"sallyport-proto", (uint8_t *)proto, 15, 3, NGHTTP2_NV_FLAG_NONE},
+	    {(uint8_t *)"sallyport-grant", (uint8_t *)req->grant, 15, strlen(req->grant),
+	     NGHTTP2_NV_FLAG_NONE},
+	    /* Unique per flow: indexing it would only evict the grant from the table. */
+	    {(uint8_t *)"sallyport-flow", (uint8_t *)req->flow_id, 14, SP_TUNNEL_FLOW_ID_LEN,
+	     NGHTTP2_NV_FLAG_NO_INDEX},
 	};
 	nghttp2_data_provider provider = {.source = {.ptr = s}, .read_callback = data_read};
 	int32_t id = nghttp2_submit_request(t->session, NULL, nv, sizeof(nv) / sizeof(nv[0]),
-	                                    &provider, NULL);
+					    &provider, NULL);
 	if (id < 0) {
 		stream_free(t, s);
 		t->stats.streams_total--;
@@ -1136,8 +1140,7 @@ int sp_tunnel_accept(struct sp_tunnel *t, int32_t stream)
 	return submit_answer(t, s, 200, SP_TUNNEL_REASON_NONE);
 }
 
-int sp_tunnel_refuse(struct sp_tunnel *t, int32_t stream, int status,
-                     enum sp_tunnel_reason reason)
+int sp_tunnel_refuse(struct sp_tunnel *t, int32_t stream, int status, enum sp_tunnel_reason reason)
 {
 	struct tunnel_stream *s = stream_find(t, stream);
 	if (s == NULL || t->role != SP_TUNNEL_SERVER)
@@ -1152,7 +1155,7 @@ int sp_tunnel_refuse(struct sp_tunnel *t, int32_t stream, int status,
 /* ---- both sides ---- */
 
 int sp_tunnel_write(struct sp_tunnel *t, int32_t stream, const void *data, size_t len,
-                    size_t *accepted)
+		    size_t *accepted)
 {
 	if (accepted != NULL)
 		*accepted = 0;
@@ -1246,8 +1249,8 @@ int sp_tunnel_shutdown(struct sp_tunnel *t)
 	if (t->shutdown)
 		return 0;
 	int32_t last = nghttp2_session_get_last_proc_stream_id(t->session);
-	int rv = nghttp2_submit_goaway(t->session, NGHTTP2_FLAG_NONE, last, NGHTTP2_NO_ERROR,
-	                               NULL, 0);
+	int rv =
+	    nghttp2_submit_goaway(t->session, NGHTTP2_FLAG_NONE, last, NGHTTP2_NO_ERROR, NULL, 0);
 	if (rv == NGHTTP2_ERR_NOMEM)
 		return SP_ERR_NOMEM;
 	if (rv != 0)

@@ -96,7 +96,7 @@ enum sp_tunnel_reason sp_tunnel_reason_parse(const char *name, size_t len);
 struct sp_tunnel_open_request {
 	const char *authority; /* "host:port" */
 	enum sp_tunnel_proto proto;
-	const char *grant; /* the grant JWS */
+	const char *grant;   /* the grant JWS */
 	const char *flow_id; /* SP_TUNNEL_FLOW_ID_LEN lower-case hex digits */
 };
 
@@ -109,20 +109,20 @@ struct sp_tunnel;
 struct sp_tunnel_callbacks {
 	/* Server: a valid open request; answer now or later with sp_tunnel_accept/refuse. */
 	void (*on_open_request)(struct sp_tunnel *t, int32_t stream,
-	                        const struct sp_tunnel_open_request *req, void *user);
+				const struct sp_tunnel_open_request *req, void *user);
 	/*
 	 * Client: the server's answer. status 200 with reason NONE, or 400..599 with a reason.
 	 * A stream that closes before any answer (refused by the stream limit or GOAWAY,
 	 * reset) sees only on_closed.
 	 */
 	void (*on_open_result)(struct sp_tunnel *t, int32_t stream, int status,
-	                       enum sp_tunnel_reason reason, void *user);
+			       enum sp_tunnel_reason reason, void *user);
 	/*
 	 * Bytes from the peer. They count against the peer's flow-control windows until the
 	 * application calls sp_tunnel_consumed for them.
 	 */
 	void (*on_data)(struct sp_tunnel *t, int32_t stream, const uint8_t *data, size_t len,
-	                void *user);
+			void *user);
 	/* The peer half-closed the stream (END_STREAM): no more on_data. */
 	void (*on_remote_end)(struct sp_tunnel *t, int32_t stream, void *user);
 	/*
@@ -136,19 +136,19 @@ struct sp_tunnel_callbacks {
 
 /* Limits; a field left 0 takes its SP_TUNNEL_DEFAULT_*. Owned by the caller, copied. */
 struct sp_tunnel_options {
-	uint32_t stream_window;      /* bytes a peer may send on one stream unconsumed */
-	uint32_t connection_window;  /* ... on all streams together */
-	uint32_t max_streams;        /* concurrent streams (server: advertised and enforced) */
-	uint32_t max_header_list;    /* request/response header bytes (RFC 9113 size rule) */
-	size_t max_queued;           /* bytes sp_tunnel_write buffers per stream */
+	uint32_t stream_window;	    /* bytes a peer may send on one stream unconsumed */
+	uint32_t connection_window; /* ... on all streams together */
+	uint32_t max_streams;	    /* concurrent streams (server: advertised and enforced) */
+	uint32_t max_header_list;   /* request/response header bytes (RFC 9113 size rule) */
+	size_t max_queued;	    /* bytes sp_tunnel_write buffers per stream */
 };
 
 /* Counters; filled by sp_tunnel_get_stats. */
 struct sp_tunnel_stats {
-	uint64_t streams_open;   /* streams not yet closed */
-	uint64_t streams_total;  /* streams ever opened (client) or requested (server) */
-	uint64_t bytes_in;       /* DATA payload bytes received */
-	uint64_t bytes_out;      /* DATA payload bytes sent */
+	uint64_t streams_open;	/* streams not yet closed */
+	uint64_t streams_total; /* streams ever opened (client) or requested (server) */
+	uint64_t bytes_in;	/* DATA payload bytes received */
+	uint64_t bytes_out;	/* DATA payload bytes sent */
 };
 
 /*
@@ -158,7 +158,7 @@ struct sp_tunnel_stats {
  * window above 2^31-1 or below 16 KiB, SP_ERR_NOMEM.
  */
 int sp_tunnel_new(enum sp_tunnel_role role, const struct sp_tunnel_callbacks *cb, void *user,
-                  const struct sp_tunnel_options *opts, struct sp_tunnel **out);
+		  const struct sp_tunnel_options *opts, struct sp_tunnel **out);
 /* Frees the tunnel and every stream without callbacks. Safe on NULL. */
 void sp_tunnel_free(struct sp_tunnel *t);
 
@@ -207,8 +207,8 @@ int sp_tunnel_can_open(const struct sp_tunnel *t);
  * SP_ERR_TOO_LARGE when the stream limit is reached or stream ids are exhausted;
  * SP_ERR_NOMEM.
  */
-int sp_tunnel_open(struct sp_tunnel *t, const struct sp_tunnel_open_request *req,
-                   int32_t *stream, struct sp_diag *diag);
+int sp_tunnel_open(struct sp_tunnel *t, const struct sp_tunnel_open_request *req, int32_t *stream,
+		   struct sp_diag *diag);
 /*
  * Server: answers an open request `:status 200`; DATA may flow from then on. Returns 0,
  * SP_ERR_NOT_FOUND for an unknown or closed stream, SP_ERR_INVALID when already answered.
@@ -218,8 +218,7 @@ int sp_tunnel_accept(struct sp_tunnel *t, int32_t stream);
  * Server: answers with status (400..599) and `sallyport-reason` (not NONE or UNKNOWN),
  * ending the stream. Errors as sp_tunnel_accept; SP_ERR_INVALID for a bad status/reason.
  */
-int sp_tunnel_refuse(struct sp_tunnel *t, int32_t stream, int status,
-                     enum sp_tunnel_reason reason);
+int sp_tunnel_refuse(struct sp_tunnel *t, int32_t stream, int status, enum sp_tunnel_reason reason);
 
 /*
  * Queues up to len bytes for the peer and sets *accepted to how many were taken: fewer
@@ -229,7 +228,7 @@ int sp_tunnel_refuse(struct sp_tunnel *t, int32_t stream, int status,
  * sp_tunnel_end or on a refused stream.
  */
 int sp_tunnel_write(struct sp_tunnel *t, int32_t stream, const void *data, size_t len,
-                    size_t *accepted);
+		    size_t *accepted);
 /* Bytes queued on the stream and not yet sent (0 for an unknown stream). */
 size_t sp_tunnel_queued(const struct sp_tunnel *t, int32_t stream);
 /* Half-closes our side: END_STREAM once the queue has drained. Errors as sp_tunnel_write. */

@@ -73,8 +73,8 @@ static int drain_plaintext(struct sp_tunnel_tls *tt, struct sp_diag *diag)
 	}
 }
 
-int sp_tunnel_tls_recv(struct sp_tunnel_tls *tt, const void *ciphertext, size_t len,
-                       size_t *used, struct sp_diag *diag)
+int sp_tunnel_tls_recv(struct sp_tunnel_tls *tt, const void *ciphertext, size_t len, size_t *used,
+		       struct sp_diag *diag)
 {
 	if (used != NULL)
 		*used = 0;
@@ -96,7 +96,8 @@ int sp_tunnel_tls_recv(struct sp_tunnel_tls *tt, const void *ciphertext, size_t 
 		r = handshake(tt, diag);
 		if (r == SP_ERR_AGAIN) {
 			r = 0;
-			/* More handshake input may still be offered; otherwise wait for the peer. */
+			/* More handshake input may still be offered; otherwise wait for the peer.
+			 */
 			if (n == 0)
 				break;
 			continue;

@@ -40,8 +40,8 @@ void sp_tunnel_tls_free(struct sp_tunnel_tls *tt);
  * diag: the caller closes the connection (after a last flush, which may carry an alert or
  * GOAWAY).
  */
-int sp_tunnel_tls_recv(struct sp_tunnel_tls *tt, const void *ciphertext, size_t len,
-                       size_t *used, struct sp_diag *diag);
+int sp_tunnel_tls_recv(struct sp_tunnel_tls *tt, const void *ciphertext, size_t len, size_t *used,
+		       struct sp_diag *diag);
 /*
  * Moves handshake messages and tunnel output into the outbound ciphertext buffer until it
  * is full (about SP_TLS_OUTBOUND_MAX) or nothing is left. Returns 0 or an error as above.

@@ -29,11 +29,11 @@ static const char *const FLOW = "0123456789abcdef0123456789abcdef";
 
 /* What one side's application saw and does on one stream. */
 struct flow {
-	int requests;       /* server: on_open_request calls */
+	int requests; /* server: on_open_request calls */
 	char authority[SP_TUNNEL_AUTHORITY_MAX + 1];
 	char flow_id[SP_TUNNEL_FLOW_ID_LEN + 1];
 	enum sp_tunnel_proto proto;
-	int results;        /* client: on_open_result calls */
+	int results; /* client: on_open_result calls */
 	int status;
 	enum sp_tunnel_reason reason;
 	int remote_end;
@@ -50,19 +50,19 @@ struct flow {
 	size_t sent;
 	int end_after_send;
 	int ended;
-	int mismatch;        /* a received byte differed from the stream's pattern */
+	int mismatch; /* a received byte differed from the stream's pattern */
 };
 
 /* One side: a tunnel and what its application does. */
 struct side {
 	struct sp_tunnel *t;
 	struct flow flows[MAX_FLOWS];
-	int accept;          /* server: accept every request */
-	int echo;            /* move received bytes back to the peer */
-	int consume;         /* call sp_tunnel_consumed for received bytes */
-	int check_pattern;   /* compare received bytes against pattern_byte */
-	int refuse_status;   /* server: refuse with this status ... */
-	int refuse_by_flow;  /* ... and the reason numbered by the flow id's last digit */
+	int accept;	    /* server: accept every request */
+	int echo;	    /* move received bytes back to the peer */
+	int consume;	    /* call sp_tunnel_consumed for received bytes */
+	int check_pattern;  /* compare received bytes against pattern_byte */
+	int refuse_status;  /* server: refuse with this status ... */
+	int refuse_by_flow; /* ... and the reason numbered by the flow id's last digit */
 	int requests;
 	int results;
 	int closed;
@@ -81,7 +81,7 @@ static uint8_t pattern_byte(int32_t id, size_t k)
 }
 
 static void on_open_request(struct sp_tunnel *t, int32_t stream,
-                            const struct sp_tunnel_open_request *req, void *user)
+			    const struct sp_tunnel_open_request *req, void *user)
 {
 	struct side *s = user;
 	struct flow *f = flow_of(s, stream);
@@ -94,7 +94,8 @@ static void on_open_request(struct sp_tunnel *t, int32_t stream,
 		enum sp_tunnel_reason reason = SP_TUNNEL_REASON_BAD_GRANT;
 		if (s->refuse_by_flow) {
 			char last = req->flow_id[SP_TUNNEL_FLOW_ID_LEN - 1];
-			reason = (enum sp_tunnel_reason)(last <= '9' ? last - '0' : last - 'a' + 10);
+			reason =
+			    (enum sp_tunnel_reason)(last <= '9' ? last - '0' : last - 'a' + 10);
 		}
 		assert_int_equal(sp_tunnel_refuse(t, stream, s->refuse_status, reason), 0);
 	} else if (s->accept) {
@@ -105,7 +106,7 @@ static void on_open_request(struct sp_tunnel *t, int32_t stream,
 }
 
 static void on_open_result(struct sp_tunnel *t, int32_t stream, int status,
-                           enum sp_tunnel_reason reason, void *user)
+			   enum sp_tunnel_reason reason, void *user)
 {
 	(void)t;
 	struct side *s = user;
@@ -117,7 +118,7 @@ static void on_open_result(struct sp_tunnel *t, int32_t stream, int status,
 }
 
 static void on_data(struct sp_tunnel *t, int32_t stream, const uint8_t *data, size_t len,
-                    void *user)
+		    void *user)
 {
 	(void)t;
 	struct side *s = user;
@@ -165,12 +166,12 @@ static void on_closed(struct sp_tunnel *t, int32_t stream, uint32_t code, void *
 }
 
 static const struct sp_tunnel_callbacks callbacks = {
-	.on_open_request = on_open_request,
-	.on_open_result = on_open_result,
-	.on_data = on_data,
-	.on_remote_end = on_remote_end,
-	.on_writable = on_writable,
-	.on_closed = on_closed,
+    .on_open_request = on_open_request,
+    .on_open_result = on_open_result,
+    .on_data = on_data,
+    .on_remote_end = on_remote_end,
+    .on_writable = on_writable,
+    .on_closed = on_closed,
 };
 
 static struct side *side_new(enum sp_tunnel_role role, const struct sp_tunnel_options *opts)
@@ -266,10 +267,10 @@ static void pump(struct side *c, struct side *s)
 static struct sp_tunnel_open_request request(const char *flow_id)
 {
 	struct sp_tunnel_open_request req = {
-		.authority = "db.internal.example:5432",
-		.proto = SP_TUNNEL_PROTO_TCP,
-		.grant = GRANT,
-		.flow_id = flow_id != NULL ? flow_id : FLOW,
+	    .authority = "db.internal.example:5432",
+	    .proto = SP_TUNNEL_PROTO_TCP,
+	    .grant = GRANT,
+	    .flow_id = flow_id != NULL ? flow_id : FLOW,
 	};
 	return req;
 }
@@ -488,9 +489,9 @@ struct raw_client {
 	int closed[64];
 };
 
-static int raw_on_header(nghttp2_session *session, const nghttp2_frame *frame,
-                         const uint8_t *name, size_t namelen, const uint8_t *value,
-                         size_t valuelen, uint8_t flags, void *user_data)
+static int raw_on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
+			 size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+			 void *user_data)
 {
 	(void)session;
 	(void)flags;
@@ -508,7 +509,7 @@ static int raw_on_header(nghttp2_session *session, const nghttp2_frame *frame,
 }
 
 static int raw_on_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
-                        void *user_data)
+			void *user_data)
 {
 	(void)session;
 	(void)error_code;
@@ -550,7 +551,7 @@ static void raw_pump(struct raw_client *rc, struct side *s)
 		assert_int_equal(sp_tunnel_send(s->t, &out), 0);
 		if (out.len > 0)
 			assert_int_equal(nghttp2_session_mem_recv(rc->session, out.data, out.len),
-			                 (ssize_t)out.len);
+					 (ssize_t)out.len);
 		moved += out.len;
 		sp_buf_free(&out);
 		if (moved == 0)
@@ -559,7 +560,10 @@ static void raw_pump(struct raw_client *rc, struct side *s)
 	fail_msg("raw pump did not settle");
 }
 
-#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
+#define NV(n, v)                                                                                   \
+	{                                                                                          \
+		(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE     \
+	}
 
 static void test_tunnel_malformed_requests_get_400(void **state)
 {
@@ -575,64 +579,96 @@ static void test_tunnel_malformed_requests_get_400(void **state)
 		size_t count;
 		int ok;
 	} cases[] = {
-		/* 0: the valid reference */
-		{{NV(":method", "CONNECT"), NV(":authority", "a.example:443"),
-		  NV("sallyport-proto", "tcp"), NV("sallyport-grant", GRANT),
-		  NV("sallyport-flow", FLOW)}, 5, 1},
-		/* missing :authority */
-		{{NV(":method", "CONNECT"), NV("sallyport-proto", "tcp"),
-		  NV("sallyport-grant", GRANT), NV("sallyport-flow", FLOW)}, 4, 0},
-		/* a :path present */
-		{{NV(":method", "CONNECT"), NV(":authority", "a.example:443"), NV(":path", "/"),
-		  NV("sallyport-proto", "tcp"), NV("sallyport-grant", GRANT),
-		  NV("sallyport-flow", FLOW)}, 6, 0},
-		/* bad ports */
-		{{NV(":method", "CONNECT"), NV(":authority", "a.example:0"),
-		  NV("sallyport-proto", "tcp"), NV("sallyport-grant", GRANT),
-		  NV("sallyport-flow", FLOW)}, 5, 0},
-		{{NV(":method", "CONNECT"), NV(":authority", "a.example:65536"),
-		  NV("sallyport-proto", "tcp"), NV("sallyport-grant", GRANT),
-		  NV("sallyport-flow", FLOW)}, 5, 0},
-		{{NV(":method", "CONNECT"), NV(":authority", "a.example"),
-		  NV("sallyport-proto", "tcp"), NV("sallyport-grant", GRANT),
-		  NV("sallyport-flow", FLOW)}, 5, 0},
-		/* oversize grant */
-		{{NV(":method", "CONNECT"), NV(":authority", "a.example:443"),
-		  NV("sallyport-proto", "tcp"), NV("sallyport-grant", big_grant),
-		  NV("sallyport-flow", FLOW)}, 5, 0},
-		/* missing sallyport-grant */
-		{{NV(":method", "CONNECT"), NV(":authority", "a.example:443"),
-		  NV("sallyport-proto", "tcp"), NV("sallyport-flow", FLOW)}, 4, 0},
-		/* wrong method, proto, flow id, :scheme, duplicate grant, upper-case name */
-		{{NV(":method", "GET"), NV(":authority", "a.example:443"),
-		  NV("sallyport-proto", "tcp"), NV("sallyport-grant", GRANT),
-		  NV("sallyport-flow", FLOW)}, 5, 0},
-		{{NV(":method", "CONNECT"), NV(":authority", "a.example:443"),
-		  NV("sallyport-proto", "sctp"), NV("sallyport-grant", GRANT),
-		  NV("sallyport-flow", FLOW)}, 5, 0},
-		{{NV(":method", "CONNECT"), NV(":authority", "a.example:443"),
-		  NV("sallyport-proto", "tcp"), NV("sallyport-grant", GRANT),
-		  NV("sallyport-flow", "0123456789ABCDEF0123456789abcdef")}, 5, 0},
-		{{NV(":method", "CONNECT"), NV(":scheme", "https"), NV(":authority", "a.example:443"),
-		  NV("sallyport-proto", "tcp"), NV("sallyport-grant", GRANT),
-		  NV("sallyport-flow", FLOW)}, 6, 0},
-		{{NV(":method", "CONNECT"), NV(":authority", "a.example:443"),
-		  NV("sallyport-proto", "tcp"), NV("sallyport-grant", GRANT),
-		  NV("sallyport-grant", GRANT), NV("sallyport-flow", FLOW)}, 6, 0},
-		{{NV(":method", "CONNECT"), NV(":authority", "a.example:443"),
-		  NV("sallyport-proto", "tcp"), NV("sallyport-grant", GRANT),
-		  NV("sallyport-flow", FLOW), NV("bad name", "x")}, 6, 0},
-		/* a pseudo-header after a regular one; a grant with a bad character */
-		{{NV(":method", "CONNECT"), NV("sallyport-proto", "tcp"),
-		  NV(":authority", "a.example:443"), NV("sallyport-grant", GRANT),
-		  NV("sallyport-flow", FLOW)}, 5, 0},
-		{{NV(":method", "CONNECT"), NV(":authority", "a.example:443"),
-		  NV("sallyport-proto", "tcp"), NV("sallyport-grant", "abc def"),
-		  NV("sallyport-flow", FLOW)}, 5, 0},
-		/* a grant of exactly the maximum is fine */
-		{{NV(":method", "CONNECT"), NV(":authority", "[2001:db8::1]:8443"),
-		  NV("sallyport-proto", "udp"), NV("sallyport-grant", max_grant),
-		  NV("sallyport-flow", FLOW)}, 5, 1},
+	    /* 0: the valid reference */
+	    {{NV(":method", "CONNECT"), NV(":authority", "a.example:443"),
+	      NV("sallyport-proto", "tcp"), NV("sallyport-grant", GRANT),
+	      NV("sallyport-flow", FLOW)},
+	     5,
+	     1},
+	    /* missing :authority */
+	    {{NV(":method", "CONNECT"), NV("sallyport-proto", "tcp"), NV("sallyport-grant", GRANT),
+	      NV("sallyport-flow", FLOW)},
+	     4,
+	     0},
+	    /* a :path present */
+	    {{NV(":method", "CONNECT"), NV(":authority", "a.example:443"), NV(":path", "/"),
+	      NV("sallyport-proto", "tcp"), NV("sallyport-grant", GRANT),
+	      NV("sallyport-flow", FLOW)},
+	     6,
+	     0},
+	    /* bad ports */
+	    {{NV(":method", "CONNECT"), NV(":authority", "a.example:0"),
+	      NV("sallyport-proto", "tcp"), NV("sallyport-grant", GRANT),
+	      NV("sallyport-flow", FLOW)},
+	     5,
+	     0},
+	    {{NV(":method", "CONNECT"), NV(":authority", "a.example:65536"),
+	      NV("sallyport-proto", "tcp"), NV("sallyport-grant", GRANT),
+	      NV("sallyport-flow", FLOW)},
+	     5,
+	     0},
+	    {{NV(":method", "CONNECT"), NV(":authority", "a.example"), NV("sallyport-proto", "tcp"),
+	      NV("sallyport-grant", GRANT), NV("sallyport-flow", FLOW)},
+	     5,
+	     0},
+	    /* oversize grant */
+	    {{NV(":method", "CONNECT"), NV(":authority", "a.example:443"),
+	      NV("sallyport-proto", "tcp"), NV("sallyport-grant", big_grant),
+	      NV("sallyport-flow", FLOW)},
+	     5,
+	     0},
+	    /* missing sallyport-grant */
+	    {{NV(":method", "CONNECT"), NV(":authority", "a.example:443"),
+	      NV("sallyport-proto", "tcp"), NV("sallyport-flow", FLOW)},
+	     4,
+	     0},
+	    /* wrong method, proto, flow id, :scheme, duplicate grant, upper-case name */
+	    {{NV(":method", "GET"), NV(":authority", "a.example:443"), NV("sallyport-proto", "tcp"),
+	      NV("sallyport-grant", GRANT), NV("sallyport-flow", FLOW)},
+	     5,
+	     0},
+	    {{NV(":method", "CONNECT"), NV(":authority", "a.example:443"),
+	      NV("sallyport-proto", "sctp"), NV("sallyport-grant", GRANT),
+	      NV("sallyport-flow", FLOW)},
+	     5,
+	     0},
+	    {{NV(":method", "CONNECT"), NV(":authority", "a.example:443"),
+	      NV("sallyport-proto", "tcp"), NV("sallyport-grant", GRANT),
+	      NV("sallyport-flow", "0123456789ABCDEF0123456789abcdef")},
+	     5,
+	     0},
+	    {{NV(":method", "CONNECT"), NV(":scheme", "https"), NV(":authority", "a.example:443"),
+	      NV("sallyport-proto", "tcp"), NV("sallyport-grant", GRANT),
+	      NV("sallyport-flow", FLOW)},
+	     6,
+	     0},
+	    {{NV(":method", "CONNECT"), NV(":authority", "a.example:443"),
+	      NV("sallyport-proto", "tcp"), NV("sallyport-grant", GRANT),
+	      NV("sallyport-grant", GRANT), NV("sallyport-flow", FLOW)},
+	     6,
+	     0},
+	    {{NV(":method", "CONNECT"), NV(":authority", "a.example:443"),
+	      NV("sallyport-proto", "tcp"), NV("sallyport-grant", GRANT),
+	      NV("sallyport-flow", FLOW), NV("bad name", "x")},
+	     6,
+	     0},
+	    /* a pseudo-header after a regular one; a grant with a bad character */
+	    {{NV(":method", "CONNECT"), NV("sallyport-proto", "tcp"),
+	      NV(":authority", "a.example:443"), NV("sallyport-grant", GRANT),
+	      NV("sallyport-flow", FLOW)},
+	     5,
+	     0},
+	    {{NV(":method", "CONNECT"), NV(":authority", "a.example:443"),
+	      NV("sallyport-proto", "tcp"), NV("sallyport-grant", "abc def"),
+	      NV("sallyport-flow", FLOW)},
+	     5,
+	     0},
+	    /* a grant of exactly the maximum is fine */
+	    {{NV(":method", "CONNECT"), NV(":authority", "[2001:db8::1]:8443"),
+	      NV("sallyport-proto", "udp"), NV("sallyport-grant", max_grant),
+	      NV("sallyport-flow", FLOW)},
+	     5,
+	     1},
 	};
 	size_t ncases = sizeof(cases) / sizeof(cases[0]);
 	struct side *s = side_new(SP_TUNNEL_SERVER, NULL);
@@ -642,7 +678,7 @@ static void test_tunnel_malformed_requests_get_400(void **state)
 	int32_t ids[32];
 	for (size_t i = 0; i < ncases; i++) {
 		ids[i] = nghttp2_submit_request(rc.session, NULL, cases[i].nv, cases[i].count, NULL,
-		                                NULL);
+						NULL);
 		assert_true(ids[i] > 0);
 		raw_pump(&rc, s);
 	}
@@ -680,8 +716,8 @@ static void test_tunnel_header_list_limit(void **state)
 	memset(grant, 'g', sizeof(grant) - 1);
 	grant[sizeof(grant) - 1] = '\0';
 	nghttp2_nv nv[] = {NV(":method", "CONNECT"), NV(":authority", "a.example:443"),
-	                   NV("sallyport-proto", "tcp"), NV("sallyport-grant", grant),
-	                   NV("sallyport-flow", FLOW)};
+			   NV("sallyport-proto", "tcp"), NV("sallyport-grant", grant),
+			   NV("sallyport-flow", FLOW)};
 	int32_t id = nghttp2_submit_request(rc.session, NULL, nv, 5, NULL, NULL);
 	raw_pump(&rc, s);
 	assert_int_equal(rc.status[id / 2], 400);
@@ -991,15 +1027,16 @@ static void test_tunnel_request_check(void **state)
 	struct sp_diag d;
 	assert_int_equal(sp_tunnel_request_check(&req, &d), 0);
 	const char *good[] = {"a:1", "10.0.0.1:65535", "[::1]:22", "[fe80::1%25eth0]:80",
-	                      "x-y_z.example:8080"};
+			      "x-y_z.example:8080"};
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
 		req.authority = good[i];
 		assert_int_equal(sp_tunnel_request_check(&req, &d), 0);
 	}
-	const char *bad[] = {"", ":443", "host:", "host:0", "host:00443", "host:65536",
-	                     "host:123456", "host:+1", "a:b:443", "ho st:80", "host\x01:80",
-	                     "user@host:80", "host/x:80", "[::1:80", "[]:80", "[::1]x:80",
-	                     "host:8a"};
+	const char *bad[] = {"",	   ":443",	 "host:",	"host:0",
+			     "host:00443", "host:65536", "host:123456", "host:+1",
+			     "a:b:443",	   "ho st:80",	 "host\x01:80", "user@host:80",
+			     "host/x:80",  "[::1:80",	 "[]:80",	"[::1]x:80",
+			     "host:8a"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		req.authority = bad[i];
 		assert_int_equal(sp_tunnel_request_check(&req, &d), SP_ERR_INVALID);
@@ -1054,7 +1091,7 @@ static void test_tunnel_reason_names(void **state)
 		assert_int_equal(sp_tunnel_reason_parse(name, strlen(name)), r);
 	}
 	assert_string_equal(sp_tunnel_reason_name(SP_TUNNEL_REASON_PORT_NOT_ALLOWED),
-	                    "port_not_allowed");
+			    "port_not_allowed");
 	assert_string_equal(sp_tunnel_reason_name(SP_TUNNEL_REASON_NONE), "");
 	assert_string_equal(sp_tunnel_reason_name((enum sp_tunnel_reason)99), "unknown");
 	assert_int_equal(sp_tunnel_reason_parse("revoke", 6), SP_TUNNEL_REASON_UNKNOWN);
@@ -1068,7 +1105,7 @@ static void test_tunnel_new_and_argument_errors(void **state)
 	(void)state;
 	struct sp_tunnel *t = (struct sp_tunnel *)&t;
 	assert_int_equal(sp_tunnel_new((enum sp_tunnel_role)0, NULL, NULL, NULL, &t),
-	                 SP_ERR_INVALID);
+			 SP_ERR_INVALID);
 	assert_null(t);
 	struct sp_tunnel_options opts = {.stream_window = 1000};
 	assert_int_equal(sp_tunnel_new(SP_TUNNEL_CLIENT, NULL, NULL, &opts, &t), SP_ERR_INVALID);
@@ -1209,8 +1246,8 @@ static void test_tunnel_through_tls(void **state)
 		side_service(c);
 		side_service(s);
 		size_t moved = tls_move(&ce, &se) + tls_move(&se, &ce);
-		if (moved == 0 && !sp_tunnel_tls_want_write(ce.tt) && !sp_tunnel_tls_want_write(se.tt) &&
-		    cf->closed)
+		if (moved == 0 && !sp_tunnel_tls_want_write(ce.tt) &&
+		    !sp_tunnel_tls_want_write(se.tt) && cf->closed)
 			break;
 	}
 	assert_int_equal(sp_tunnel_tls_handshake_done(ce.tt), 1);
@@ -1248,25 +1285,25 @@ static void test_tunnel_through_tls(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_tunnel_open_accept_echo_4mib),
-		cmocka_unit_test(test_tunnel_200_concurrent_streams),
-		cmocka_unit_test(test_tunnel_refusal_reasons_reach_client),
-		cmocka_unit_test(test_tunnel_refuse_and_accept_argument_errors),
-		cmocka_unit_test(test_tunnel_malformed_requests_get_400),
-		cmocka_unit_test(test_tunnel_header_list_limit),
-		cmocka_unit_test(test_tunnel_half_close_client_first),
-		cmocka_unit_test(test_tunnel_half_close_server_first),
-		cmocka_unit_test(test_tunnel_reset_mid_transfer_returns_window),
-		cmocka_unit_test(test_tunnel_backpressure),
-		cmocka_unit_test(test_tunnel_max_concurrent_streams),
-		cmocka_unit_test(test_tunnel_goaway_drain),
-		cmocka_unit_test(test_tunnel_client_shutdown),
-		cmocka_unit_test(test_tunnel_garbage_instead_of_preface),
-		cmocka_unit_test(test_tunnel_request_check),
-		cmocka_unit_test(test_tunnel_reason_names),
-		cmocka_unit_test(test_tunnel_new_and_argument_errors),
-		cmocka_unit_test(test_tunnel_split_output),
-		cmocka_unit_test(test_tunnel_through_tls),
+	    cmocka_unit_test(test_tunnel_open_accept_echo_4mib),
+	    cmocka_unit_test(test_tunnel_200_concurrent_streams),
+	    cmocka_unit_test(test_tunnel_refusal_reasons_reach_client),
+	    cmocka_unit_test(test_tunnel_refuse_and_accept_argument_errors),
+	    cmocka_unit_test(test_tunnel_malformed_requests_get_400),
+	    cmocka_unit_test(test_tunnel_header_list_limit),
+	    cmocka_unit_test(test_tunnel_half_close_client_first),
+	    cmocka_unit_test(test_tunnel_half_close_server_first),
+	    cmocka_unit_test(test_tunnel_reset_mid_transfer_returns_window),
+	    cmocka_unit_test(test_tunnel_backpressure),
+	    cmocka_unit_test(test_tunnel_max_concurrent_streams),
+	    cmocka_unit_test(test_tunnel_goaway_drain),
+	    cmocka_unit_test(test_tunnel_client_shutdown),
+	    cmocka_unit_test(test_tunnel_garbage_instead_of_preface),
+	    cmocka_unit_test(test_tunnel_request_check),
+	    cmocka_unit_test(test_tunnel_reason_names),
+	    cmocka_unit_test(test_tunnel_new_and_argument_errors),
+	    cmocka_unit_test(test_tunnel_split_output),
+	    cmocka_unit_test(test_tunnel_through_tls),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
