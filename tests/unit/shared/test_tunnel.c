@@ -1282,6 +1282,56 @@ static void test_tunnel_through_tls(void **state)
 	EVP_PKEY_free(se.key);
 }
 
+/* Reset before the request ever left: no frame for the peer, one on_closed, tunnel fine. */
+static void test_tunnel_reset_before_send(void **state)
+{
+	(void)state;
+	struct side *c = side_new(SP_TUNNEL_CLIENT, NULL);
+	struct side *s = side_new(SP_TUNNEL_SERVER, NULL);
+	s->accept = 1;
+	pump(c, s);
+	int32_t id = open_flow(c, NULL);
+	size_t took = 0;
+	assert_int_equal(sp_tunnel_write(c->t, id, "abc", 3, &took), 0);
+	assert_int_equal(sp_tunnel_reset(c->t, id, SP_TUNNEL_CANCEL), 0);
+	pump(c, s);
+	assert_int_equal(flow_of(c, id)->closed, 1);
+	assert_int_equal(flow_of(c, id)->results, 0);
+	assert_int_equal(s->requests, 0);
+	struct sp_tunnel_stats st;
+	sp_tunnel_get_stats(c->t, &st);
+	assert_int_equal(st.streams_open, 0);
+	/* The tunnel is still healthy. */
+	int32_t next = open_flow(c, NULL);
+	pump(c, s);
+	assert_int_equal(flow_of(c, next)->status, 200);
+	assert_int_equal(s->requests, 1);
+	side_free(c);
+	side_free(s);
+}
+
+/* A request still queued when the server's GOAWAY arrives is refused locally. */
+static void test_tunnel_goaway_crosses_open(void **state)
+{
+	(void)state;
+	struct side *c = side_new(SP_TUNNEL_CLIENT, NULL);
+	struct side *s = side_new(SP_TUNNEL_SERVER, NULL);
+	s->accept = 1;
+	pump(c, s);
+	int32_t id = open_flow(c, NULL);
+	assert_int_equal(sp_tunnel_shutdown(s->t), 0);
+	transfer(s, c); /* GOAWAY reaches the client before its HEADERS left */
+	pump(c, s);
+	assert_int_equal(flow_of(c, id)->closed, 1);
+	assert_int_equal(flow_of(c, id)->close_code, SP_TUNNEL_REFUSED_STREAM);
+	assert_int_equal(flow_of(c, id)->results, 0);
+	assert_int_equal(s->requests, 0);
+	assert_int_equal(sp_tunnel_is_done(c->t), 1);
+	assert_int_equal(sp_tunnel_is_done(s->t), 1);
+	side_free(c);
+	side_free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1297,6 +1347,8 @@ int main(void)
 	    cmocka_unit_test(test_tunnel_backpressure),
 	    cmocka_unit_test(test_tunnel_max_concurrent_streams),
 	    cmocka_unit_test(test_tunnel_goaway_drain),
+	    cmocka_unit_test(test_tunnel_reset_before_send),
+	    cmocka_unit_test(test_tunnel_goaway_crosses_open),
 	    cmocka_unit_test(test_tunnel_client_shutdown),
 	    cmocka_unit_test(test_tunnel_garbage_instead_of_preface),
 	    cmocka_unit_test(test_tunnel_request_check),
