@@ -1332,6 +1332,63 @@ static void test_tunnel_goaway_crosses_open(void **state)
 	side_free(s);
 }
 
+/* A connector with another key: the client's handshake fails, no HTTP/2 byte is exchanged. */
+static void test_tunnel_tls_wrong_pin(void **state)
+{
+	(void)state;
+	static const char *const alpn[] = {SP_TLS_ALPN_SALLYPORT_1};
+	struct sp_tls_options opts = {.alpn = alpn, .alpn_count = 1, .now = NOW};
+	struct tls_end ce = {0}, se = {0};
+	uint8_t pin[SP_KEY_SPKI_DIGEST_LEN];
+	struct sp_diag d;
+	assert_int_equal(sp_key_generate(&ce.key), 0);
+	assert_int_equal(sp_key_generate(&se.key), 0);
+	assert_int_equal(sp_key_spki_sha256(ce.key, pin), 0); /* the wrong key's digest */
+	assert_int_equal(sp_tls_server_ctx_new(se.key, &opts, &se.ctx, &d), 0);
+	assert_int_equal(sp_tls_client_ctx_new(ce.key, &opts, &ce.ctx, &d), 0);
+	assert_int_equal(sp_tls_conn_new_memory(se.ctx, &se.ssl), 0);
+	assert_int_equal(sp_tls_conn_new_memory(ce.ctx, &ce.ssl), 0);
+	assert_int_equal(sp_tls_set_expected_peer(ce.ssl, pin), 0);
+	struct side *c = side_new(SP_TUNNEL_CLIENT, NULL);
+	struct side *s = side_new(SP_TUNNEL_SERVER, NULL);
+	assert_int_equal(sp_tunnel_tls_new(ce.ssl, c->t, &ce.tt), 0);
+	assert_int_equal(sp_tunnel_tls_new(se.ssl, s->t, &se.tt), 0);
+	open_flow(c, NULL);
+	assert_int_equal(sp_tunnel_tls_want_write(ce.tt), 0); /* nothing before the handshake */
+	int client_result = 0;
+	for (int i = 0; i < 10 && client_result == 0; i++) {
+		const uint8_t *data;
+		size_t len, used;
+		assert_int_equal(sp_tunnel_tls_flush(ce.tt, NULL), 0);
+		assert_int_equal(sp_tunnel_tls_outbound_view(ce.tt, &data, &len), 0);
+		if (len > 0) {
+			assert_int_equal(sp_tunnel_tls_recv(se.tt, data, len, &used, NULL), 0);
+			assert_int_equal(sp_tunnel_tls_outbound_consume(ce.tt, used), 0);
+		}
+		assert_int_equal(sp_tunnel_tls_flush(se.tt, NULL), 0);
+		assert_int_equal(sp_tunnel_tls_outbound_view(se.tt, &data, &len), 0);
+		if (len > 0) {
+			client_result = sp_tunnel_tls_recv(ce.tt, data, len, &used, &d);
+			assert_int_equal(sp_tunnel_tls_outbound_consume(se.tt, used), 0);
+		}
+	}
+	assert_int_equal(client_result, SP_ERR_PEER_MISMATCH);
+	assert_int_equal(sp_tunnel_tls_handshake_done(ce.tt), 0);
+	assert_int_equal(s->requests, 0);
+	size_t used;
+	assert_true(sp_tunnel_tls_recv(ce.tt, "x", 1, &used, NULL) < 0);
+	sp_tunnel_tls_free(ce.tt);
+	sp_tunnel_tls_free(se.tt);
+	side_free(c);
+	side_free(s);
+	SSL_free(ce.ssl);
+	SSL_free(se.ssl);
+	SSL_CTX_free(ce.ctx);
+	SSL_CTX_free(se.ctx);
+	EVP_PKEY_free(ce.key);
+	EVP_PKEY_free(se.key);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1356,6 +1413,7 @@ int main(void)
 	    cmocka_unit_test(test_tunnel_new_and_argument_errors),
 	    cmocka_unit_test(test_tunnel_split_output),
 	    cmocka_unit_test(test_tunnel_through_tls),
+	    cmocka_unit_test(test_tunnel_tls_wrong_pin),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
