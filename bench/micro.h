@@ -20,5 +20,6 @@ int bench_token(void);     /* ES256 sign/verify via our token module and via raw
 int bench_dns(void);       /* DNS query parse + answer build */
 int bench_resource(void);  /* resource lookup among 10,000 resources */
 int bench_controller_policy(void); /* grants/s and access decisions (controller) */
+int bench_tunnel(void);    /* tunnel throughput and flow churn */
 
 #endif

@@ -3,7 +3,7 @@
  * paths, each next to a reference measured in the same run. It prints; it does not
  * judge. bench/micro.sh adds `openssl speed` for comparison.
  *
- * Usage: sallyport-bench-micro [token|dns|resource|controller_policy]...   (default: all)
+ * Usage: sallyport-bench-micro [token|dns|resource|tunnel|controller_policy]...   (default: all)
  */
 #include <stdio.h>
 #include <string.h>
@@ -24,6 +24,7 @@ int main(int argc, char **argv)
 		{"token", bench_token},
 		{"dns", bench_dns},
 		{"resource", bench_resource},
+		{"tunnel", bench_tunnel},
 		{"controller_policy", bench_controller_policy},
 	};
 	int failures = 0;
