@@ -12,6 +12,9 @@ struct route_module {
 
 static const struct route_module modules[] = {
 	{ops_routes, &ops_route_count},
+	{admin_resources_routes, &admin_resources_route_count},
+	{admin_identity_routes, &admin_identity_route_count},
+	{admin_events_routes, &admin_events_route_count},
 };
 
 /* Built once at start-up (before the server thread exists) and kept for the process. */

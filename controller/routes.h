@@ -12,5 +12,11 @@
 
 extern const struct route ops_routes[];
 extern const size_t ops_route_count;
+extern const struct route admin_resources_routes[];
+extern const size_t admin_resources_route_count;
+extern const struct route admin_identity_routes[];
+extern const size_t admin_identity_route_count;
+extern const struct route admin_events_routes[];
+extern const size_t admin_events_route_count;
 
 #endif
