@@ -136,7 +136,21 @@ static int field_value(const struct admin_field *f, json_t *value, json_t **out,
 	int r;
 	switch (f->type) {
 	case ADMIN_FIELD_TEXT:
-		if ((r = admin_text_check(s, len, (size_t)f->min, (size_t)f->max, f->name, diag)) < 0)
+		if (f->flags & ADMIN_MULTILINE) {
+			/* Line breaks are allowed; every other control character is still refused. */
+			char *copy = malloc(len + 1);
+			if (copy == NULL)
+				return SP_ERR_NOMEM;
+			memcpy(copy, s, len + 1);
+			for (size_t i = 0; i < len; i++)
+				if (copy[i] == '\n' || copy[i] == '\r')
+					copy[i] = ' ';
+			r = admin_text_check(copy, len, (size_t)f->min, (size_t)f->max, f->name, diag);
+			free(copy);
+		} else {
+			r = admin_text_check(s, len, (size_t)f->min, (size_t)f->max, f->name, diag);
+		}
+		if (r < 0)
 			return r;
 		*out = json_incref(value);
 		return 0;

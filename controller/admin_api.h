@@ -76,6 +76,7 @@ enum admin_field_type {
 #define ADMIN_NULLABLE 0x2u    /* null is accepted and stored as NULL */
 #define ADMIN_CREATE_ONLY 0x4u /* may be given on create but not changed afterwards */
 #define ADMIN_UPDATE_ONLY 0x8u /* may be changed but not given on create */
+#define ADMIN_MULTILINE 0x10u  /* TEXT: line breaks allowed (PEM) */
 
 struct admin_field {
 	const char *name;   /* JSON name */

@@ -752,7 +752,7 @@ static const struct admin_collection service_account_keys = {
 
 static const struct admin_field service_key_fields[] = {
 	{.name = "public_key_pem", .column = "public_key_pem", .type = ADMIN_FIELD_TEXT,
-	 .flags = ADMIN_REQUIRED, .min = 1, .max = SP_KEY_PEM_MAX},
+	 .flags = ADMIN_REQUIRED | ADMIN_MULTILINE, .min = 1, .max = SP_KEY_PEM_MAX},
 	{.name = "name", .column = "name", .type = ADMIN_FIELD_TEXT, .flags = ADMIN_NULLABLE,
 	 .min = 1, .max = 128},
 	{.name = "expires_at", .column = "expires_at", .type = ADMIN_FIELD_INT, .min = 1,
