@@ -38,6 +38,8 @@
 #define ADMIN_LIMIT_MAX 1000u
 /* Rows one JSON-lines export may carry; the X-Next-Cursor header continues it. */
 #define ADMIN_EXPORT_MAX 100000u
+/* Bytes one JSON-lines export may carry; past them the export is cut the same way. */
+#define ADMIN_EXPORT_MAX_BYTES (32u << 20)
 
 /* ---- pure helpers ---- */
 
@@ -49,7 +51,7 @@ int admin_id_valid(const char *text);
  * SP_ERR_INVALID with a diag naming "limit" otherwise.
  */
 int admin_parse_limit(const char *text, unsigned def, unsigned max, unsigned *out,
-                      struct sp_diag *diag);
+		      struct sp_diag *diag);
 
 /* Parses a non-negative decimal integer (query values, integer cursors). */
 int admin_parse_int(const char *text, const char *field, int64_t *out, struct sp_diag *diag);
@@ -59,11 +61,11 @@ int admin_parse_int(const char *text, const char *field, int64_t *out, struct sp
  * characters (below 0x20, or 0x7f). The diag names `field`.
  */
 int admin_text_check(const char *text, size_t len, size_t min, size_t max, const char *field,
-                     struct sp_diag *diag);
+		     struct sp_diag *diag);
 
 enum admin_field_type {
 	ADMIN_FIELD_TEXT,    /* a string, length min..max */
-	ADMIN_FIELD_ID,      /* an id of another row (ref_table), 32 hex digits */
+	ADMIN_FIELD_ID,	     /* an id of another row (ref_table), 32 hex digits */
 	ADMIN_FIELD_BOOL,    /* true / false, stored as 0 / 1 */
 	ADMIN_FIELD_INT,     /* an integer between min and max */
 	ADMIN_FIELD_ENUM,    /* one of values[] */
@@ -83,10 +85,10 @@ struct admin_field {
 	const char *column; /* column of the collection's table */
 	enum admin_field_type type;
 	unsigned flags;
-	int64_t min, max;           /* TEXT: length bounds; INT: value bounds */
-	const char *const *values;  /* ENUM: NULL-terminated */
-	const char *ref_table;      /* ID: the table whose `id` it names */
-	const char *ref_label;      /* ID: "remote network", for messages */
+	int64_t min, max;		/* TEXT: length bounds; INT: value bounds */
+	const char *const *values;	/* ENUM: NULL-terminated */
+	const char *ref_table;		/* ID: the table whose `id` it names */
+	const char *ref_label;		/* ID: "remote network", for messages */
 	json_t *(*default_value)(void); /* on create when absent; NULL: the column default */
 };
 
@@ -99,7 +101,7 @@ struct admin_field {
  * otherwise.
  */
 int admin_fields_check(const json_t *body, const struct admin_field *fields, size_t count,
-                       int creating, json_t **normalized, struct sp_diag *diag);
+		       int creating, json_t **normalized, struct sp_diag *diag);
 
 /*
  * Turns a failed sqlite step into an HTTP status and a message: a UNIQUE violation is
@@ -108,7 +110,7 @@ int admin_fields_check(const json_t *body, const struct admin_field *fields, siz
  * anything else 500. `label` names the collection's object ("resource").
  */
 unsigned admin_constraint_status(int extended_code, const char *sqlite_message, const char *label,
-                                 int deleting, char *message, size_t message_size);
+				 int deleting, char *message, size_t message_size);
 
 /* ---- collections ---- */
 
@@ -129,22 +131,22 @@ struct admin_filter {
 #define ADMIN_UPDATED_AT 0x2u /* the table has updated_at, set on insert and update */
 
 struct admin_collection {
-	const char *kind;  /* audit target type and action prefix: "remote_network" */
-	const char *label; /* for messages: "remote network" */
-	const char *table; /* written by create, update, delete */
+	const char *kind;	/* audit target type and action prefix: "remote_network" */
+	const char *label;	/* for messages: "remote network" */
+	const char *table;	/* written by create, update, delete */
 	const char *key_column; /* the table's key column: "id" */
-	const char *select;     /* "SELECT ... FROM ..." rendering one object per row */
+	const char *select;	/* "SELECT ... FROM ..." rendering one object per row */
 	const char *select_key; /* the key in that SELECT: "id", "s.user_id" */
-	int integer_key;        /* the key is an INTEGER sequence (events) */
-	const char *order;      /* "ASC" (default) or "DESC" for the listing */
+	int integer_key;	/* the key is an INTEGER sequence (events) */
+	const char *order;	/* "ASC" (default) or "DESC" for the listing */
 	const struct admin_field *fields;
 	size_t field_count;
 	const struct admin_filter *filters;
 	size_t filter_count;
 	const char *const *json_columns; /* TEXT columns holding JSON (NULL-terminated) */
 	const char *const *bool_columns; /* INTEGER 0/1 columns shown as booleans */
-	unsigned timestamps;             /* ADMIN_CREATED_AT | ADMIN_UPDATED_AT */
-	int exportable;                  /* ?format=jsonl is allowed */
+	unsigned timestamps;		 /* ADMIN_CREATED_AT | ADMIN_UPDATED_AT */
+	int exportable;			 /* ?format=jsonl is allowed */
 
 	/* Optional: refuse a mutation of `before` ("update", "delete"); replies itself. */
 	int (*guard)(struct http_request *req, const json_t *before, const char *op);
@@ -152,29 +154,30 @@ struct admin_collection {
 	int (*check)(const json_t *merged, struct sp_diag *diag);
 	/* Optional: more writes in the same transaction after an update. */
 	int (*after_update)(struct controller *c, struct http_request *req, const char *id,
-	                    const json_t *before, const json_t *after, struct sp_diag *diag);
+			    const json_t *before, const json_t *after, struct sp_diag *diag);
 };
 
 /* Generic handlers; each route's handler calls one with its collection. */
-void admin_list(struct http_request *req, struct controller *c, const struct admin_collection *coll);
+void admin_list(struct http_request *req, struct controller *c,
+		const struct admin_collection *coll);
 /* A listing restricted to rows where `scope_sql` (one '?') holds for scope_value. */
 void admin_list_scoped(struct http_request *req, struct controller *c,
-                       const struct admin_collection *coll, const char *scope_sql,
-                       const char *scope_value);
+		       const struct admin_collection *coll, const char *scope_sql,
+		       const char *scope_value);
 void admin_get(struct http_request *req, struct controller *c, const struct admin_collection *coll);
 void admin_create(struct http_request *req, struct controller *c,
-                  const struct admin_collection *coll);
+		  const struct admin_collection *coll);
 void admin_update(struct http_request *req, struct controller *c,
-                  const struct admin_collection *coll);
+		  const struct admin_collection *coll);
 void admin_delete(struct http_request *req, struct controller *c,
-                  const struct admin_collection *coll);
+		  const struct admin_collection *coll);
 
 /*
  * Loads one object by key into *out (a new reference). SP_ERR_NOT_FOUND when there is
  * no such row, SP_ERR_DATABASE on failure.
  */
 int admin_load(struct controller *c, const struct admin_collection *coll, const char *id,
-               json_t **out);
+	       json_t **out);
 
 /* The current row of `st` as the collection's object (JSON columns parsed, booleans). */
 json_t *admin_row_object(sqlite3_stmt *st, const struct admin_collection *coll);
@@ -187,12 +190,12 @@ int admin_path_id(struct http_request *req, size_t index, const char *label, cha
 
 /* Records an audit event of this request's caller. 0 or SP_ERR_DATABASE. */
 int admin_audit(struct controller *c, struct http_request *req, const char *action,
-                const char *target_type, const char *target_id, const json_t *before,
-                const json_t *after);
+		const char *target_type, const char *target_id, const json_t *before,
+		const json_t *after);
 
 /* Replies for a failed store step (constraint mapping above); rolls back. */
 void admin_reply_store_error(struct http_request *req, struct controller *c, const char *label,
-                             int deleting);
+			     int deleting);
 
 /* Commits and replies 500 on failure. 0 or a negative error (already replied). */
 int admin_commit(struct http_request *req, struct controller *c);
@@ -210,7 +213,7 @@ int admin_commit(struct http_request *req, struct controller *c);
  * "after" object (no secret). Runs inside the caller's transaction.
  */
 int admin_connector_token_create(sqlite3 *db, const char *network_id, int64_t now, int64_t ttl_s,
-                                 char token_out[SP_SECRET_TEXT_MAX], char id_out[33],
-                                 json_t **after, struct sp_diag *diag);
+				 char token_out[SP_SECRET_TEXT_MAX], char id_out[33],
+				 json_t **after, struct sp_diag *diag);
 
 #endif

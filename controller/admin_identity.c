@@ -43,7 +43,7 @@ static int exec_now_id(struct controller *c, const char *sql, int64_t now, const
 
 /* Opens a transaction and loads the row `id`; replies itself and returns NULL on failure. */
 static json_t *begin_and_load(struct http_request *req, struct controller *c,
-                              const struct admin_collection *coll, const char *id)
+			      const struct admin_collection *coll, const char *id)
 {
 	struct sp_diag d = {{0}};
 	json_t *obj = NULL;
@@ -55,10 +55,11 @@ static json_t *begin_and_load(struct http_request *req, struct controller *c,
 	if (r < 0) {
 		store_rollback(c);
 		if (r == SP_ERR_NOT_FOUND)
-			http_reply_error(req, 404, "not_found", "there is no %s with id \"%s\"", coll->label,
-			                 id);
+			http_reply_error(req, 404, "not_found", "there is no %s with id \"%s\"",
+					 coll->label, id);
 		else
-			http_reply_error(req, 500, "internal", "the %s could not be read", coll->label);
+			http_reply_error(req, 500, "internal", "the %s could not be read",
+					 coll->label);
 	}
 	return obj;
 }
@@ -68,70 +69,96 @@ static json_t *begin_and_load(struct http_request *req, struct controller *c,
 static const char *const user_roles[] = {"user", "auditor", "admin", NULL};
 
 static const struct admin_field user_fields[] = {
-	{.name = "role", .column = "role", .type = ADMIN_FIELD_ENUM, .flags = ADMIN_UPDATE_ONLY,
-	 .values = user_roles},
-	{.name = "disabled", .column = "disabled", .type = ADMIN_FIELD_BOOL,
-	 .flags = ADMIN_UPDATE_ONLY},
+    {.name = "role",
+     .column = "role",
+     .type = ADMIN_FIELD_ENUM,
+     .flags = ADMIN_UPDATE_ONLY,
+     .values = user_roles},
+    {.name = "disabled",
+     .column = "disabled",
+     .type = ADMIN_FIELD_BOOL,
+     .flags = ADMIN_UPDATE_ONLY},
 };
 
 static const struct admin_filter user_filters[] = {
-	{"email", "email = ?", ADMIN_FILTER_TEXT},
-	{"kind", "kind = ?", ADMIN_FILTER_TEXT},
-	{"role", "role = ?", ADMIN_FILTER_TEXT},
-	{"disabled", "disabled = ?", ADMIN_FILTER_BOOL},
-	{"group_id", "id IN (SELECT user_id FROM memberships WHERE group_id = ?)", ADMIN_FILTER_ID},
+    {"email", "email = ?", ADMIN_FILTER_TEXT},
+    {"kind", "kind = ?", ADMIN_FILTER_TEXT},
+    {"role", "role = ?", ADMIN_FILTER_TEXT},
+    {"disabled", "disabled = ?", ADMIN_FILTER_BOOL},
+    {"group_id", "id IN (SELECT user_id FROM memberships WHERE group_id = ?)", ADMIN_FILTER_ID},
 };
 
 static const char *const user_bool_columns[] = {"email_verified", "disabled", NULL};
 
 /* Disabling a user ends their sessions now, not at the next refresh. */
 static int user_after_update(struct controller *c, struct http_request *req, const char *id,
-                             const json_t *before, const json_t *after, struct sp_diag *diag)
+			     const json_t *before, const json_t *after, struct sp_diag *diag)
 {
 	(void)req;
 	(void)diag;
 	if (json_is_true(json_object_get(after, "disabled")) &&
 	    !json_is_true(json_object_get(before, "disabled")))
-		return exec_now_id(c, "UPDATE sessions SET revoked_at = ?1, revoke_reason ="
-		                      " 'user_disabled' WHERE user_id = ?2 AND revoked_at IS NULL",
-		                   c->now(), id);
+		return exec_now_id(c,
+				   "UPDATE sessions SET revoked_at = ?1, revoke_reason ="
+				   " 'user_disabled' WHERE user_id = ?2 AND revoked_at IS NULL",
+				   c->now(), id);
 	return 0;
 }
 
 static const struct admin_collection users = {
-	.kind = "user",
-	.label = "user",
-	.table = "users",
-	.key_column = "id",
-	.select = "SELECT id, kind, issuer, subject, email, email_verified, display_name, role,"
-	          " disabled, created_at, updated_at, last_sign_in_at FROM users",
-	.select_key = "id",
-	.fields = user_fields,
-	.field_count = sizeof(user_fields) / sizeof(user_fields[0]),
-	.filters = user_filters,
-	.filter_count = sizeof(user_filters) / sizeof(user_filters[0]),
-	.bool_columns = user_bool_columns,
-	.timestamps = ADMIN_UPDATED_AT,
-	.after_update = user_after_update,
+    .kind = "user",
+    .label = "user",
+    .table = "users",
+    .key_column = "id",
+    .select = "SELECT id, kind, issuer, subject, email, email_verified, display_name, role,"
+	      " disabled, created_at, updated_at, last_sign_in_at FROM users",
+    .select_key = "id",
+    .fields = user_fields,
+    .field_count = sizeof(user_fields) / sizeof(user_fields[0]),
+    .filters = user_filters,
+    .filter_count = sizeof(user_filters) / sizeof(user_filters[0]),
+    .bool_columns = user_bool_columns,
+    .timestamps = ADMIN_UPDATED_AT,
+    .after_update = user_after_update,
 };
 
-static void list_users(struct http_request *req, void *app) { admin_list(req, app, &users); }
-static void get_user(struct http_request *req, void *app) { admin_get(req, app, &users); }
-static void update_user(struct http_request *req, void *app) { admin_update(req, app, &users); }
-static void delete_user(struct http_request *req, void *app) { admin_delete(req, app, &users); }
+static void list_users(struct http_request *req, void *app)
+{
+	admin_list(req, app, &users);
+}
+static void get_user(struct http_request *req, void *app)
+{
+	admin_get(req, app, &users);
+}
+static void update_user(struct http_request *req, void *app)
+{
+	admin_update(req, app, &users);
+}
+static void delete_user(struct http_request *req, void *app)
+{
+	admin_delete(req, app, &users);
+}
 
 /* ---- groups ---- */
 
 static const struct admin_field group_fields[] = {
-	{.name = "name", .column = "name", .type = ADMIN_FIELD_TEXT, .flags = ADMIN_REQUIRED,
-	 .min = 1, .max = 256},
-	{.name = "description", .column = "description", .type = ADMIN_FIELD_TEXT,
-	 .flags = ADMIN_NULLABLE, .min = 0, .max = 1024},
+    {.name = "name",
+     .column = "name",
+     .type = ADMIN_FIELD_TEXT,
+     .flags = ADMIN_REQUIRED,
+     .min = 1,
+     .max = 256},
+    {.name = "description",
+     .column = "description",
+     .type = ADMIN_FIELD_TEXT,
+     .flags = ADMIN_NULLABLE,
+     .min = 0,
+     .max = 1024},
 };
 
 static const struct admin_filter group_filters[] = {
-	{"name", "name = ?", ADMIN_FILTER_TEXT},
-	{"source", "source = ?", ADMIN_FILTER_TEXT},
+    {"name", "name = ?", ADMIN_FILTER_TEXT},
+    {"source", "source = ?", ADMIN_FILTER_TEXT},
 };
 
 static int group_is_idp(const json_t *group)
@@ -142,10 +169,11 @@ static int group_is_idp(const json_t *group)
 
 static void refuse_idp_group(struct http_request *req, const json_t *group)
 {
-	http_reply_error(req, 409, "idp_managed",
-	                 "group \"%s\" is managed by the identity provider (source \"idp\"): change "
-	                 "it there; it is rewritten at every sign-in",
-	                 json_string_value(json_object_get(group, "name")));
+	http_reply_error(
+	    req, 409, "idp_managed",
+	    "group \"%s\" is managed by the identity provider (source \"idp\"): change "
+	    "it there; it is rewritten at every sign-in",
+	    json_string_value(json_object_get(group, "name")));
 }
 
 /* IdP groups may be deleted (cleaning up after the IdP dropped one) but not edited. */
@@ -159,36 +187,51 @@ static int group_guard(struct http_request *req, const json_t *before, const cha
 }
 
 static const struct admin_collection groups = {
-	.kind = "group",
-	.label = "group",
-	.table = "groups",
-	.key_column = "id",
-	.select = "SELECT id, name, source, description, created_at, updated_at FROM groups",
-	.select_key = "id",
-	.fields = group_fields,
-	.field_count = sizeof(group_fields) / sizeof(group_fields[0]),
-	.filters = group_filters,
-	.filter_count = sizeof(group_filters) / sizeof(group_filters[0]),
-	.timestamps = ADMIN_CREATED_AT | ADMIN_UPDATED_AT,
-	.guard = group_guard,
+    .kind = "group",
+    .label = "group",
+    .table = "groups",
+    .key_column = "id",
+    .select = "SELECT id, name, source, description, created_at, updated_at FROM groups",
+    .select_key = "id",
+    .fields = group_fields,
+    .field_count = sizeof(group_fields) / sizeof(group_fields[0]),
+    .filters = group_filters,
+    .filter_count = sizeof(group_filters) / sizeof(group_filters[0]),
+    .timestamps = ADMIN_CREATED_AT | ADMIN_UPDATED_AT,
+    .guard = group_guard,
 };
 
-static void list_groups(struct http_request *req, void *app) { admin_list(req, app, &groups); }
-static void get_group(struct http_request *req, void *app) { admin_get(req, app, &groups); }
-static void create_group(struct http_request *req, void *app) { admin_create(req, app, &groups); }
-static void update_group(struct http_request *req, void *app) { admin_update(req, app, &groups); }
-static void delete_group(struct http_request *req, void *app) { admin_delete(req, app, &groups); }
+static void list_groups(struct http_request *req, void *app)
+{
+	admin_list(req, app, &groups);
+}
+static void get_group(struct http_request *req, void *app)
+{
+	admin_get(req, app, &groups);
+}
+static void create_group(struct http_request *req, void *app)
+{
+	admin_create(req, app, &groups);
+}
+static void update_group(struct http_request *req, void *app)
+{
+	admin_update(req, app, &groups);
+}
+static void delete_group(struct http_request *req, void *app)
+{
+	admin_delete(req, app, &groups);
+}
 
 /* ---- group members ---- */
 
 static const struct admin_collection members = {
-	.kind = "membership",
-	.label = "membership",
-	.table = "memberships",
-	.key_column = "user_id",
-	.select = "SELECT m.user_id, m.group_id, m.source, m.created_at, u.kind, u.email,"
-	          " u.display_name FROM memberships m JOIN users u ON u.id = m.user_id",
-	.select_key = "m.user_id",
+    .kind = "membership",
+    .label = "membership",
+    .table = "memberships",
+    .key_column = "user_id",
+    .select = "SELECT m.user_id, m.group_id, m.source, m.created_at, u.kind, u.email,"
+	      " u.display_name FROM memberships m JOIN users u ON u.id = m.user_id",
+    .select_key = "m.user_id",
 };
 
 static void list_members(struct http_request *req, void *app)
@@ -201,7 +244,8 @@ static void list_members(struct http_request *req, void *app)
 	int r = admin_load(c, &groups, group_id, &group);
 	json_decref(group);
 	if (r == SP_ERR_NOT_FOUND)
-		http_reply_error(req, 404, "not_found", "there is no group with id \"%s\"", group_id);
+		http_reply_error(req, 404, "not_found", "there is no group with id \"%s\"",
+				 group_id);
 	else if (r < 0)
 		http_reply_error(req, 500, "internal", "the group could not be read");
 	else
@@ -210,7 +254,7 @@ static void list_members(struct http_request *req, void *app)
 
 /* The membership (user_id, group_id) into *out, or SP_ERR_NOT_FOUND / SP_ERR_DATABASE. */
 static int load_membership(struct controller *c, const char *group_id, const char *user_id,
-                           json_t **out)
+			   json_t **out)
 {
 	sqlite3_stmt *st = NULL;
 	int r = SP_ERR_DATABASE;
@@ -250,7 +294,8 @@ static void change_member(struct http_request *req, struct controller *c, int ad
 	if (r < 0) {
 		store_rollback(c);
 		if (r == SP_ERR_NOT_FOUND)
-			http_reply_error(req, 404, "not_found", "there is no user with id \"%s\"", user_id);
+			http_reply_error(req, 404, "not_found", "there is no user with id \"%s\"",
+					 user_id);
 		else
 			http_reply_error(req, 500, "internal", "the user could not be read");
 		goto out;
@@ -269,15 +314,16 @@ static void change_member(struct http_request *req, struct controller *c, int ad
 	}
 	if (!adding && r == SP_ERR_NOT_FOUND) {
 		store_rollback(c);
-		http_reply_error(req, 404, "not_found", "user \"%s\" is not a member of group \"%s\"",
-		                 user_id, group_id);
+		http_reply_error(req, 404, "not_found",
+				 "user \"%s\" is not a member of group \"%s\"", user_id, group_id);
 		goto out;
 	}
-	if (sqlite3_prepare_v2(c->db, adding ? "INSERT INTO memberships (user_id, group_id, source,"
-	                                       " created_at) VALUES (?2, ?3, 'local', ?1)"
-	                                     : "DELETE FROM memberships WHERE user_id = ?2"
-	                                       " AND group_id = ?3",
-	                       -1, &st, NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v2(c->db,
+			       adding ? "INSERT INTO memberships (user_id, group_id, source,"
+					" created_at) VALUES (?2, ?3, 'local', ?1)"
+				      : "DELETE FROM memberships WHERE user_id = ?2"
+					" AND group_id = ?3",
+			       -1, &st, NULL) != SQLITE_OK) {
 		admin_reply_store_error(req, c, "membership", !adding);
 		goto out;
 	}
@@ -299,7 +345,7 @@ static void change_member(struct http_request *req, struct controller *c, int ad
 	}
 	snprintf(target, sizeof(target), "%s:%s", user_id, group_id);
 	if (admin_audit(c, req, adding ? "group.member_add" : "group.member_remove", "membership",
-	                target, adding ? NULL : membership, adding ? membership : NULL) < 0) {
+			target, adding ? NULL : membership, adding ? membership : NULL) < 0) {
 		admin_reply_store_error(req, c, "membership", !adding);
 		goto out;
 	}
@@ -318,80 +364,130 @@ out:
 	json_decref(membership);
 }
 
-static void add_member(struct http_request *req, void *app) { change_member(req, app, 1); }
-static void remove_member(struct http_request *req, void *app) { change_member(req, app, 0); }
+static void add_member(struct http_request *req, void *app)
+{
+	change_member(req, app, 1);
+}
+static void remove_member(struct http_request *req, void *app)
+{
+	change_member(req, app, 0);
+}
 
 /* ---- policies ---- */
 
-static json_t *false_value(void) { return json_false(); }
-static json_t *zero_value(void) { return json_integer(0); }
+static json_t *false_value(void)
+{
+	return json_false();
+}
+static json_t *zero_value(void)
+{
+	return json_integer(0);
+}
 
 static const struct admin_field policy_fields[] = {
-	{.name = "group_id", .column = "group_id", .type = ADMIN_FIELD_ID, .flags = ADMIN_REQUIRED,
-	 .ref_table = "groups", .ref_label = "group"},
-	{.name = "resource_id", .column = "resource_id", .type = ADMIN_FIELD_ID,
-	 .flags = ADMIN_REQUIRED, .ref_table = "resources", .ref_label = "resource"},
-	{.name = "require_mfa", .column = "require_mfa", .type = ADMIN_FIELD_BOOL,
-	 .default_value = false_value},
-	{.name = "max_session_age_s", .column = "max_session_age_s", .type = ADMIN_FIELD_INT,
-	 .min = 0, .max = 31622400, .default_value = zero_value},
+    {.name = "group_id",
+     .column = "group_id",
+     .type = ADMIN_FIELD_ID,
+     .flags = ADMIN_REQUIRED,
+     .ref_table = "groups",
+     .ref_label = "group"},
+    {.name = "resource_id",
+     .column = "resource_id",
+     .type = ADMIN_FIELD_ID,
+     .flags = ADMIN_REQUIRED,
+     .ref_table = "resources",
+     .ref_label = "resource"},
+    {.name = "require_mfa",
+     .column = "require_mfa",
+     .type = ADMIN_FIELD_BOOL,
+     .default_value = false_value},
+    {.name = "max_session_age_s",
+     .column = "max_session_age_s",
+     .type = ADMIN_FIELD_INT,
+     .min = 0,
+     .max = 31622400,
+     .default_value = zero_value},
 };
 
 static const struct admin_filter policy_filters[] = {
-	{"group_id", "group_id = ?", ADMIN_FILTER_ID},
-	{"resource_id", "resource_id = ?", ADMIN_FILTER_ID},
+    {"group_id", "group_id = ?", ADMIN_FILTER_ID},
+    {"resource_id", "resource_id = ?", ADMIN_FILTER_ID},
 };
 
 static const char *const policy_bool_columns[] = {"require_mfa", NULL};
 
 static const struct admin_collection policies = {
-	.kind = "policy",
-	.label = "policy",
-	.table = "policies",
-	.key_column = "id",
-	.select = "SELECT id, group_id, resource_id, require_mfa, max_session_age_s, created_at,"
-	          " updated_at FROM policies",
-	.select_key = "id",
-	.fields = policy_fields,
-	.field_count = sizeof(policy_fields) / sizeof(policy_fields[0]),
-	.filters = policy_filters,
-	.filter_count = sizeof(policy_filters) / sizeof(policy_filters[0]),
-	.bool_columns = policy_bool_columns,
-	.timestamps = ADMIN_CREATED_AT | ADMIN_UPDATED_AT,
+    .kind = "policy",
+    .label = "policy",
+    .table = "policies",
+    .key_column = "id",
+    .select = "SELECT id, group_id, resource_id, require_mfa, max_session_age_s, created_at,"
+	      " updated_at FROM policies",
+    .select_key = "id",
+    .fields = policy_fields,
+    .field_count = sizeof(policy_fields) / sizeof(policy_fields[0]),
+    .filters = policy_filters,
+    .filter_count = sizeof(policy_filters) / sizeof(policy_filters[0]),
+    .bool_columns = policy_bool_columns,
+    .timestamps = ADMIN_CREATED_AT | ADMIN_UPDATED_AT,
 };
 
-static void list_policies(struct http_request *req, void *app) { admin_list(req, app, &policies); }
-static void get_policy(struct http_request *req, void *app) { admin_get(req, app, &policies); }
-static void create_policy(struct http_request *req, void *app) { admin_create(req, app, &policies); }
-static void update_policy(struct http_request *req, void *app) { admin_update(req, app, &policies); }
-static void delete_policy(struct http_request *req, void *app) { admin_delete(req, app, &policies); }
+static void list_policies(struct http_request *req, void *app)
+{
+	admin_list(req, app, &policies);
+}
+static void get_policy(struct http_request *req, void *app)
+{
+	admin_get(req, app, &policies);
+}
+static void create_policy(struct http_request *req, void *app)
+{
+	admin_create(req, app, &policies);
+}
+static void update_policy(struct http_request *req, void *app)
+{
+	admin_update(req, app, &policies);
+}
+static void delete_policy(struct http_request *req, void *app)
+{
+	admin_delete(req, app, &policies);
+}
 
 /* ---- devices ---- */
 
 static const struct admin_filter device_filters[] = {
-	{"user_id", "user_id = ?", ADMIN_FILTER_ID},
-	{"state", "state = ?", ADMIN_FILTER_TEXT},
+    {"user_id", "user_id = ?", ADMIN_FILTER_ID},
+    {"state", "state = ?", ADMIN_FILTER_TEXT},
 };
 
 static const struct admin_collection devices = {
-	.kind = "device",
-	.label = "device",
-	.table = "devices",
-	.key_column = "id",
-	.select = "SELECT id, user_id, public_key_thumbprint, name, state, first_seen_at,"
-	          " last_seen_at, updated_at FROM devices",
-	.select_key = "id",
-	.filters = device_filters,
-	.filter_count = sizeof(device_filters) / sizeof(device_filters[0]),
+    .kind = "device",
+    .label = "device",
+    .table = "devices",
+    .key_column = "id",
+    .select = "SELECT id, user_id, public_key_thumbprint, name, state, first_seen_at,"
+	      " last_seen_at, updated_at FROM devices",
+    .select_key = "id",
+    .filters = device_filters,
+    .filter_count = sizeof(device_filters) / sizeof(device_filters[0]),
 };
 
-static void list_devices(struct http_request *req, void *app) { admin_list(req, app, &devices); }
-static void get_device(struct http_request *req, void *app) { admin_get(req, app, &devices); }
-static void delete_device(struct http_request *req, void *app) { admin_delete(req, app, &devices); }
+static void list_devices(struct http_request *req, void *app)
+{
+	admin_list(req, app, &devices);
+}
+static void get_device(struct http_request *req, void *app)
+{
+	admin_get(req, app, &devices);
+}
+static void delete_device(struct http_request *req, void *app)
+{
+	admin_delete(req, app, &devices);
+}
 
 /* Approves or blocks a device; blocking also revokes its live sessions. */
 static void set_device_state(struct http_request *req, struct controller *c, const char *state,
-                             const char *action)
+			     const char *action)
 {
 	char id[33];
 	json_t *before = NULL, *after = NULL;
@@ -407,8 +503,9 @@ static void set_device_state(struct http_request *req, struct controller *c, con
 	}
 	sqlite3_stmt *st = NULL;
 	int r = SP_ERR_DATABASE;
-	if (sqlite3_prepare_v2(c->db, "UPDATE devices SET state = ?3, updated_at = ?1 WHERE id = ?2",
-	                       -1, &st, NULL) == SQLITE_OK) {
+	if (sqlite3_prepare_v2(c->db,
+			       "UPDATE devices SET state = ?3, updated_at = ?1 WHERE id = ?2", -1,
+			       &st, NULL) == SQLITE_OK) {
 		sqlite3_bind_int64(st, 1, now);
 		sqlite3_bind_text(st, 2, id, -1, SQLITE_TRANSIENT);
 		sqlite3_bind_text(st, 3, state, -1, SQLITE_STATIC);
@@ -416,9 +513,10 @@ static void set_device_state(struct http_request *req, struct controller *c, con
 	}
 	sqlite3_finalize(st);
 	if (r == 0 && strcmp(state, "blocked") == 0)
-		r = exec_now_id(c, "UPDATE sessions SET revoked_at = ?1, revoke_reason ="
-		                   " 'device_blocked' WHERE device_id = ?2 AND revoked_at IS NULL",
-		                now, id);
+		r = exec_now_id(c,
+				"UPDATE sessions SET revoked_at = ?1, revoke_reason ="
+				" 'device_blocked' WHERE device_id = ?2 AND revoked_at IS NULL",
+				now, id);
 	if (r == 0)
 		r = admin_load(c, &devices, id, &after);
 	if (r == 0)
@@ -455,9 +553,9 @@ static void block_device(struct http_request *req, void *app)
  * also have owner_column = owner (a key under its service account), else 404.
  */
 static void revoke_row(struct http_request *req, struct controller *c,
-                       const struct admin_collection *coll, const char *id,
-                       const char *owner_column, const char *owner, const char *update_sql,
-                       const char *extra_sql, const char *action)
+		       const struct admin_collection *coll, const char *id,
+		       const char *owner_column, const char *owner, const char *update_sql,
+		       const char *extra_sql, const char *action)
 {
 	json_t *before = NULL, *after = NULL;
 	int64_t now = c->now();
@@ -467,7 +565,7 @@ static void revoke_row(struct http_request *req, struct controller *c,
 	    strcmp(json_string_value(json_object_get(before, owner_column)), owner) != 0) {
 		store_rollback(c);
 		http_reply_error(req, 404, "not_found", "there is no %s with id \"%s\" here",
-		                 coll->label, id);
+				 coll->label, id);
 		goto out;
 	}
 	if (!json_is_null(json_object_get(before, "revoked_at"))) {
@@ -497,28 +595,34 @@ out:
 /* ---- sessions ---- */
 
 static const struct admin_filter session_filters[] = {
-	{"user_id", "user_id = ?", ADMIN_FILTER_ID},
-	{"device_id", "device_id = ?", ADMIN_FILTER_ID},
-	{"revoked", "(revoked_at IS NOT NULL) = ?", ADMIN_FILTER_BOOL},
+    {"user_id", "user_id = ?", ADMIN_FILTER_ID},
+    {"device_id", "device_id = ?", ADMIN_FILTER_ID},
+    {"revoked", "(revoked_at IS NOT NULL) = ?", ADMIN_FILTER_BOOL},
 };
 
 static const char *const session_json_columns[] = {"amr", NULL};
 
 static const struct admin_collection sessions = {
-	.kind = "session",
-	.label = "session",
-	.table = "sessions",
-	.key_column = "id",
-	.select = "SELECT id, user_id, device_id, auth_method, auth_time, amr, created_at,"
-	          " last_used_at, expires_at, revoked_at, revoke_reason FROM sessions",
-	.select_key = "id",
-	.filters = session_filters,
-	.filter_count = sizeof(session_filters) / sizeof(session_filters[0]),
-	.json_columns = session_json_columns,
+    .kind = "session",
+    .label = "session",
+    .table = "sessions",
+    .key_column = "id",
+    .select = "SELECT id, user_id, device_id, auth_method, auth_time, amr, created_at,"
+	      " last_used_at, expires_at, revoked_at, revoke_reason FROM sessions",
+    .select_key = "id",
+    .filters = session_filters,
+    .filter_count = sizeof(session_filters) / sizeof(session_filters[0]),
+    .json_columns = session_json_columns,
 };
 
-static void list_sessions(struct http_request *req, void *app) { admin_list(req, app, &sessions); }
-static void get_session(struct http_request *req, void *app) { admin_get(req, app, &sessions); }
+static void list_sessions(struct http_request *req, void *app)
+{
+	admin_list(req, app, &sessions);
+}
+static void get_session(struct http_request *req, void *app)
+{
+	admin_get(req, app, &sessions);
+}
 
 static void revoke_session(struct http_request *req, void *app)
 {
@@ -526,10 +630,10 @@ static void revoke_session(struct http_request *req, void *app)
 	if (admin_path_id(req, 0, "session", id) < 0)
 		return;
 	revoke_row(req, app, &sessions, id, NULL, NULL,
-	           "UPDATE sessions SET revoked_at = ?1, revoke_reason = 'admin' WHERE id = ?2",
-	           "UPDATE refresh_tokens SET revoked_at = ?1 WHERE session_id = ?2"
-	           " AND revoked_at IS NULL",
-	           "session.revoke");
+		   "UPDATE sessions SET revoked_at = ?1, revoke_reason = 'admin' WHERE id = ?2",
+		   "UPDATE refresh_tokens SET revoked_at = ?1 WHERE session_id = ?2"
+		   " AND revoked_at IS NULL",
+		   "session.revoke");
 }
 
 /* ---- API keys ---- */
@@ -537,33 +641,46 @@ static void revoke_session(struct http_request *req, void *app)
 static const char *const api_key_roles[] = {"admin", "auditor", NULL};
 
 static const struct admin_field api_key_fields[] = {
-	{.name = "name", .column = "name", .type = ADMIN_FIELD_TEXT, .flags = ADMIN_REQUIRED,
-	 .min = 1, .max = 128},
-	{.name = "role", .column = "role", .type = ADMIN_FIELD_ENUM, .flags = ADMIN_REQUIRED,
-	 .values = api_key_roles},
+    {.name = "name",
+     .column = "name",
+     .type = ADMIN_FIELD_TEXT,
+     .flags = ADMIN_REQUIRED,
+     .min = 1,
+     .max = 128},
+    {.name = "role",
+     .column = "role",
+     .type = ADMIN_FIELD_ENUM,
+     .flags = ADMIN_REQUIRED,
+     .values = api_key_roles},
 };
 
 static const struct admin_filter api_key_filters[] = {
-	{"role", "role = ?", ADMIN_FILTER_TEXT},
-	{"revoked", "(revoked_at IS NOT NULL) = ?", ADMIN_FILTER_BOOL},
+    {"role", "role = ?", ADMIN_FILTER_TEXT},
+    {"revoked", "(revoked_at IS NOT NULL) = ?", ADMIN_FILTER_BOOL},
 };
 
 static const struct admin_collection api_keys = {
-	.kind = "api_key",
-	.label = "API key",
-	.table = "api_keys",
-	.key_column = "id",
-	.select = "SELECT id, name, role, prefix, created_at, expires_at, last_used_at, revoked_at"
-	          " FROM api_keys",
-	.select_key = "id",
-	.fields = api_key_fields,
-	.field_count = sizeof(api_key_fields) / sizeof(api_key_fields[0]),
-	.filters = api_key_filters,
-	.filter_count = sizeof(api_key_filters) / sizeof(api_key_filters[0]),
+    .kind = "api_key",
+    .label = "API key",
+    .table = "api_keys",
+    .key_column = "id",
+    .select = "SELECT id, name, role, prefix, created_at, expires_at, last_used_at, revoked_at"
+	      " FROM api_keys",
+    .select_key = "id",
+    .fields = api_key_fields,
+    .field_count = sizeof(api_key_fields) / sizeof(api_key_fields[0]),
+    .filters = api_key_filters,
+    .filter_count = sizeof(api_key_filters) / sizeof(api_key_filters[0]),
 };
 
-static void list_api_keys(struct http_request *req, void *app) { admin_list(req, app, &api_keys); }
-static void get_api_key(struct http_request *req, void *app) { admin_get(req, app, &api_keys); }
+static void list_api_keys(struct http_request *req, void *app)
+{
+	admin_list(req, app, &api_keys);
+}
+static void get_api_key(struct http_request *req, void *app)
+{
+	admin_get(req, app, &api_keys);
+}
 
 static void create_api_key(struct http_request *req, void *app)
 {
@@ -582,8 +699,8 @@ static void create_api_key(struct http_request *req, void *app)
 		goto out;
 	}
 	if (apikey_create(c->db, json_string_value(json_object_get(values, "name")),
-	                  json_string_value(json_object_get(values, "role")), c->now(), key, id,
-	                  &d) < 0 ||
+			  json_string_value(json_object_get(values, "role")), c->now(), key, id,
+			  &d) < 0 ||
 	    admin_load(c, &api_keys, id, &after) < 0 ||
 	    admin_audit(c, req, "api_key.create", "api_key", id, NULL, after) < 0) {
 		admin_reply_store_error(req, c, "API key", 0);
@@ -607,51 +724,59 @@ static void revoke_api_key(struct http_request *req, void *app)
 	if (admin_path_id(req, 0, "API key", id) < 0)
 		return;
 	revoke_row(req, app, &api_keys, id, NULL, NULL,
-	           "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2", NULL, "api_key.revoke");
+		   "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2", NULL, "api_key.revoke");
 }
 
 /* ---- service accounts ---- */
 
 static const struct admin_field service_account_fields[] = {
-	{.name = "name", .column = "name", .type = ADMIN_FIELD_TEXT, .flags = ADMIN_REQUIRED,
-	 .min = 1, .max = 128},
-	{.name = "description", .column = "description", .type = ADMIN_FIELD_TEXT,
-	 .flags = ADMIN_NULLABLE, .min = 0, .max = 1024},
+    {.name = "name",
+     .column = "name",
+     .type = ADMIN_FIELD_TEXT,
+     .flags = ADMIN_REQUIRED,
+     .min = 1,
+     .max = 128},
+    {.name = "description",
+     .column = "description",
+     .type = ADMIN_FIELD_TEXT,
+     .flags = ADMIN_NULLABLE,
+     .min = 0,
+     .max = 1024},
 };
 
 static const struct admin_filter service_account_filters[] = {
-	{"name", "s.name = ?", ADMIN_FILTER_TEXT},
+    {"name", "s.name = ?", ADMIN_FILTER_TEXT},
 };
 
 static const char *const service_account_bool_columns[] = {"disabled", NULL};
 
-#define SERVICE_ACCOUNT_SELECT                                                                 \
-	"SELECT s.user_id AS id, s.name, s.description, u.disabled, s.created_at"              \
+#define SERVICE_ACCOUNT_SELECT                                                                     \
+	"SELECT s.user_id AS id, s.name, s.description, u.disabled, s.created_at"                  \
 	" FROM service_accounts s JOIN users u ON u.id = s.user_id"
 
 static const struct admin_collection service_accounts = {
-	.kind = "service_account",
-	.label = "service account",
-	.table = "service_accounts",
-	.key_column = "user_id",
-	.select = SERVICE_ACCOUNT_SELECT,
-	.select_key = "s.user_id",
-	.fields = service_account_fields,
-	.field_count = sizeof(service_account_fields) / sizeof(service_account_fields[0]),
-	.filters = service_account_filters,
-	.filter_count = sizeof(service_account_filters) / sizeof(service_account_filters[0]),
-	.bool_columns = service_account_bool_columns,
+    .kind = "service_account",
+    .label = "service account",
+    .table = "service_accounts",
+    .key_column = "user_id",
+    .select = SERVICE_ACCOUNT_SELECT,
+    .select_key = "s.user_id",
+    .fields = service_account_fields,
+    .field_count = sizeof(service_account_fields) / sizeof(service_account_fields[0]),
+    .filters = service_account_filters,
+    .filter_count = sizeof(service_account_filters) / sizeof(service_account_filters[0]),
+    .bool_columns = service_account_bool_columns,
 };
 
 /* Deleting removes the users row; its service_accounts row, keys and sessions cascade. */
 static const struct admin_collection service_accounts_by_user = {
-	.kind = "service_account",
-	.label = "service account",
-	.table = "users",
-	.key_column = "id",
-	.select = SERVICE_ACCOUNT_SELECT,
-	.select_key = "s.user_id",
-	.bool_columns = service_account_bool_columns,
+    .kind = "service_account",
+    .label = "service account",
+    .table = "users",
+    .key_column = "id",
+    .select = SERVICE_ACCOUNT_SELECT,
+    .select_key = "s.user_id",
+    .bool_columns = service_account_bool_columns,
 };
 
 static void list_service_accounts(struct http_request *req, void *app)
@@ -692,9 +817,10 @@ static void create_service_account(struct http_request *req, void *app)
 		http_reply_error(req, 503, "unavailable", "the store cannot take a change now");
 		goto out;
 	}
-	if (sqlite3_prepare_v2(c->db, "INSERT INTO users (id, kind, display_name, created_at,"
-	                              " updated_at) VALUES (?1, 'service', ?2, ?3, ?3)",
-	                       -1, &st, NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v2(c->db,
+			       "INSERT INTO users (id, kind, display_name, created_at,"
+			       " updated_at) VALUES (?1, 'service', ?2, ?3, ?3)",
+			       -1, &st, NULL) != SQLITE_OK) {
 		admin_reply_store_error(req, c, "service account", 0);
 		goto out;
 	}
@@ -707,9 +833,10 @@ static void create_service_account(struct http_request *req, void *app)
 	}
 	sqlite3_finalize(st);
 	st = NULL;
-	if (sqlite3_prepare_v2(c->db, "INSERT INTO service_accounts (user_id, name, description,"
-	                              " created_at) VALUES (?1, ?2, ?3, ?4)",
-	                       -1, &st, NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v2(c->db,
+			       "INSERT INTO service_accounts (user_id, name, description,"
+			       " created_at) VALUES (?1, ?2, ?3, ?4)",
+			       -1, &st, NULL) != SQLITE_OK) {
 		admin_reply_store_error(req, c, "service account", 0);
 		goto out;
 	}
@@ -741,22 +868,33 @@ out:
 #define SERVICE_KEY_DEFAULT_TTL_S (365LL * 86400)
 
 static const struct admin_collection service_account_keys = {
-	.kind = "service_account_key",
-	.label = "service account key",
-	.table = "service_account_keys",
-	.key_column = "id",
-	.select = "SELECT id, service_account_id, name, public_key_digest, public_key_pem,"
-	          " created_at, expires_at, last_used_at, revoked_at FROM service_account_keys",
-	.select_key = "id",
+    .kind = "service_account_key",
+    .label = "service account key",
+    .table = "service_account_keys",
+    .key_column = "id",
+    .select = "SELECT id, service_account_id, name, public_key_digest, public_key_pem,"
+	      " created_at, expires_at, last_used_at, revoked_at FROM service_account_keys",
+    .select_key = "id",
 };
 
 static const struct admin_field service_key_fields[] = {
-	{.name = "public_key_pem", .column = "public_key_pem", .type = ADMIN_FIELD_TEXT,
-	 .flags = ADMIN_REQUIRED | ADMIN_MULTILINE, .min = 1, .max = SP_KEY_PEM_MAX},
-	{.name = "name", .column = "name", .type = ADMIN_FIELD_TEXT, .flags = ADMIN_NULLABLE,
-	 .min = 1, .max = 128},
-	{.name = "expires_at", .column = "expires_at", .type = ADMIN_FIELD_INT, .min = 1,
-	 .max = 253402300799LL},
+    {.name = "public_key_pem",
+     .column = "public_key_pem",
+     .type = ADMIN_FIELD_TEXT,
+     .flags = ADMIN_REQUIRED | ADMIN_MULTILINE,
+     .min = 1,
+     .max = SP_KEY_PEM_MAX},
+    {.name = "name",
+     .column = "name",
+     .type = ADMIN_FIELD_TEXT,
+     .flags = ADMIN_NULLABLE,
+     .min = 1,
+     .max = 128},
+    {.name = "expires_at",
+     .column = "expires_at",
+     .type = ADMIN_FIELD_INT,
+     .min = 1,
+     .max = 253402300799LL},
 };
 
 static void list_service_account_keys(struct http_request *req, void *app)
@@ -769,7 +907,8 @@ static void list_service_account_keys(struct http_request *req, void *app)
 	int r = admin_load(c, &service_accounts, id, &account);
 	json_decref(account);
 	if (r == SP_ERR_NOT_FOUND)
-		http_reply_error(req, 404, "not_found", "there is no service account with id \"%s\"", id);
+		http_reply_error(req, 404, "not_found",
+				 "there is no service account with id \"%s\"", id);
 	else if (r < 0)
 		http_reply_error(req, 500, "internal", "the service account could not be read");
 	else
@@ -781,8 +920,8 @@ static void list_service_account_keys(struct http_request *req, void *app)
  * private key. Fills the canonical public PEM (caller frees) and the SPKI SHA-256 digest
  * in hex. Pure apart from OpenSSL.
  */
-static int service_key_digest(const char *pem, size_t len, char **public_pem,
-                              char digest_hex[65], struct sp_diag *diag)
+static int service_key_digest(const char *pem, size_t len, char **public_pem, char digest_hex[65],
+			      struct sp_diag *diag)
 {
 	EVP_PKEY *key = NULL;
 	uint8_t digest[SP_KEY_SPKI_DIGEST_LEN];
@@ -791,11 +930,13 @@ static int service_key_digest(const char *pem, size_t len, char **public_pem,
 	*public_pem = NULL;
 	int r = sp_key_from_pem(pem, len, 1, &key, &inner);
 	if (r < 0)
-		return sp_diag_set(diag, SP_ERR_INVALID, "field \"public_key_pem\": %s", inner.message);
+		return sp_diag_set(diag, SP_ERR_INVALID, "field \"public_key_pem\": %s",
+				   inner.message);
 	if (sp_key_has_private(key)) {
 		EVP_PKEY_free(key);
-		return sp_diag_set(diag, SP_ERR_INVALID, "field \"public_key_pem\" holds a private key;"
-		                   " send only the public key (openssl pkey -pubout)");
+		return sp_diag_set(diag, SP_ERR_INVALID,
+				   "field \"public_key_pem\" holds a private key;"
+				   " send only the public key (openssl pkey -pubout)");
 	}
 	r = sp_key_spki_sha256(key, digest);
 	if (r == 0)
@@ -827,13 +968,14 @@ static void create_service_account_key(struct http_request *req, void *app)
 	}
 	const json_t *pem = json_object_get(values, "public_key_pem");
 	if (service_key_digest(json_string_value(pem), json_string_length(pem), &public_pem, digest,
-	                       &d) < 0) {
+			       &d) < 0) {
 		http_reply_error(req, 400, "invalid", "%s", d.message);
 		goto out;
 	}
-	int64_t expires_at = json_object_get(values, "expires_at") != NULL
-	                             ? (int64_t)json_integer_value(json_object_get(values, "expires_at"))
-	                             : now + SERVICE_KEY_DEFAULT_TTL_S;
+	int64_t expires_at =
+	    json_object_get(values, "expires_at") != NULL
+		? (int64_t)json_integer_value(json_object_get(values, "expires_at"))
+		: now + SERVICE_KEY_DEFAULT_TTL_S;
 	if (expires_at <= now) {
 		http_reply_error(req, 400, "invalid", "field \"expires_at\" must be in the future");
 		goto out;
@@ -841,10 +983,11 @@ static void create_service_account_key(struct http_request *req, void *app)
 	if ((account = begin_and_load(req, c, &service_accounts, account_id)) == NULL)
 		goto out;
 	if (store_new_id(id) < 0 ||
-	    sqlite3_prepare_v2(c->db, "INSERT INTO service_account_keys (id, service_account_id,"
-	                              " name, public_key_digest, public_key_pem, created_at,"
-	                              " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-	                       -1, &st, NULL) != SQLITE_OK) {
+	    sqlite3_prepare_v2(c->db,
+			       "INSERT INTO service_account_keys (id, service_account_id,"
+			       " name, public_key_digest, public_key_pem, created_at,"
+			       " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+			       -1, &st, NULL) != SQLITE_OK) {
 		admin_reply_store_error(req, c, "service account key", 0);
 		goto out;
 	}
@@ -862,7 +1005,7 @@ static void create_service_account_key(struct http_request *req, void *app)
 	if (sqlite3_step(st) != SQLITE_DONE ||
 	    admin_load(c, &service_account_keys, id, &after) < 0 ||
 	    admin_audit(c, req, "service_account_key.create", "service_account_key", id, NULL,
-	                after) < 0) {
+			after) < 0) {
 		admin_reply_store_error(req, c, "service account key", 0);
 		goto out;
 	}
@@ -886,54 +1029,51 @@ static void revoke_service_account_key(struct http_request *req, void *app)
 	    admin_path_id(req, 1, "service account key", id) < 0)
 		return;
 	revoke_row(req, app, &service_account_keys, id, "service_account_id", account_id,
-	           "UPDATE service_account_keys SET revoked_at = ?1 WHERE id = ?2", NULL,
-	           "service_account_key.revoke");
+		   "UPDATE service_account_keys SET revoked_at = ?1 WHERE id = ?2", NULL,
+		   "service_account_key.revoke");
 }
 
 const struct route admin_identity_routes[] = {
-	{"GET", "/api/v1/users", (void *)list_users, ROUTE_ADMIN_READ},
-	{"GET", "/api/v1/users/{id}", (void *)get_user, ROUTE_ADMIN_READ},
-	{"PATCH", "/api/v1/users/{id}", (void *)update_user, ROUTE_ADMIN_WRITE},
-	{"DELETE", "/api/v1/users/{id}", (void *)delete_user, ROUTE_ADMIN_WRITE},
-	{"GET", "/api/v1/groups", (void *)list_groups, ROUTE_ADMIN_READ},
-	{"POST", "/api/v1/groups", (void *)create_group, ROUTE_ADMIN_WRITE},
-	{"GET", "/api/v1/groups/{id}", (void *)get_group, ROUTE_ADMIN_READ},
-	{"PATCH", "/api/v1/groups/{id}", (void *)update_group, ROUTE_ADMIN_WRITE},
-	{"DELETE", "/api/v1/groups/{id}", (void *)delete_group, ROUTE_ADMIN_WRITE},
-	{"GET", "/api/v1/groups/{id}/members", (void *)list_members, ROUTE_ADMIN_READ},
-	{"PUT", "/api/v1/groups/{id}/members/{user_id}", (void *)add_member, ROUTE_ADMIN_WRITE},
-	{"DELETE", "/api/v1/groups/{id}/members/{user_id}", (void *)remove_member,
-	 ROUTE_ADMIN_WRITE},
-	{"GET", "/api/v1/policies", (void *)list_policies, ROUTE_ADMIN_READ},
-	{"POST", "/api/v1/policies", (void *)create_policy, ROUTE_ADMIN_WRITE},
-	{"GET", "/api/v1/policies/{id}", (void *)get_policy, ROUTE_ADMIN_READ},
-	{"PATCH", "/api/v1/policies/{id}", (void *)update_policy, ROUTE_ADMIN_WRITE},
-	{"DELETE", "/api/v1/policies/{id}", (void *)delete_policy, ROUTE_ADMIN_WRITE},
-	{"GET", "/api/v1/devices", (void *)list_devices, ROUTE_ADMIN_READ},
-	{"GET", "/api/v1/devices/{id}", (void *)get_device, ROUTE_ADMIN_READ},
-	{"DELETE", "/api/v1/devices/{id}", (void *)delete_device, ROUTE_ADMIN_WRITE},
-	{"POST", "/api/v1/devices/{id}/approve", (void *)approve_device, ROUTE_ADMIN_WRITE},
-	{"POST", "/api/v1/devices/{id}/block", (void *)block_device, ROUTE_ADMIN_WRITE},
-	{"GET", "/api/v1/sessions", (void *)list_sessions, ROUTE_ADMIN_READ},
-	{"GET", "/api/v1/sessions/{id}", (void *)get_session, ROUTE_ADMIN_READ},
-	{"DELETE", "/api/v1/sessions/{id}", (void *)revoke_session, ROUTE_ADMIN_WRITE},
-	{"GET", "/api/v1/api-keys", (void *)list_api_keys, ROUTE_ADMIN_READ},
-	{"POST", "/api/v1/api-keys", (void *)create_api_key, ROUTE_ADMIN_WRITE},
-	{"GET", "/api/v1/api-keys/{id}", (void *)get_api_key, ROUTE_ADMIN_READ},
-	{"DELETE", "/api/v1/api-keys/{id}", (void *)revoke_api_key, ROUTE_ADMIN_WRITE},
-	{"GET", "/api/v1/service-accounts", (void *)list_service_accounts, ROUTE_ADMIN_READ},
-	{"POST", "/api/v1/service-accounts", (void *)create_service_account, ROUTE_ADMIN_WRITE},
-	{"GET", "/api/v1/service-accounts/{id}", (void *)get_service_account, ROUTE_ADMIN_READ},
-	{"PATCH", "/api/v1/service-accounts/{id}", (void *)update_service_account,
-	 ROUTE_ADMIN_WRITE},
-	{"DELETE", "/api/v1/service-accounts/{id}", (void *)delete_service_account,
-	 ROUTE_ADMIN_WRITE},
-	{"GET", "/api/v1/service-accounts/{id}/keys", (void *)list_service_account_keys,
-	 ROUTE_ADMIN_READ},
-	{"POST", "/api/v1/service-accounts/{id}/keys", (void *)create_service_account_key,
-	 ROUTE_ADMIN_WRITE},
-	{"DELETE", "/api/v1/service-accounts/{id}/keys/{key_id}", (void *)revoke_service_account_key,
-	 ROUTE_ADMIN_WRITE},
+    {"GET", "/api/v1/users", (void *)list_users, ROUTE_ADMIN_READ},
+    {"GET", "/api/v1/users/{id}", (void *)get_user, ROUTE_ADMIN_READ},
+    {"PATCH", "/api/v1/users/{id}", (void *)update_user, ROUTE_ADMIN_WRITE},
+    {"DELETE", "/api/v1/users/{id}", (void *)delete_user, ROUTE_ADMIN_WRITE},
+    {"GET", "/api/v1/groups", (void *)list_groups, ROUTE_ADMIN_READ},
+    {"POST", "/api/v1/groups", (void *)create_group, ROUTE_ADMIN_WRITE},
+    {"GET", "/api/v1/groups/{id}", (void *)get_group, ROUTE_ADMIN_READ},
+    {"PATCH", "/api/v1/groups/{id}", (void *)update_group, ROUTE_ADMIN_WRITE},
+    {"DELETE", "/api/v1/groups/{id}", (void *)delete_group, ROUTE_ADMIN_WRITE},
+    {"GET", "/api/v1/groups/{id}/members", (void *)list_members, ROUTE_ADMIN_READ},
+    {"PUT", "/api/v1/groups/{id}/members/{user_id}", (void *)add_member, ROUTE_ADMIN_WRITE},
+    {"DELETE", "/api/v1/groups/{id}/members/{user_id}", (void *)remove_member, ROUTE_ADMIN_WRITE},
+    {"GET", "/api/v1/policies", (void *)list_policies, ROUTE_ADMIN_READ},
+    {"POST", "/api/v1/policies", (void *)create_policy, ROUTE_ADMIN_WRITE},
+    {"GET", "/api/v1/policies/{id}", (void *)get_policy, ROUTE_ADMIN_READ},
+    {"PATCH", "/api/v1/policies/{id}", (void *)update_policy, ROUTE_ADMIN_WRITE},
+    {"DELETE", "/api/v1/policies/{id}", (void *)delete_policy, ROUTE_ADMIN_WRITE},
+    {"GET", "/api/v1/devices", (void *)list_devices, ROUTE_ADMIN_READ},
+    {"GET", "/api/v1/devices/{id}", (void *)get_device, ROUTE_ADMIN_READ},
+    {"DELETE", "/api/v1/devices/{id}", (void *)delete_device, ROUTE_ADMIN_WRITE},
+    {"POST", "/api/v1/devices/{id}/approve", (void *)approve_device, ROUTE_ADMIN_WRITE},
+    {"POST", "/api/v1/devices/{id}/block", (void *)block_device, ROUTE_ADMIN_WRITE},
+    {"GET", "/api/v1/sessions", (void *)list_sessions, ROUTE_ADMIN_READ},
+    {"GET", "/api/v1/sessions/{id}", (void *)get_session, ROUTE_ADMIN_READ},
+    {"DELETE", "/api/v1/sessions/{id}", (void *)revoke_session, ROUTE_ADMIN_WRITE},
+    {"GET", "/api/v1/api-keys", (void *)list_api_keys, ROUTE_ADMIN_READ},
+    {"POST", "/api/v1/api-keys", (void *)create_api_key, ROUTE_ADMIN_WRITE},
+    {"GET", "/api/v1/api-keys/{id}", (void *)get_api_key, ROUTE_ADMIN_READ},
+    {"DELETE", "/api/v1/api-keys/{id}", (void *)revoke_api_key, ROUTE_ADMIN_WRITE},
+    {"GET", "/api/v1/service-accounts", (void *)list_service_accounts, ROUTE_ADMIN_READ},
+    {"POST", "/api/v1/service-accounts", (void *)create_service_account, ROUTE_ADMIN_WRITE},
+    {"GET", "/api/v1/service-accounts/{id}", (void *)get_service_account, ROUTE_ADMIN_READ},
+    {"PATCH", "/api/v1/service-accounts/{id}", (void *)update_service_account, ROUTE_ADMIN_WRITE},
+    {"DELETE", "/api/v1/service-accounts/{id}", (void *)delete_service_account, ROUTE_ADMIN_WRITE},
+    {"GET", "/api/v1/service-accounts/{id}/keys", (void *)list_service_account_keys,
+     ROUTE_ADMIN_READ},
+    {"POST", "/api/v1/service-accounts/{id}/keys", (void *)create_service_account_key,
+     ROUTE_ADMIN_WRITE},
+    {"DELETE", "/api/v1/service-accounts/{id}/keys/{key_id}", (void *)revoke_service_account_key,
+     ROUTE_ADMIN_WRITE},
 };
 const size_t admin_identity_route_count =
-	sizeof(admin_identity_routes) / sizeof(admin_identity_routes[0]);
+    sizeof(admin_identity_routes) / sizeof(admin_identity_routes[0]);

@@ -19,58 +19,95 @@
 /* ---- remote networks ---- */
 
 static const struct admin_field network_fields[] = {
-	{.name = "name", .column = "name", .type = ADMIN_FIELD_TEXT, .flags = ADMIN_REQUIRED,
-	 .min = 1, .max = 128},
-	{.name = "description", .column = "description", .type = ADMIN_FIELD_TEXT,
-	 .flags = ADMIN_NULLABLE, .min = 0, .max = 1024},
+    {.name = "name",
+     .column = "name",
+     .type = ADMIN_FIELD_TEXT,
+     .flags = ADMIN_REQUIRED,
+     .min = 1,
+     .max = 128},
+    {.name = "description",
+     .column = "description",
+     .type = ADMIN_FIELD_TEXT,
+     .flags = ADMIN_NULLABLE,
+     .min = 0,
+     .max = 1024},
 };
 
 static const struct admin_filter network_filters[] = {
-	{"name", "name = ?", ADMIN_FILTER_TEXT},
+    {"name", "name = ?", ADMIN_FILTER_TEXT},
 };
 
 static const struct admin_collection networks = {
-	.kind = "remote_network",
-	.label = "remote network",
-	.table = "remote_networks",
-	.key_column = "id",
-	.select = "SELECT id, name, description, created_at, updated_at FROM remote_networks",
-	.select_key = "id",
-	.fields = network_fields,
-	.field_count = sizeof(network_fields) / sizeof(network_fields[0]),
-	.filters = network_filters,
-	.filter_count = sizeof(network_filters) / sizeof(network_filters[0]),
-	.timestamps = ADMIN_CREATED_AT | ADMIN_UPDATED_AT,
+    .kind = "remote_network",
+    .label = "remote network",
+    .table = "remote_networks",
+    .key_column = "id",
+    .select = "SELECT id, name, description, created_at, updated_at FROM remote_networks",
+    .select_key = "id",
+    .fields = network_fields,
+    .field_count = sizeof(network_fields) / sizeof(network_fields[0]),
+    .filters = network_filters,
+    .filter_count = sizeof(network_filters) / sizeof(network_filters[0]),
+    .timestamps = ADMIN_CREATED_AT | ADMIN_UPDATED_AT,
 };
 
-static void list_networks(struct http_request *req, void *app) { admin_list(req, app, &networks); }
-static void get_network(struct http_request *req, void *app) { admin_get(req, app, &networks); }
-static void create_network(struct http_request *req, void *app) { admin_create(req, app, &networks); }
-static void update_network(struct http_request *req, void *app) { admin_update(req, app, &networks); }
-static void delete_network(struct http_request *req, void *app) { admin_delete(req, app, &networks); }
+static void list_networks(struct http_request *req, void *app)
+{
+	admin_list(req, app, &networks);
+}
+static void get_network(struct http_request *req, void *app)
+{
+	admin_get(req, app, &networks);
+}
+static void create_network(struct http_request *req, void *app)
+{
+	admin_create(req, app, &networks);
+}
+static void update_network(struct http_request *req, void *app)
+{
+	admin_update(req, app, &networks);
+}
+static void delete_network(struct http_request *req, void *app)
+{
+	admin_delete(req, app, &networks);
+}
 
 /* ---- resources ---- */
 
 /* A resource given only by its address is the whole host (shared/resource.h). */
-static json_t *ports_all(void) { return json_string("all"); }
-static json_t *icmp_default(void) { return json_true(); }
+static json_t *ports_all(void)
+{
+	return json_string("all");
+}
+static json_t *icmp_default(void)
+{
+	return json_true();
+}
 
 static const struct admin_field resource_fields[] = {
-	{.name = "name", .column = "name", .type = ADMIN_FIELD_TEXT, .flags = ADMIN_REQUIRED,
-	 .min = 1, .max = SP_RESOURCE_DISPLAY_NAME_MAX},
-	{.name = "network_id", .column = "network_id", .type = ADMIN_FIELD_ID,
-	 .flags = ADMIN_REQUIRED, .ref_table = "remote_networks", .ref_label = "remote network"},
-	{.name = "address", .column = "address", .type = ADMIN_FIELD_ADDRESS, .flags = ADMIN_REQUIRED},
-	{.name = "alias", .column = "alias", .type = ADMIN_FIELD_ALIAS, .flags = ADMIN_NULLABLE},
-	{.name = "tcp", .column = "tcp_ports", .type = ADMIN_FIELD_PORTS, .default_value = ports_all},
-	{.name = "udp", .column = "udp_ports", .type = ADMIN_FIELD_PORTS, .default_value = ports_all},
-	{.name = "icmp", .column = "icmp", .type = ADMIN_FIELD_BOOL, .default_value = icmp_default},
+    {.name = "name",
+     .column = "name",
+     .type = ADMIN_FIELD_TEXT,
+     .flags = ADMIN_REQUIRED,
+     .min = 1,
+     .max = SP_RESOURCE_DISPLAY_NAME_MAX},
+    {.name = "network_id",
+     .column = "network_id",
+     .type = ADMIN_FIELD_ID,
+     .flags = ADMIN_REQUIRED,
+     .ref_table = "remote_networks",
+     .ref_label = "remote network"},
+    {.name = "address", .column = "address", .type = ADMIN_FIELD_ADDRESS, .flags = ADMIN_REQUIRED},
+    {.name = "alias", .column = "alias", .type = ADMIN_FIELD_ALIAS, .flags = ADMIN_NULLABLE},
+    {.name = "tcp", .column = "tcp_ports", .type = ADMIN_FIELD_PORTS, .default_value = ports_all},
+    {.name = "udp", .column = "udp_ports", .type = ADMIN_FIELD_PORTS, .default_value = ports_all},
+    {.name = "icmp", .column = "icmp", .type = ADMIN_FIELD_BOOL, .default_value = icmp_default},
 };
 
 static const struct admin_filter resource_filters[] = {
-	{"network_id", "network_id = ?", ADMIN_FILTER_ID},
-	{"name", "name = ?", ADMIN_FILTER_TEXT},
-	{"alias", "alias = ?", ADMIN_FILTER_TEXT},
+    {"network_id", "network_id = ?", ADMIN_FILTER_ID},
+    {"name", "name = ?", ADMIN_FILTER_TEXT},
+    {"alias", "alias = ?", ADMIN_FILTER_TEXT},
 };
 
 static const char *const resource_json_columns[] = {"tcp", "udp", NULL};
@@ -97,41 +134,59 @@ static int resource_check(const json_t *merged, struct sp_diag *diag)
 }
 
 static const struct admin_collection resources = {
-	.kind = "resource",
-	.label = "resource",
-	.table = "resources",
-	.key_column = "id",
-	.select = "SELECT id, network_id, name, address, alias, tcp_ports AS tcp,"
-	          " udp_ports AS udp, icmp, created_at, updated_at FROM resources",
-	.select_key = "id",
-	.fields = resource_fields,
-	.field_count = sizeof(resource_fields) / sizeof(resource_fields[0]),
-	.filters = resource_filters,
-	.filter_count = sizeof(resource_filters) / sizeof(resource_filters[0]),
-	.json_columns = resource_json_columns,
-	.bool_columns = resource_bool_columns,
-	.timestamps = ADMIN_CREATED_AT | ADMIN_UPDATED_AT,
-	.check = resource_check,
+    .kind = "resource",
+    .label = "resource",
+    .table = "resources",
+    .key_column = "id",
+    .select = "SELECT id, network_id, name, address, alias, tcp_ports AS tcp,"
+	      " udp_ports AS udp, icmp, created_at, updated_at FROM resources",
+    .select_key = "id",
+    .fields = resource_fields,
+    .field_count = sizeof(resource_fields) / sizeof(resource_fields[0]),
+    .filters = resource_filters,
+    .filter_count = sizeof(resource_filters) / sizeof(resource_filters[0]),
+    .json_columns = resource_json_columns,
+    .bool_columns = resource_bool_columns,
+    .timestamps = ADMIN_CREATED_AT | ADMIN_UPDATED_AT,
+    .check = resource_check,
 };
 
-static void list_resources(struct http_request *req, void *app) { admin_list(req, app, &resources); }
-static void get_resource(struct http_request *req, void *app) { admin_get(req, app, &resources); }
-static void create_resource(struct http_request *req, void *app) { admin_create(req, app, &resources); }
-static void update_resource(struct http_request *req, void *app) { admin_update(req, app, &resources); }
-static void delete_resource(struct http_request *req, void *app) { admin_delete(req, app, &resources); }
+static void list_resources(struct http_request *req, void *app)
+{
+	admin_list(req, app, &resources);
+}
+static void get_resource(struct http_request *req, void *app)
+{
+	admin_get(req, app, &resources);
+}
+static void create_resource(struct http_request *req, void *app)
+{
+	admin_create(req, app, &resources);
+}
+static void update_resource(struct http_request *req, void *app)
+{
+	admin_update(req, app, &resources);
+}
+static void delete_resource(struct http_request *req, void *app)
+{
+	admin_delete(req, app, &resources);
+}
 
 /* ---- connectors ---- */
 
 static const char *const connector_states[] = {"active", "disabled", NULL};
 
 static const struct admin_field connector_fields[] = {
-	{.name = "state", .column = "state", .type = ADMIN_FIELD_ENUM, .flags = ADMIN_UPDATE_ONLY,
-	 .values = connector_states},
+    {.name = "state",
+     .column = "state",
+     .type = ADMIN_FIELD_ENUM,
+     .flags = ADMIN_UPDATE_ONLY,
+     .values = connector_states},
 };
 
 static const struct admin_filter connector_filters[] = {
-	{"network_id", "network_id = ?", ADMIN_FILTER_ID},
-	{"state", "state = ?", ADMIN_FILTER_TEXT},
+    {"network_id", "network_id = ?", ADMIN_FILTER_ID},
+    {"state", "state = ?", ADMIN_FILTER_TEXT},
 };
 
 /* A revoked connector stays revoked: it must enroll again under a new identity. */
@@ -140,32 +195,44 @@ static int connector_guard(struct http_request *req, const json_t *before, const
 	const char *state = json_string_value(json_object_get(before, "state"));
 	if (strcmp(op, "update") == 0 && state != NULL && strcmp(state, "revoked") == 0) {
 		http_reply_error(req, 409, "conflict",
-		                 "the connector is revoked; enroll it again with a new token");
+				 "the connector is revoked; enroll it again with a new token");
 		return 1;
 	}
 	return 0;
 }
 
 static const struct admin_collection connectors = {
-	.kind = "connector",
-	.label = "connector",
-	.table = "connectors",
-	.key_column = "id",
-	.select = "SELECT id, network_id, name, public_key_digest, state, direct_address, version,"
-	          " enrolled_at, last_seen_at, updated_at FROM connectors",
-	.select_key = "id",
-	.fields = connector_fields,
-	.field_count = sizeof(connector_fields) / sizeof(connector_fields[0]),
-	.filters = connector_filters,
-	.filter_count = sizeof(connector_filters) / sizeof(connector_filters[0]),
-	.timestamps = ADMIN_UPDATED_AT,
-	.guard = connector_guard,
+    .kind = "connector",
+    .label = "connector",
+    .table = "connectors",
+    .key_column = "id",
+    .select = "SELECT id, network_id, name, public_key_digest, state, direct_address, version,"
+	      " enrolled_at, last_seen_at, updated_at FROM connectors",
+    .select_key = "id",
+    .fields = connector_fields,
+    .field_count = sizeof(connector_fields) / sizeof(connector_fields[0]),
+    .filters = connector_filters,
+    .filter_count = sizeof(connector_filters) / sizeof(connector_filters[0]),
+    .timestamps = ADMIN_UPDATED_AT,
+    .guard = connector_guard,
 };
 
-static void list_connectors(struct http_request *req, void *app) { admin_list(req, app, &connectors); }
-static void get_connector(struct http_request *req, void *app) { admin_get(req, app, &connectors); }
-static void update_connector(struct http_request *req, void *app) { admin_update(req, app, &connectors); }
-static void delete_connector(struct http_request *req, void *app) { admin_delete(req, app, &connectors); }
+static void list_connectors(struct http_request *req, void *app)
+{
+	admin_list(req, app, &connectors);
+}
+static void get_connector(struct http_request *req, void *app)
+{
+	admin_get(req, app, &connectors);
+}
+static void update_connector(struct http_request *req, void *app)
+{
+	admin_update(req, app, &connectors);
+}
+static void delete_connector(struct http_request *req, void *app)
+{
+	admin_delete(req, app, &connectors);
+}
 
 /* POST /api/v1/remote-networks/{id}/connector-tokens {"ttl_s": 86400} (body optional). */
 static void create_connector_token(struct http_request *req, void *app)
@@ -179,8 +246,11 @@ static void create_connector_token(struct http_request *req, void *app)
 		return;
 	if (req->body.len > 0) {
 		static const struct admin_field fields[] = {
-			{.name = "ttl_s", .column = "", .type = ADMIN_FIELD_INT,
-			 .min = ADMIN_TOKEN_TTL_MIN_S, .max = ADMIN_TOKEN_TTL_MAX_S},
+		    {.name = "ttl_s",
+		     .column = "",
+		     .type = ADMIN_FIELD_INT,
+		     .min = ADMIN_TOKEN_TTL_MIN_S,
+		     .max = ADMIN_TOKEN_TTL_MAX_S},
 		};
 		json_t *raw = http_body_json_object(req);
 		if (raw == NULL)
@@ -202,16 +272,17 @@ static void create_connector_token(struct http_request *req, void *app)
 	if (r < 0) {
 		store_rollback(c);
 		if (r == SP_ERR_NOT_FOUND)
-			http_reply_error(req, 404, "not_found", "there is no remote network with id \"%s\"",
-			                 network_id);
+			http_reply_error(req, 404, "not_found",
+					 "there is no remote network with id \"%s\"", network_id);
 		else
-			http_reply_error(req, 500, "internal", "the remote network could not be read");
+			http_reply_error(req, 500, "internal",
+					 "the remote network could not be read");
 		goto out;
 	}
 	if (admin_connector_token_create(c->db, network_id, c->now(), ttl_s, token, id, &after,
-	                                 &d) < 0 ||
+					 &d) < 0 ||
 	    admin_audit(c, req, "connector_token.create", "connector_enrollment_token", id, NULL,
-	                after) < 0) {
+			after) < 0) {
 		store_rollback(c);
 		http_reply_error(req, 500, "internal", "the token could not be stored");
 		goto out;
@@ -230,22 +301,22 @@ out:
 }
 
 const struct route admin_resources_routes[] = {
-	{"GET", "/api/v1/remote-networks", (void *)list_networks, ROUTE_ADMIN_READ},
-	{"POST", "/api/v1/remote-networks", (void *)create_network, ROUTE_ADMIN_WRITE},
-	{"GET", "/api/v1/remote-networks/{id}", (void *)get_network, ROUTE_ADMIN_READ},
-	{"PATCH", "/api/v1/remote-networks/{id}", (void *)update_network, ROUTE_ADMIN_WRITE},
-	{"DELETE", "/api/v1/remote-networks/{id}", (void *)delete_network, ROUTE_ADMIN_WRITE},
-	{"POST", "/api/v1/remote-networks/{id}/connector-tokens", (void *)create_connector_token,
-	 ROUTE_ADMIN_WRITE},
-	{"GET", "/api/v1/resources", (void *)list_resources, ROUTE_ADMIN_READ},
-	{"POST", "/api/v1/resources", (void *)create_resource, ROUTE_ADMIN_WRITE},
-	{"GET", "/api/v1/resources/{id}", (void *)get_resource, ROUTE_ADMIN_READ},
-	{"PATCH", "/api/v1/resources/{id}", (void *)update_resource, ROUTE_ADMIN_WRITE},
-	{"DELETE", "/api/v1/resources/{id}", (void *)delete_resource, ROUTE_ADMIN_WRITE},
-	{"GET", "/api/v1/connectors", (void *)list_connectors, ROUTE_ADMIN_READ},
-	{"GET", "/api/v1/connectors/{id}", (void *)get_connector, ROUTE_ADMIN_READ},
-	{"PATCH", "/api/v1/connectors/{id}", (void *)update_connector, ROUTE_ADMIN_WRITE},
-	{"DELETE", "/api/v1/connectors/{id}", (void *)delete_connector, ROUTE_ADMIN_WRITE},
+    {"GET", "/api/v1/remote-networks", (void *)list_networks, ROUTE_ADMIN_READ},
+    {"POST", "/api/v1/remote-networks", (void *)create_network, ROUTE_ADMIN_WRITE},
+    {"GET", "/api/v1/remote-networks/{id}", (void *)get_network, ROUTE_ADMIN_READ},
+    {"PATCH", "/api/v1/remote-networks/{id}", (void *)update_network, ROUTE_ADMIN_WRITE},
+    {"DELETE", "/api/v1/remote-networks/{id}", (void *)delete_network, ROUTE_ADMIN_WRITE},
+    {"POST", "/api/v1/remote-networks/{id}/connector-tokens", (void *)create_connector_token,
+     ROUTE_ADMIN_WRITE},
+    {"GET", "/api/v1/resources", (void *)list_resources, ROUTE_ADMIN_READ},
+    {"POST", "/api/v1/resources", (void *)create_resource, ROUTE_ADMIN_WRITE},
+    {"GET", "/api/v1/resources/{id}", (void *)get_resource, ROUTE_ADMIN_READ},
+    {"PATCH", "/api/v1/resources/{id}", (void *)update_resource, ROUTE_ADMIN_WRITE},
+    {"DELETE", "/api/v1/resources/{id}", (void *)delete_resource, ROUTE_ADMIN_WRITE},
+    {"GET", "/api/v1/connectors", (void *)list_connectors, ROUTE_ADMIN_READ},
+    {"GET", "/api/v1/connectors/{id}", (void *)get_connector, ROUTE_ADMIN_READ},
+    {"PATCH", "/api/v1/connectors/{id}", (void *)update_connector, ROUTE_ADMIN_WRITE},
+    {"DELETE", "/api/v1/connectors/{id}", (void *)delete_connector, ROUTE_ADMIN_WRITE},
 };
 const size_t admin_resources_route_count =
-	sizeof(admin_resources_routes) / sizeof(admin_resources_routes[0]);
+    sizeof(admin_resources_routes) / sizeof(admin_resources_routes[0]);

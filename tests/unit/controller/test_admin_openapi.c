@@ -60,8 +60,8 @@ static size_t read_openapi(struct entry *entries, size_t max)
 	char line[1024], path[160] = "";
 	int in_paths = 0;
 	size_t count = 0;
-	static const char *const methods[] = {"get", "put", "post", "delete", "patch", "head",
-	                                      "options", NULL};
+	static const char *const methods[] = {"get",   "put",  "post",	  "delete",
+					      "patch", "head", "options", NULL};
 	while (fgets(line, sizeof(line), f) != NULL) {
 		line[strcspn(line, "\r\n")] = '\0';
 		if (line[0] != ' ' && line[0] != '\0' && line[0] != '#') {
@@ -90,8 +90,10 @@ static size_t read_openapi(struct entry *entries, size_t max)
 					assert_true(count < max);
 					for (size_t k = 0; k <= n; k++)
 						entries[count].method[k] =
-							(char)(methods[m][k] >= 'a' ? methods[m][k] - 32 : methods[m][k]);
-					snprintf(entries[count].path, sizeof(entries[count].path), "%s", path);
+						    (char)(methods[m][k] >= 'a' ? methods[m][k] - 32
+										: methods[m][k]);
+					snprintf(entries[count].path, sizeof(entries[count].path),
+						 "%s", path);
 					count++;
 				}
 			}
@@ -118,7 +120,8 @@ static void routes_match_openapi(void **state)
 		canonical_path(routes[i].pattern, path, sizeof(path));
 		int found = 0;
 		for (size_t k = 0; k < doc_count; k++)
-			if (strcmp(doc[k].method, routes[i].method) == 0 && strcmp(doc[k].path, path) == 0) {
+			if (strcmp(doc[k].method, routes[i].method) == 0 &&
+			    strcmp(doc[k].path, path) == 0) {
 				doc[k].seen++;
 				found = 1;
 			}
@@ -131,8 +134,8 @@ static void routes_match_openapi(void **state)
 	for (size_t k = 0; k < doc_count; k++)
 		if (doc[k].seen != 1) {
 			printf("in docs/openapi.yaml %s: %s %s\n",
-			       doc[k].seen == 0 ? "but not served" : "more than once", doc[k].method,
-			       doc[k].path);
+			       doc[k].seen == 0 ? "but not served" : "more than once",
+			       doc[k].method, doc[k].path);
 			missing++;
 		}
 	assert_int_equal(missing, 0);
@@ -157,8 +160,8 @@ static void placeholders_compare_alike(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(placeholders_compare_alike),
-		cmocka_unit_test(routes_match_openapi),
+	    cmocka_unit_test(placeholders_compare_alike),
+	    cmocka_unit_test(routes_match_openapi),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
