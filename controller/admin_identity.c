@@ -105,6 +105,18 @@ static int user_after_update(struct controller *c, struct http_request *req, con
 	return 0;
 }
 
+/* The schema keeps service accounts at role user; say so before the CHECK does. */
+static int user_check(const json_t *merged, struct sp_diag *diag)
+{
+	const char *kind = json_string_value(json_object_get(merged, "kind"));
+	const char *role = json_string_value(json_object_get(merged, "role"));
+	if (kind != NULL && role != NULL && strcmp(kind, "service") == 0 &&
+	    strcmp(role, "user") != 0)
+		return sp_diag_set(diag, SP_ERR_INVALID,
+				   "field \"role\": a service account's role is always \"user\"");
+	return 0;
+}
+
 static const struct admin_collection users = {
     .kind = "user",
     .label = "user",
@@ -119,6 +131,7 @@ static const struct admin_collection users = {
     .filter_count = sizeof(user_filters) / sizeof(user_filters[0]),
     .bool_columns = user_bool_columns,
     .timestamps = ADMIN_UPDATED_AT,
+    .check = user_check,
     .after_update = user_after_update,
 };
 

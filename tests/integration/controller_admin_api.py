@@ -467,6 +467,8 @@ try:
     sa = r.json
     u = sql("SELECT kind, role, issuer FROM users WHERE id = ?", sa["id"])
     check("service account is a users row of kind service", u and u[0]["kind"] == "service" and u[0]["issuer"] is None)
+    r = call("PATCH", f"/api/v1/users/{sa['id']}", {"role": "admin"})
+    check("a service account cannot be made admin", r.status == 400 and "service account" in r.json["error"]["message"], r)
     check("duplicate service account is 409", call("POST", "/api/v1/service-accounts", {"name": "ci-runner"}).status == 409)
     check("service account users are not left behind", sql("SELECT count(*) FROM users WHERE kind = 'service'")[0][0] == 1)
     keyfile = os.path.join(work, "sa.pem")
