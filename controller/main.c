@@ -22,6 +22,7 @@
 #include <curl/curl.h>
 #include <openssl/crypto.h>
 
+#include "controller/admin_api.h"
 #include "controller/apikey.h"
 #include "controller/app.h"
 #include "controller/audit.h"
@@ -222,7 +223,7 @@ static int command_connector_token(const struct controller_settings *s,
 		return fail("connector-token create", &d);
 	int r = SP_ERR_DATABASE;
 	char network_id[33] = "";
-	char token[SP_SECRET_TEXT_MAX], hash[SP_SECRET_HASH_HEX], id[33];
+	char token[SP_SECRET_TEXT_MAX], id[33];
 	int64_t now = wall_clock_s();
 	if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
 		goto out;
@@ -239,24 +240,10 @@ static int command_connector_token(const struct controller_settings *s,
 	snprintf(network_id, sizeof(network_id), "%s", (const char *)sqlite3_column_text(st, 0));
 	sqlite3_finalize(st);
 	st = NULL;
-	if ((r = sp_secret_new("spe", token, sizeof(token))) < 0 ||
-	    (r = sp_secret_hash(token, strlen(token), hash)) < 0 ||
-	    (r = sp_random_hex(16, id, sizeof(id))) < 0)
+	json_t *after = NULL;
+	r = admin_connector_token_create(db, network_id, now, ttl_ms / 1000, token, id, &after, &d);
+	if (r < 0)
 		goto out;
-	r = SP_ERR_DATABASE;
-	if (sqlite3_prepare_v2(db, "INSERT INTO connector_enrollment_tokens (id, network_id,"
-	                           " token_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
-	                       -1, &st, NULL) != SQLITE_OK)
-		goto out;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, network_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, hash, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 4, now);
-	sqlite3_bind_int64(st, 5, now + ttl_ms / 1000);
-	if (sqlite3_step(st) != SQLITE_DONE)
-		goto out;
-	json_t *after = json_pack("{s:s, s:s, s:I}", "id", id, "network_id", network_id,
-	                          "expires_at", (json_int_t)(now + ttl_ms / 1000));
 	struct audit_event e = {.time = now, .actor_type = "system", .actor_label = "command line",
 	                        .action = "connector_token.create",
 	                        .target_type = "connector_enrollment_token", .target_id = id,

@@ -15,6 +15,9 @@ static const struct route_module modules[] = {
 	{policy_routes, &policy_route_count},
 	{connector_api_routes, &connector_api_route_count},
 	{feed_api_routes, &feed_api_route_count},
+	{admin_resources_routes, &admin_resources_route_count},
+	{admin_identity_routes, &admin_identity_route_count},
+	{admin_events_routes, &admin_events_route_count},
 };
 
 /* Built once at start-up (before the server thread exists) and kept for the process. */

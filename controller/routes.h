@@ -18,5 +18,11 @@ extern const struct route connector_api_routes[];
 extern const size_t connector_api_route_count;
 extern const struct route feed_api_routes[];
 extern const size_t feed_api_route_count;
+extern const struct route admin_resources_routes[];
+extern const size_t admin_resources_route_count;
+extern const struct route admin_identity_routes[];
+extern const size_t admin_identity_route_count;
+extern const struct route admin_events_routes[];
+extern const size_t admin_events_route_count;
 
 #endif

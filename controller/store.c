@@ -88,7 +88,7 @@ json_t *store_row_json(sqlite3_stmt *st, const char *const *json_columns)
 		default: {
 			const char *text = (const char *)sqlite3_column_text(st, i);
 			size_t text_len = (size_t)sqlite3_column_bytes(st, i);
-			value = is_json ? json_loadb(text, text_len, 0, NULL) : NULL;
+			value = is_json ? json_loadb(text, text_len, JSON_DECODE_ANY, NULL) : NULL;
 			if (value == NULL)
 				value = json_stringn(text, text_len);
 		}
