@@ -94,5 +94,7 @@ const struct route *controller_routes(size_t *count);
 
 /* The HTTP gate: authenticates the caller and enforces the route's flags. */
 int controller_gate(struct http_request *req, void *app);
+/* Drops the gate's cache of parsed connector keys (at shutdown). */
+void controller_gate_forget_keys(void);
 
 #endif

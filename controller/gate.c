@@ -120,6 +120,54 @@ static int peek_kid(const char *token, char *kid, size_t size)
 }
 
 /*
+ * Parsed connector keys, so a connector's requests do not each pay for PEM parsing and
+ * cjose key set-up. Keyed by connector id and key digest: a re-enrolled key is a miss.
+ * The state check stays a database read on every request, so disabling a connector
+ * takes effect at once. Used from the HTTP thread only.
+ */
+#define CONNECTOR_KEY_CACHE 64
+
+static struct connector_key_entry {
+	char id[33];
+	char digest[65];
+	struct sp_jwks keys;
+} connector_key_cache[CONNECTOR_KEY_CACHE];
+static size_t connector_key_next; /* round-robin replacement */
+
+static const struct sp_jwks *connector_keys(const char *id, const char *digest, const char *pem,
+                                            size_t pem_len)
+{
+	if (digest == NULL || pem == NULL)
+		return NULL;
+	for (size_t i = 0; i < CONNECTOR_KEY_CACHE; i++) {
+		struct connector_key_entry *e = &connector_key_cache[i];
+		if (e->keys.count == 1 && strcmp(e->id, id) == 0 && strcmp(e->digest, digest) == 0)
+			return &e->keys;
+	}
+	EVP_PKEY *key = NULL;
+	if (sp_key_from_pem(pem, pem_len, 1, &key, NULL) < 0)
+		return NULL;
+	struct connector_key_entry *e = &connector_key_cache[connector_key_next];
+	connector_key_next = (connector_key_next + 1) % CONNECTOR_KEY_CACHE;
+	sp_jwks_free(&e->keys);
+	sp_jwks_init(&e->keys);
+	snprintf(e->id, sizeof(e->id), "%s", id);
+	snprintf(e->digest, sizeof(e->digest), "%s", digest);
+	int r = sp_jwks_add_es256(&e->keys, id, key);
+	EVP_PKEY_free(key);
+	return r == 0 ? &e->keys : NULL;
+}
+
+void controller_gate_forget_keys(void)
+{
+	for (size_t i = 0; i < CONNECTOR_KEY_CACHE; i++) {
+		sp_jwks_free(&connector_key_cache[i].keys);
+		memset(&connector_key_cache[i], 0, sizeof(connector_key_cache[i]));
+	}
+	connector_key_next = 0;
+}
+
+/*
  * A connector proves itself with a short token it signs with its own enrolled key
  * (docs/protocol.md §1.4): kid and iss are its id, aud the controller, lifetime at most
  * five minutes. No shared secret exists to steal from the controller's database.
@@ -131,15 +179,16 @@ static int gate_connector(struct controller *c, struct http_request *req)
 	if (token == NULL || peek_kid(token, id, sizeof(id)) < 0)
 		return unauthorized(req, "this API needs a connector token signed with its enrolled key");
 	sqlite3_stmt *st = NULL;
-	EVP_PKEY *key = NULL;
+	const struct sp_jwks *keys = NULL;
 	if (sqlite3_prepare_v2(c->db,
-	                       "SELECT public_key_pem, network_id, name FROM connectors"
-	                       " WHERE id = ? AND state = 'active'",
+	                       "SELECT public_key_pem, network_id, name, public_key_digest"
+	                       " FROM connectors WHERE id = ? AND state = 'active'",
 	                       -1, &st, NULL) == SQLITE_OK) {
 		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-		if (sqlite3_step(st) == SQLITE_ROW &&
-		    sp_key_from_pem((const char *)sqlite3_column_text(st, 0),
-		                    (size_t)sqlite3_column_bytes(st, 0), 1, &key, NULL) == 0) {
+		if (sqlite3_step(st) == SQLITE_ROW) {
+			keys = connector_keys(id, (const char *)sqlite3_column_text(st, 3),
+			                      (const char *)sqlite3_column_text(st, 0),
+			                      (size_t)sqlite3_column_bytes(st, 0));
 			snprintf(req->actor_network, sizeof(req->actor_network), "%s",
 			         (const char *)sqlite3_column_text(st, 1));
 			snprintf(req->actor_label, sizeof(req->actor_label), "%s",
@@ -147,18 +196,12 @@ static int gate_connector(struct controller *c, struct http_request *req)
 		}
 	}
 	sqlite3_finalize(st);
-	if (key == NULL)
+	if (keys == NULL)
 		return unauthorized(req, "unknown, disabled or revoked connector");
 
-	struct sp_jwks keys;
 	json_t *claims = NULL;
 	struct sp_diag d;
-	sp_jwks_init(&keys);
-	int r = sp_jwks_add_es256(&keys, id, key);
-	EVP_PKEY_free(key);
-	if (r == 0)
-		r = sp_token_verify(token, strlen(token), &keys, "ES256", &claims, &d);
-	sp_jwks_free(&keys);
+	int r = sp_token_verify(token, strlen(token), keys, "ES256", &claims, &d);
 	if (r == 0) {
 		struct sp_token_expect e = {.issuer = id,
 		                            .audience = CONNECTOR_TOKEN_AUDIENCE,

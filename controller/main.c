@@ -438,6 +438,7 @@ out:
 	feed_free(c->feed);
 	policy_state_free(c);
 	authority_close(&c->authority);
+	controller_gate_forget_keys();
 	sp_db_close(c->db);
 	if (key != NULL) {
 		OPENSSL_cleanse(key, strlen(key));
