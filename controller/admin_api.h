@@ -216,4 +216,15 @@ int admin_connector_token_create(sqlite3 *db, const char *network_id, int64_t no
 				 char token_out[SP_SECRET_TEXT_MAX], char id_out[33],
 				 json_t **after, struct sp_diag *diag);
 
+/*
+ * A route handler that only hands the request to a generic one for a collection:
+ * ADMIN_HANDLER(list_users, list, users) defines list_users(req, app) calling
+ * admin_list(req, app, &users).
+ */
+#define ADMIN_HANDLER(name, op, collection)                                                \
+	static void name(struct http_request *req, void *app)                              \
+	{                                                                                  \
+		admin_##op(req, app, &(collection));                                       \
+	}
+
 #endif

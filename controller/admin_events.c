@@ -61,22 +61,10 @@ static const struct admin_collection flow_events = {
     .exportable = 1,
 };
 
-static void list_audit(struct http_request *req, void *app)
-{
-	admin_list(req, app, &audit_events);
-}
-static void get_audit(struct http_request *req, void *app)
-{
-	admin_get(req, app, &audit_events);
-}
-static void list_flows(struct http_request *req, void *app)
-{
-	admin_list(req, app, &flow_events);
-}
-static void get_flow(struct http_request *req, void *app)
-{
-	admin_get(req, app, &flow_events);
-}
+ADMIN_HANDLER(list_audit, list, audit_events)
+ADMIN_HANDLER(get_audit, get, audit_events)
+ADMIN_HANDLER(list_flows, list, flow_events)
+ADMIN_HANDLER(get_flow, get, flow_events)
 
 const struct route admin_events_routes[] = {
     {"GET", "/api/v1/audit-events", (void *)list_audit, ROUTE_ADMIN_READ},

@@ -135,22 +135,10 @@ static const struct admin_collection users = {
     .after_update = user_after_update,
 };
 
-static void list_users(struct http_request *req, void *app)
-{
-	admin_list(req, app, &users);
-}
-static void get_user(struct http_request *req, void *app)
-{
-	admin_get(req, app, &users);
-}
-static void update_user(struct http_request *req, void *app)
-{
-	admin_update(req, app, &users);
-}
-static void delete_user(struct http_request *req, void *app)
-{
-	admin_delete(req, app, &users);
-}
+ADMIN_HANDLER(list_users, list, users)
+ADMIN_HANDLER(get_user, get, users)
+ADMIN_HANDLER(update_user, update, users)
+ADMIN_HANDLER(delete_user, delete, users)
 
 /* ---- groups ---- */
 
@@ -214,26 +202,11 @@ static const struct admin_collection groups = {
     .guard = group_guard,
 };
 
-static void list_groups(struct http_request *req, void *app)
-{
-	admin_list(req, app, &groups);
-}
-static void get_group(struct http_request *req, void *app)
-{
-	admin_get(req, app, &groups);
-}
-static void create_group(struct http_request *req, void *app)
-{
-	admin_create(req, app, &groups);
-}
-static void update_group(struct http_request *req, void *app)
-{
-	admin_update(req, app, &groups);
-}
-static void delete_group(struct http_request *req, void *app)
-{
-	admin_delete(req, app, &groups);
-}
+ADMIN_HANDLER(list_groups, list, groups)
+ADMIN_HANDLER(get_group, get, groups)
+ADMIN_HANDLER(create_group, create, groups)
+ADMIN_HANDLER(update_group, update, groups)
+ADMIN_HANDLER(delete_group, delete, groups)
 
 /* ---- group members ---- */
 
@@ -445,26 +418,11 @@ static const struct admin_collection policies = {
     .timestamps = ADMIN_CREATED_AT | ADMIN_UPDATED_AT,
 };
 
-static void list_policies(struct http_request *req, void *app)
-{
-	admin_list(req, app, &policies);
-}
-static void get_policy(struct http_request *req, void *app)
-{
-	admin_get(req, app, &policies);
-}
-static void create_policy(struct http_request *req, void *app)
-{
-	admin_create(req, app, &policies);
-}
-static void update_policy(struct http_request *req, void *app)
-{
-	admin_update(req, app, &policies);
-}
-static void delete_policy(struct http_request *req, void *app)
-{
-	admin_delete(req, app, &policies);
-}
+ADMIN_HANDLER(list_policies, list, policies)
+ADMIN_HANDLER(get_policy, get, policies)
+ADMIN_HANDLER(create_policy, create, policies)
+ADMIN_HANDLER(update_policy, update, policies)
+ADMIN_HANDLER(delete_policy, delete, policies)
 
 /* ---- devices ---- */
 
@@ -485,18 +443,9 @@ static const struct admin_collection devices = {
     .filter_count = sizeof(device_filters) / sizeof(device_filters[0]),
 };
 
-static void list_devices(struct http_request *req, void *app)
-{
-	admin_list(req, app, &devices);
-}
-static void get_device(struct http_request *req, void *app)
-{
-	admin_get(req, app, &devices);
-}
-static void delete_device(struct http_request *req, void *app)
-{
-	admin_delete(req, app, &devices);
-}
+ADMIN_HANDLER(list_devices, list, devices)
+ADMIN_HANDLER(get_device, get, devices)
+ADMIN_HANDLER(delete_device, delete, devices)
 
 /* Approves or blocks a device; blocking also revokes its live sessions. */
 static void set_device_state(struct http_request *req, struct controller *c, const char *state,
@@ -628,14 +577,8 @@ static const struct admin_collection sessions = {
     .json_columns = session_json_columns,
 };
 
-static void list_sessions(struct http_request *req, void *app)
-{
-	admin_list(req, app, &sessions);
-}
-static void get_session(struct http_request *req, void *app)
-{
-	admin_get(req, app, &sessions);
-}
+ADMIN_HANDLER(list_sessions, list, sessions)
+ADMIN_HANDLER(get_session, get, sessions)
 
 static void revoke_session(struct http_request *req, void *app)
 {
@@ -686,14 +629,8 @@ static const struct admin_collection api_keys = {
     .filter_count = sizeof(api_key_filters) / sizeof(api_key_filters[0]),
 };
 
-static void list_api_keys(struct http_request *req, void *app)
-{
-	admin_list(req, app, &api_keys);
-}
-static void get_api_key(struct http_request *req, void *app)
-{
-	admin_get(req, app, &api_keys);
-}
+ADMIN_HANDLER(list_api_keys, list, api_keys)
+ADMIN_HANDLER(get_api_key, get, api_keys)
 
 static void create_api_key(struct http_request *req, void *app)
 {
@@ -792,22 +729,10 @@ static const struct admin_collection service_accounts_by_user = {
     .bool_columns = service_account_bool_columns,
 };
 
-static void list_service_accounts(struct http_request *req, void *app)
-{
-	admin_list(req, app, &service_accounts);
-}
-static void get_service_account(struct http_request *req, void *app)
-{
-	admin_get(req, app, &service_accounts);
-}
-static void update_service_account(struct http_request *req, void *app)
-{
-	admin_update(req, app, &service_accounts);
-}
-static void delete_service_account(struct http_request *req, void *app)
-{
-	admin_delete(req, app, &service_accounts_by_user);
-}
+ADMIN_HANDLER(list_service_accounts, list, service_accounts)
+ADMIN_HANDLER(get_service_account, get, service_accounts)
+ADMIN_HANDLER(update_service_account, update, service_accounts)
+ADMIN_HANDLER(delete_service_account, delete, service_accounts_by_user)
 
 /* A users row of kind 'service' plus its service_accounts row, in one transaction. */
 static void create_service_account(struct http_request *req, void *app)

@@ -51,26 +51,11 @@ static const struct admin_collection networks = {
     .timestamps = ADMIN_CREATED_AT | ADMIN_UPDATED_AT,
 };
 
-static void list_networks(struct http_request *req, void *app)
-{
-	admin_list(req, app, &networks);
-}
-static void get_network(struct http_request *req, void *app)
-{
-	admin_get(req, app, &networks);
-}
-static void create_network(struct http_request *req, void *app)
-{
-	admin_create(req, app, &networks);
-}
-static void update_network(struct http_request *req, void *app)
-{
-	admin_update(req, app, &networks);
-}
-static void delete_network(struct http_request *req, void *app)
-{
-	admin_delete(req, app, &networks);
-}
+ADMIN_HANDLER(list_networks, list, networks)
+ADMIN_HANDLER(get_network, get, networks)
+ADMIN_HANDLER(create_network, create, networks)
+ADMIN_HANDLER(update_network, update, networks)
+ADMIN_HANDLER(delete_network, delete, networks)
 
 /* ---- resources ---- */
 
@@ -151,26 +136,11 @@ static const struct admin_collection resources = {
     .check = resource_check,
 };
 
-static void list_resources(struct http_request *req, void *app)
-{
-	admin_list(req, app, &resources);
-}
-static void get_resource(struct http_request *req, void *app)
-{
-	admin_get(req, app, &resources);
-}
-static void create_resource(struct http_request *req, void *app)
-{
-	admin_create(req, app, &resources);
-}
-static void update_resource(struct http_request *req, void *app)
-{
-	admin_update(req, app, &resources);
-}
-static void delete_resource(struct http_request *req, void *app)
-{
-	admin_delete(req, app, &resources);
-}
+ADMIN_HANDLER(list_resources, list, resources)
+ADMIN_HANDLER(get_resource, get, resources)
+ADMIN_HANDLER(create_resource, create, resources)
+ADMIN_HANDLER(update_resource, update, resources)
+ADMIN_HANDLER(delete_resource, delete, resources)
 
 /* ---- connectors ---- */
 
@@ -217,22 +187,10 @@ static const struct admin_collection connectors = {
     .guard = connector_guard,
 };
 
-static void list_connectors(struct http_request *req, void *app)
-{
-	admin_list(req, app, &connectors);
-}
-static void get_connector(struct http_request *req, void *app)
-{
-	admin_get(req, app, &connectors);
-}
-static void update_connector(struct http_request *req, void *app)
-{
-	admin_update(req, app, &connectors);
-}
-static void delete_connector(struct http_request *req, void *app)
-{
-	admin_delete(req, app, &connectors);
-}
+ADMIN_HANDLER(list_connectors, list, connectors)
+ADMIN_HANDLER(get_connector, get, connectors)
+ADMIN_HANDLER(update_connector, update, connectors)
+ADMIN_HANDLER(delete_connector, delete, connectors)
 
 /* POST /api/v1/remote-networks/{id}/connector-tokens {"ttl_s": 86400} (body optional). */
 static void create_connector_token(struct http_request *req, void *app)
