@@ -25,6 +25,7 @@
 #include "controller/apikey.h"
 #include "controller/app.h"
 #include "controller/audit.h"
+#include "controller/auth.h"
 #include "controller/settings.h"
 #include "controller/store.h"
 #include "db/migrations.h"
@@ -374,6 +375,10 @@ static int command_serve(struct controller *c, struct sp_config *cfg)
 		fprintf(stderr, PROGRAM ": cannot start the change feed\n");
 		goto out;
 	}
+	if (auth_open(c, &d) < 0) {
+		fail("sign-in", &d);
+		goto out;
+	}
 	if (c->settings.tls_cert[0] != '\0') {
 		cert = read_file_text(c->settings.tls_cert, &d);
 		key = cert != NULL ? read_file_text(c->settings.tls_key, &d) : NULL;
@@ -431,6 +436,7 @@ out:
 	if (c->feed != NULL)
 		feed_wake_all(c->feed);
 	http_server_stop(c->http); /* finishes requests in flight */
+	auth_close(c);
 	feed_free(c->feed);
 	authority_close(&c->authority);
 	sp_db_close(c->db);

@@ -12,6 +12,7 @@ struct route_module {
 
 static const struct route_module modules[] = {
 	{ops_routes, &ops_route_count},
+	{auth_routes, &auth_route_count},
 };
 
 /* Built once at start-up (before the server thread exists) and kept for the process. */

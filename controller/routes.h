@@ -12,5 +12,7 @@
 
 extern const struct route ops_routes[];
 extern const size_t ops_route_count;
+extern const struct route auth_routes[];
+extern const size_t auth_route_count;
 
 #endif

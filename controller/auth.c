@@ -1,0 +1,770 @@
+/* controller/auth.c — see auth.h. */
+#include "controller/auth.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/crypto.h>
+
+#include "controller/audit.h"
+#include "controller/routes.h"
+#include "controller/session.h"
+#include "controller/store.h"
+#include "shared/log.h"
+#include "shared/secret.h"
+
+#define LOGIN_BINDING_KIND "spl"
+#define CONSOLE_KIND "spc"
+#define NATIVE_CODE_KIND "spn"
+
+/* A browser sign-in between /auth/login and /auth/callback. */
+struct pending_login {
+	int in_use;
+	int used;
+	int64_t expires;
+	char state[33];
+	char nonce[33];
+	char verifier[64];
+	char browser_hash[SP_SECRET_HASH_HEX]; /* of the sp_login cookie */
+	int native;
+	char redirect_uri[513];  /* native: the client's loopback listener */
+	char challenge[64];      /* native: the client's PKCE S256 challenge */
+	char client_state[257];  /* native: the client's state, echoed back */
+};
+
+/* A one-time code for a native client, redeemed at POST /api/client/v1/session. */
+struct native_code {
+	int in_use;
+	int64_t expires;
+	char hash[SP_SECRET_HASH_HEX];
+	char user_id[33];
+	int64_t auth_time;
+	char amr[1025];
+	char challenge[64];
+};
+
+struct console_session {
+	int in_use;
+	int64_t expires;
+	char hash[SP_SECRET_HASH_HEX];
+	char user_id[33];
+	char csrf[33];
+};
+
+struct auth_state {
+	int configured;
+	struct oidc_client oidc;
+	char callback_uri[600];
+	char scope[256];
+	struct pending_login pending[AUTH_PENDING_MAX];
+	struct native_code codes[AUTH_CODES_MAX];
+	struct console_session console[AUTH_CONSOLE_MAX];
+};
+
+int auth_open(struct controller *c, struct sp_diag *diag)
+{
+	struct auth_state *a = calloc(1, sizeof(*a));
+	if (a == NULL)
+		return sp_diag_set(diag, SP_ERR_NOMEM, "out of memory");
+	const struct controller_settings *s = &c->settings;
+	sp_jwks_init(&a->oidc.jwks);
+	if (s->oidc_issuer[0] != '\0') {
+		int r = oidc_client_init(&a->oidc, s->oidc_issuer, s->oidc_client_id,
+		                         s->oidc_client_secret,
+		                         strcmp(s->oidc_token_auth, "client_secret_post") == 0, diag);
+		if (r < 0) {
+			free(a);
+			return r;
+		}
+		a->configured = 1;
+	}
+	snprintf(a->callback_uri, sizeof(a->callback_uri), "%s/auth/callback", s->public_url);
+	c->auth = a;
+	return 0;
+}
+
+void auth_close(struct controller *c)
+{
+	if (c->auth == NULL)
+		return;
+	oidc_client_free(&c->auth->oidc);
+	OPENSSL_cleanse(c->auth, sizeof(*c->auth));
+	free(c->auth);
+	c->auth = NULL;
+}
+
+struct oidc_client *auth_oidc(struct controller *c)
+{
+	return c->auth != NULL && c->auth->configured ? &c->auth->oidc : NULL;
+}
+
+int auth_loopback_redirect_ok(const char *uri)
+{
+	if (uri == NULL || strlen(uri) > 512 || strchr(uri, '#') != NULL)
+		return 0;
+	const char *p;
+	if (strncmp(uri, "http://127.0.0.1:", 17) == 0)
+		p = uri + 17;
+	else if (strncmp(uri, "http://[::1]:", 13) == 0)
+		p = uri + 13;
+	else
+		return 0;
+	size_t digits = 0;
+	long port = 0;
+	while (p[digits] >= '0' && p[digits] <= '9' && digits < 6)
+		port = port * 10 + (p[digits++] - '0');
+	if (digits == 0 || digits > 5 || port < 1 || port > 65535 || p[digits] != '/')
+		return 0;
+	for (p += digits; *p != '\0'; p++)
+		if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f || *p == '"' || *p == '<' ||
+		    *p == '>' || *p == '\\')
+			return 0;
+	return 1;
+}
+
+/* Unreserved characters only (RFC 3986), 1..max long: safe to echo in a URL. */
+static int unreserved(const char *s, size_t max)
+{
+	size_t n = s != NULL ? strlen(s) : 0;
+	if (n == 0 || n > max)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		char ch = s[i];
+		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+		      ch == '-' || ch == '.' || ch == '_' || ch == '~'))
+			return 0;
+	}
+	return 1;
+}
+
+static const char *cookie_secure(struct controller *c)
+{
+	return strncmp(c->settings.public_url, "https://", 8) == 0 ? "; Secure" : "";
+}
+
+/* Records a refused sign-in in its own transaction, counts it, and answers. */
+static void refuse_sign_in(struct controller *c, struct http_request *req, unsigned status,
+                           const char *reason, const char *detail, const char *client)
+{
+	struct sp_diag d;
+	json_t *after = json_pack("{s:s, s:s, s:s}", "reason", reason, "detail", detail, "client",
+	                          client != NULL ? client : "unknown");
+	struct audit_event e = {.time = c->now(), .action = "auth.sign_in", .outcome = "failed",
+	                        .after = after};
+	audit_from_request(&e, req);
+	if (store_begin(c, &d) == 0 && audit_record(c->db, &e) == 0)
+		(void)store_commit(c, &d);
+	else
+		store_rollback(c);
+	json_decref(after);
+	sp_metric_add(&c->metrics.sign_in_failures, 1);
+	SP_LOG(SP_LOG_WARN, "sign-in refused", SP_LOG_STR("reason", reason),
+	       SP_LOG_STR("detail", detail), SP_LOG_STR("request_id", req->request_id));
+	http_reply_error(req, status, status >= 500 ? "idp_unavailable" : "sign_in_failed",
+	                 "sign-in refused (%s): %s", reason, detail);
+}
+
+static void purge_expired(struct auth_state *a, int64_t now)
+{
+	for (size_t i = 0; i < AUTH_PENDING_MAX; i++)
+		if (a->pending[i].in_use && a->pending[i].expires <= now)
+			OPENSSL_cleanse(&a->pending[i], sizeof(a->pending[i]));
+	for (size_t i = 0; i < AUTH_CODES_MAX; i++)
+		if (a->codes[i].in_use && a->codes[i].expires <= now)
+			OPENSSL_cleanse(&a->codes[i], sizeof(a->codes[i]));
+	for (size_t i = 0; i < AUTH_CONSOLE_MAX; i++)
+		if (a->console[i].in_use && a->console[i].expires <= now)
+			OPENSSL_cleanse(&a->console[i], sizeof(a->console[i]));
+}
+
+/* ---- GET /auth/login ---- */
+
+static void handle_login(struct http_request *req, void *app)
+{
+	struct controller *c = app;
+	struct auth_state *a = c->auth;
+	struct sp_diag d = {{0}};
+	int64_t now = c->now();
+	if (a == NULL || !a->configured) {
+		http_reply_error(req, 503, "sign_in_not_configured", "sign-in is not configured: set "
+		                 "oidc_issuer, oidc_client_id and oidc_client_secret");
+		return;
+	}
+	const char *client = http_query(req, "client");
+	int native = 0;
+	if (client == NULL || strcmp(client, "console") == 0) {
+		client = "console";
+	} else if (strcmp(client, "native") == 0) {
+		native = 1;
+	} else {
+		http_reply_error(req, 400, "invalid_request", "client must be \"console\" or \"native\"");
+		return;
+	}
+	const char *redirect_uri = http_query(req, "redirect_uri");
+	const char *challenge = http_query(req, "code_challenge");
+	const char *method = http_query(req, "code_challenge_method");
+	const char *client_state = http_query(req, "state");
+	if (native) {
+		uint8_t raw[64];
+		size_t raw_len = 0;
+		if (!auth_loopback_redirect_ok(redirect_uri)) {
+			http_reply_error(req, 400, "invalid_request", "redirect_uri must be a loopback URL "
+			                 "http://127.0.0.1:PORT/... or http://[::1]:PORT/... (RFC 8252)");
+			return;
+		}
+		if (challenge == NULL || strlen(challenge) != 43 ||
+		    sp_jwk_base64url_decode(challenge, 43, raw, sizeof(raw), &raw_len) < 0 ||
+		    raw_len != 32 || (method != NULL && strcmp(method, "S256") != 0)) {
+			http_reply_error(req, 400, "invalid_request", "code_challenge must be a PKCE S256 "
+			                 "challenge (43 base64url characters)");
+			return;
+		}
+		if (!unreserved(client_state, 256)) {
+			http_reply_error(req, 400, "invalid_request", "state must be 1-256 characters of "
+			                 "A-Z a-z 0-9 - . _ ~");
+			return;
+		}
+	}
+	if (oidc_client_discover(&a->oidc, now, &d) < 0) {
+		refuse_sign_in(c, req, 503, "idp_unavailable", d.message, client);
+		return;
+	}
+	purge_expired(a, now);
+	struct pending_login *p = NULL;
+	for (size_t i = 0; i < AUTH_PENDING_MAX && p == NULL; i++)
+		if (!a->pending[i].in_use)
+			p = &a->pending[i];
+	if (p == NULL) {
+		http_reply_error(req, 503, "busy", "too many sign-ins in progress; try again shortly");
+		return;
+	}
+	/* The browser binding: the callback must come from the browser that started here. */
+	char binding[SP_SECRET_TEXT_MAX];
+	const char *presented = http_cookie(req, AUTH_LOGIN_COOKIE);
+	if (presented != NULL &&
+	    sp_secret_check_format(LOGIN_BINDING_KIND, presented, strlen(presented)) == 0)
+		snprintf(binding, sizeof(binding), "%s", presented);
+	else if (sp_secret_new(LOGIN_BINDING_KIND, binding, sizeof(binding)) < 0)
+		goto internal;
+	struct oidc_pkce pkce;
+	struct pending_login fresh = {.in_use = 1, .expires = now + AUTH_PENDING_TTL_S,
+	                              .native = native};
+	if (sp_random_hex(16, fresh.state, sizeof(fresh.state)) < 0 ||
+	    sp_random_hex(16, fresh.nonce, sizeof(fresh.nonce)) < 0 || oidc_pkce_new(&pkce) < 0 ||
+	    sp_secret_hash(binding, strlen(binding), fresh.browser_hash) < 0)
+		goto internal;
+	snprintf(fresh.verifier, sizeof(fresh.verifier), "%s", pkce.verifier);
+	if (native) {
+		snprintf(fresh.redirect_uri, sizeof(fresh.redirect_uri), "%s", redirect_uri);
+		snprintf(fresh.challenge, sizeof(fresh.challenge), "%s", challenge);
+		snprintf(fresh.client_state, sizeof(fresh.client_state), "%s", client_state);
+	}
+	char scope[256];
+	const char *groups = c->settings.oidc_groups_claim;
+	snprintf(scope, sizeof(scope), "openid email profile%s%s",
+	         groups[0] != '\0' && oidc_client_offers_scope(&a->oidc, groups) ? " " : "",
+	         groups[0] != '\0' && oidc_client_offers_scope(&a->oidc, groups) ? groups : "");
+	struct oidc_auth_request ar = {.client_id = a->oidc.client_id,
+	                               .redirect_uri = a->callback_uri,
+	                               .scope = scope,
+	                               .state = fresh.state,
+	                               .nonce = fresh.nonce,
+	                               .code_challenge = pkce.challenge};
+	struct sp_buf url;
+	sp_buf_init(&url, 2000);
+	if (oidc_authorization_url(&a->oidc.provider, &ar, &url) < 0 || sp_buf_cstr(&url) == NULL) {
+		sp_buf_free(&url);
+		goto internal;
+	}
+	char cookie[256];
+	snprintf(cookie, sizeof(cookie), AUTH_LOGIN_COOKIE "=%s; Path=/auth/callback; HttpOnly; "
+	         "SameSite=Lax; Max-Age=%d%s", binding, AUTH_PENDING_TTL_S, cookie_secure(c));
+	if (http_add_header(req, "Location", (const char *)url.data) < 0) {
+		sp_buf_free(&url);
+		goto internal;
+	}
+	sp_buf_free(&url);
+	http_add_header(req, "Set-Cookie", cookie);
+	*p = fresh;
+	OPENSSL_cleanse(&fresh, sizeof(fresh));
+	OPENSSL_cleanse(&pkce, sizeof(pkce));
+	OPENSSL_cleanse(binding, sizeof(binding));
+	http_reply_text(req, 302, "text/plain", "", 0);
+	return;
+internal:
+	OPENSSL_cleanse(binding, sizeof(binding));
+	req->header_count = 0;
+	http_reply_error(req, 500, "internal", "cannot start the sign-in");
+}
+
+/* ---- GET /auth/callback ---- */
+
+/* A short reason code for the audit event from a validation failure. */
+static const char *validation_reason(int r, const char *detail)
+{
+	if (strstr(detail, "azp") != NULL)
+		return "azp_mismatch";
+	if (strstr(detail, "nonce") != NULL)
+		return "nonce_mismatch";
+	if (strstr(detail, "email_verified") != NULL)
+		return "email_not_verified";
+	switch (r) {
+	case SP_ERR_BAD_SIGNATURE: return "bad_signature";
+	case SP_ERR_BAD_ALGORITHM: return "bad_algorithm";
+	case SP_ERR_ISSUER: return "wrong_issuer";
+	case SP_ERR_AUDIENCE: return "wrong_audience";
+	case SP_ERR_EXPIRED: return "token_expired";
+	case SP_ERR_NOT_YET_VALID: return "token_not_yet_valid";
+	case SP_ERR_NOT_FOUND: return "unknown_signing_key";
+	case SP_ERR_CLAIM: return "bad_claim";
+	case SP_ERR_IO: return "idp_unavailable";
+	default: return "invalid_id_token";
+	}
+}
+
+static int64_t claim_int(const json_t *claims, const char *name, int64_t fallback)
+{
+	const json_t *v = json_object_get(claims, name);
+	return json_is_integer(v) && json_integer_value(v) >= 0 ? (int64_t)json_integer_value(v)
+	                                                        : fallback;
+}
+
+/* The amr claim as JSON array text of strings (at most 1024 bytes), or "[]". */
+static void amr_text(const json_t *claims, char *out, size_t size)
+{
+	snprintf(out, size, "[]");
+	const json_t *amr = json_object_get(claims, "amr");
+	if (!json_is_array(amr))
+		return;
+	size_t i;
+	const json_t *v;
+	json_array_foreach(amr, i, v) if (!json_is_string(v)) return;
+	char *text = json_dumps(amr, JSON_COMPACT);
+	if (text != NULL && strlen(text) < size && strlen(text) <= 1024)
+		snprintf(out, size, "%s", text);
+	free(text);
+}
+
+static int new_console_session(struct controller *c, const char *user_id, char *cookie,
+                               size_t cookie_size)
+{
+	struct auth_state *a = c->auth;
+	int64_t now = c->now();
+	struct console_session *slot = NULL;
+	for (size_t i = 0; i < AUTH_CONSOLE_MAX && slot == NULL; i++)
+		if (!a->console[i].in_use)
+			slot = &a->console[i];
+	if (slot == NULL) { /* full: the session closest to its end makes room */
+		slot = &a->console[0];
+		for (size_t i = 1; i < AUTH_CONSOLE_MAX; i++)
+			if (a->console[i].expires < slot->expires)
+				slot = &a->console[i];
+	}
+	char secret[SP_SECRET_TEXT_MAX];
+	struct console_session fresh = {.in_use = 1, .expires = now + AUTH_CONSOLE_TTL_S};
+	if (sp_secret_new(CONSOLE_KIND, secret, sizeof(secret)) < 0 ||
+	    sp_secret_hash(secret, strlen(secret), fresh.hash) < 0 ||
+	    sp_random_hex(16, fresh.csrf, sizeof(fresh.csrf)) < 0)
+		return SP_ERR_CRYPTO;
+	snprintf(fresh.user_id, sizeof(fresh.user_id), "%s", user_id);
+	*slot = fresh;
+	snprintf(cookie, cookie_size, AUTH_CONSOLE_COOKIE "=%s; Path=/; HttpOnly; SameSite=Lax; "
+	         "Max-Age=%d%s", secret, AUTH_CONSOLE_TTL_S, cookie_secure(c));
+	OPENSSL_cleanse(secret, sizeof(secret));
+	return 0;
+}
+
+static void handle_callback(struct http_request *req, void *app)
+{
+	struct controller *c = app;
+	struct auth_state *a = c->auth;
+	struct sp_diag d = {{0}};
+	int64_t now = c->now();
+	if (a == NULL || !a->configured) {
+		http_reply_error(req, 503, "sign_in_not_configured", "sign-in is not configured");
+		return;
+	}
+	const char *state = http_query(req, "state");
+	if (state == NULL || state[0] == '\0') {
+		refuse_sign_in(c, req, 400, "state_missing", "the callback carries no state", NULL);
+		return;
+	}
+	struct pending_login *p = NULL;
+	for (size_t i = 0; i < AUTH_PENDING_MAX && p == NULL; i++)
+		if (a->pending[i].in_use && strlen(state) == strlen(a->pending[i].state) &&
+		    CRYPTO_memcmp(state, a->pending[i].state, strlen(state)) == 0)
+			p = &a->pending[i];
+	if (p == NULL) {
+		refuse_sign_in(c, req, 400, "state_unknown", "the sign-in state is unknown or expired; "
+		               "start again", NULL);
+		return;
+	}
+	const char *client = p->native ? "native" : "console";
+	if (p->used) {
+		refuse_sign_in(c, req, 400, "state_replayed", "this sign-in was already completed; "
+		               "start again", client);
+		return;
+	}
+	if (p->expires <= now) {
+		OPENSSL_cleanse(p, sizeof(*p));
+		refuse_sign_in(c, req, 400, "state_expired", "the sign-in took longer than 10 minutes; "
+		               "start again", client);
+		return;
+	}
+	p->used = 1; /* one attempt per state, whatever happens next */
+	const char *binding = http_cookie(req, AUTH_LOGIN_COOKIE);
+	char hash[SP_SECRET_HASH_HEX];
+	if (binding == NULL || sp_secret_hash(binding, strlen(binding), hash) < 0 ||
+	    !sp_secret_hash_equal(hash, p->browser_hash)) {
+		refuse_sign_in(c, req, 400, "state_not_bound_to_browser", "the callback did not come "
+		               "from the browser that started the sign-in", client);
+		return;
+	}
+	const char *error = http_query(req, "error");
+	if (error != NULL) {
+		char detail[200];
+		snprintf(detail, sizeof(detail), "the IdP answered error \"%.60s\"", error);
+		refuse_sign_in(c, req, 400, "idp_error", detail, client);
+		return;
+	}
+	const char *code = http_query(req, "code");
+	if (code == NULL || code[0] == '\0' || strlen(code) > 2048) {
+		refuse_sign_in(c, req, 400, "code_missing", "the callback carries no code", client);
+		return;
+	}
+	struct oidc_token_response tokens;
+	json_t *claims = NULL, *userinfo = NULL;
+	int r = oidc_client_exchange_code(&a->oidc, code, a->callback_uri, p->verifier, &tokens, &d);
+	if (r < 0) {
+		refuse_sign_in(c, req, r == SP_ERR_IO ? 503 : 400,
+		               r == SP_ERR_IO ? "idp_unavailable" : "token_exchange_failed", d.message,
+		               client);
+		return;
+	}
+	r = oidc_client_validate_id_token(&a->oidc, tokens.id_token, p->nonce, now, &claims, &d);
+	if (r < 0) {
+		refuse_sign_in(c, req, 400, validation_reason(r, d.message), d.message, client);
+		goto out;
+	}
+	const char *groups_claim = c->settings.oidc_groups_claim;
+	const json_t *groups = groups_claim[0] != '\0' ? json_object_get(claims, groups_claim) : NULL;
+	if (groups_claim[0] != '\0' && groups == NULL &&
+	    a->oidc.provider.userinfo_endpoint[0] != '\0') {
+		r = oidc_client_userinfo(&a->oidc, tokens.access_token,
+		                         json_string_value(json_object_get(claims, "sub")), &userinfo,
+		                         &d);
+		if (r < 0) {
+			refuse_sign_in(c, req, 400, "userinfo_failed", d.message, client);
+			goto out;
+		}
+		groups = json_object_get(userinfo, groups_claim);
+	}
+	if (groups != NULL && !json_is_array(groups)) {
+		refuse_sign_in(c, req, 400, "bad_claim", "the groups claim is not an array", client);
+		goto out;
+	}
+	struct session_user user;
+	r = session_provision_user(c, claims, groups, client, req, &user, &d);
+	if (r < 0) {
+		refuse_sign_in(c, req, r == SP_ERR_PERMISSION ? 403 : 500,
+		               r == SP_ERR_PERMISSION ? "user_disabled" : "store_failed", d.message,
+		               client);
+		goto out;
+	}
+	sp_metric_add(&c->metrics.sign_ins, 1);
+	if (!p->native) {
+		char cookie[256];
+		if (new_console_session(c, user.id, cookie, sizeof(cookie)) < 0) {
+			http_reply_error(req, 500, "internal", "cannot make a console session");
+			goto out;
+		}
+		http_add_header(req, "Set-Cookie", cookie);
+		OPENSSL_cleanse(cookie, sizeof(cookie));
+		http_add_header(req, "Location", "/admin/");
+		http_reply_text(req, 302, "text/plain", "", 0);
+		goto out;
+	}
+	/* Native: a one-time code for the client's loopback listener. */
+	purge_expired(a, now);
+	struct native_code *slot = NULL;
+	for (size_t i = 0; i < AUTH_CODES_MAX && slot == NULL; i++)
+		if (!a->codes[i].in_use)
+			slot = &a->codes[i];
+	char secret[SP_SECRET_TEXT_MAX];
+	if (slot == NULL || sp_secret_new(NATIVE_CODE_KIND, secret, sizeof(secret)) < 0) {
+		http_reply_error(req, 503, "busy", "too many sign-ins in progress; try again shortly");
+		goto out;
+	}
+	struct native_code fresh = {.in_use = 1, .expires = now + AUTH_CODE_TTL_S,
+	                            .auth_time = claim_int(claims, "auth_time", now)};
+	(void)sp_secret_hash(secret, strlen(secret), fresh.hash);
+	snprintf(fresh.user_id, sizeof(fresh.user_id), "%s", user.id);
+	snprintf(fresh.challenge, sizeof(fresh.challenge), "%s", p->challenge);
+	amr_text(claims, fresh.amr, sizeof(fresh.amr));
+	*slot = fresh;
+	char location[1100];
+	snprintf(location, sizeof(location), "%s%ccode=%s&state=%s", p->redirect_uri,
+	         strchr(p->redirect_uri, '?') != NULL ? '&' : '?', secret, p->client_state);
+	http_add_header(req, "Location", location);
+	OPENSSL_cleanse(secret, sizeof(secret));
+	OPENSSL_cleanse(location, sizeof(location));
+	http_reply_text(req, 302, "text/plain", "", 0);
+out:
+	json_decref(claims);
+	json_decref(userinfo);
+	oidc_token_response_clear(&tokens);
+}
+
+/* ---- client sessions ---- */
+
+/* The body's string members named in `names`; any other member or type is a 400. */
+static int body_strings(struct http_request *req, json_t *body, const char *const *names,
+                        const char **values, const int *required)
+{
+	const char *key;
+	json_t *v;
+	json_object_foreach(body, key, v) {
+		size_t i;
+		for (i = 0; names[i] != NULL && strcmp(names[i], key) != 0; i++)
+			;
+		if (names[i] == NULL) {
+			http_reply_error(req, 400, "invalid_request", "unknown field \"%.64s\"", key);
+			return -1;
+		}
+		if (!json_is_string(v)) {
+			http_reply_error(req, 400, "invalid_request", "%s must be a string", key);
+			return -1;
+		}
+		values[i] = json_string_value(v);
+	}
+	for (size_t i = 0; names[i] != NULL; i++)
+		if (required[i] && values[i] == NULL) {
+			http_reply_error(req, 400, "invalid_request", "%s is required", names[i]);
+			return -1;
+		}
+	return 0;
+}
+
+static void reply_grant(struct http_request *req, struct controller *c, unsigned status,
+                        struct session_grant *g)
+{
+	json_t *body = session_response(c, g);
+	if (body == NULL)
+		http_reply_error(req, 500, "internal", "cannot build the session answer");
+	else
+		http_reply_json(req, status, body);
+}
+
+static void handle_session_create(struct http_request *req, void *app)
+{
+	struct controller *c = app;
+	struct auth_state *a = c->auth;
+	json_t *body = http_body_json_object(req);
+	if (body == NULL)
+		return;
+	static const char *const names[] = {"code", "code_verifier", "device_public_key_pem",
+	                                    "device_name", NULL};
+	static const int required[] = {1, 1, 1, 0};
+	const char *v[4] = {NULL, NULL, NULL, NULL};
+	struct sp_diag d = {{0}};
+	struct session_grant g;
+	memset(&g, 0, sizeof(g));
+	if (body_strings(req, body, names, v, required) < 0)
+		goto out;
+	int64_t now = c->now();
+	char hash[SP_SECRET_HASH_HEX];
+	struct native_code *code = NULL;
+	if (a != NULL && sp_secret_check_format(NATIVE_CODE_KIND, v[0], strlen(v[0])) == 0 &&
+	    sp_secret_hash(v[0], strlen(v[0]), hash) == 0)
+		for (size_t i = 0; i < AUTH_CODES_MAX && code == NULL; i++)
+			if (a->codes[i].in_use && sp_secret_hash_equal(a->codes[i].hash, hash))
+				code = &a->codes[i];
+	if (code == NULL || code->expires <= now) {
+		refuse_sign_in(c, req, 400, "code_unknown", "code is unknown, already used or expired; "
+		               "sign in again", "native");
+		goto out;
+	}
+	struct native_code held = *code;
+	OPENSSL_cleanse(code, sizeof(*code)); /* once only, even when the verifier is wrong */
+	char challenge[64];
+	if (oidc_pkce_challenge(v[1], challenge) < 0 || strlen(challenge) != strlen(held.challenge) ||
+	    CRYPTO_memcmp(challenge, held.challenge, strlen(challenge)) != 0) {
+		OPENSSL_cleanse(&held, sizeof(held));
+		refuse_sign_in(c, req, 400, "pkce_mismatch", "code_verifier does not match the "
+		               "code_challenge sent to /auth/login", "native");
+		goto out;
+	}
+	int r = session_create(c, held.user_id, "oidc", held.auth_time, held.amr, v[2], v[3], req, &g,
+	                       &d);
+	OPENSSL_cleanse(&held, sizeof(held));
+	if (r == SP_ERR_INVALID)
+		http_reply_error(req, 400, "invalid_request", "%s", d.message);
+	else if (r == SP_ERR_EXISTS)
+		http_reply_error(req, 409, "device_key_taken", "%s", d.message);
+	else if (r == SP_ERR_PERMISSION)
+		http_reply_error(req, 403, "forbidden", "%s", d.message);
+	else if (r < 0)
+		http_reply_error(req, 500, "internal", "%s", d.message);
+	else
+		reply_grant(req, c, 201, &g);
+out:
+	session_grant_clear(&g);
+	json_decref(body);
+}
+
+static void handle_session_refresh(struct http_request *req, void *app)
+{
+	struct controller *c = app;
+	json_t *body = http_body_json_object(req);
+	if (body == NULL)
+		return;
+	static const char *const names[] = {"refresh_token", NULL};
+	static const int required[] = {1};
+	const char *v[1] = {NULL};
+	struct sp_diag d = {{0}};
+	struct session_grant g;
+	memset(&g, 0, sizeof(g));
+	if (body_strings(req, body, names, v, required) < 0)
+		goto out;
+	int r = session_refresh(c, v[0], req, &g, &d);
+	if (r == SP_ERR_DATABASE) {
+		http_reply_error(req, 503, "unavailable", "%s", d.message);
+	} else if (r < 0) {
+		http_reply_error(req, 401, "invalid_grant", "%s", d.message);
+		http_add_header(req, "WWW-Authenticate", "Bearer realm=\"sallyport\"");
+	} else {
+		reply_grant(req, c, 200, &g);
+	}
+out:
+	session_grant_clear(&g);
+	json_decref(body);
+}
+
+static void handle_session_logout(struct http_request *req, void *app)
+{
+	struct controller *c = app;
+	struct sp_diag d = {{0}};
+	if (session_revoke(c, req->actor_session, "sign_out", req, &d) < 0) {
+		http_reply_error(req, 503, "unavailable", "%s", d.message);
+		return;
+	}
+	http_reply_json(req, 200, json_pack("{s:s}", "status", "signed_out"));
+}
+
+/* ---- console sessions ---- */
+
+static struct console_session *find_console(struct controller *c, struct http_request *req)
+{
+	struct auth_state *a = c->auth;
+	const char *cookie = http_cookie(req, AUTH_CONSOLE_COOKIE);
+	char hash[SP_SECRET_HASH_HEX];
+	if (a == NULL || cookie == NULL ||
+	    sp_secret_check_format(CONSOLE_KIND, cookie, strlen(cookie)) < 0 ||
+	    sp_secret_hash(cookie, strlen(cookie), hash) < 0)
+		return NULL;
+	int64_t now = c->now();
+	for (size_t i = 0; i < AUTH_CONSOLE_MAX; i++)
+		if (a->console[i].in_use && a->console[i].expires > now &&
+		    sp_secret_hash_equal(a->console[i].hash, hash))
+			return &a->console[i];
+	return NULL;
+}
+
+int auth_console_authenticate(struct controller *c, struct http_request *req,
+                              struct auth_console_identity *out)
+{
+	memset(out, 0, sizeof(*out));
+	struct console_session *s = find_console(c, req);
+	if (s == NULL)
+		return SP_ERR_NOT_FOUND;
+	sqlite3_stmt *st = NULL;
+	int r = SP_ERR_NOT_FOUND;
+	if (sqlite3_prepare_v2(c->db, "SELECT email, role FROM users WHERE id = ? AND disabled = 0",
+	                       -1, &st, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, s->user_id, -1, SQLITE_STATIC);
+		if (sqlite3_step(st) == SQLITE_ROW) {
+			const char *email = (const char *)sqlite3_column_text(st, 0);
+			const char *role = (const char *)sqlite3_column_text(st, 1);
+			snprintf(out->email, sizeof(out->email), "%s", email != NULL ? email : "");
+			out->role = strcmp(role, "admin") == 0     ? ROLE_ADMIN
+			            : strcmp(role, "auditor") == 0 ? ROLE_AUDITOR
+			                                           : ROLE_NONE;
+			snprintf(out->user_id, sizeof(out->user_id), "%s", s->user_id);
+			r = 0;
+		}
+	}
+	sqlite3_finalize(st);
+	if (r < 0)
+		return r;
+	if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
+		const char *token = http_header(req, "X-CSRF-Token");
+		if (token == NULL || strlen(token) != strlen(s->csrf) ||
+		    CRYPTO_memcmp(token, s->csrf, strlen(s->csrf)) != 0)
+			return SP_ERR_PERMISSION;
+	}
+	return 0;
+}
+
+static void handle_console_session(struct http_request *req, void *app)
+{
+	struct controller *c = app;
+	struct auth_console_identity who;
+	struct console_session *s = find_console(c, req);
+	if (s == NULL || auth_console_authenticate(c, req, &who) < 0) {
+		http_reply_error(req, 401, "unauthorized", "no console session: sign in at /auth/login");
+		return;
+	}
+	const char *role = who.role == ROLE_ADMIN ? "admin" : who.role == ROLE_AUDITOR ? "auditor"
+	                                                                               : "user";
+	http_reply_json(req, 200,
+	                json_pack("{s:{s:s, s:s, s:s}, s:s, s:I}", "user", "id", who.user_id,
+	                          "email", who.email, "role", role, "csrf_token", s->csrf,
+	                          "expires_at", (json_int_t)s->expires));
+}
+
+static void handle_console_logout(struct http_request *req, void *app)
+{
+	struct controller *c = app;
+	struct auth_console_identity who;
+	struct console_session *s = find_console(c, req);
+	int r = s != NULL ? auth_console_authenticate(c, req, &who) : SP_ERR_NOT_FOUND;
+	if (r == SP_ERR_PERMISSION) {
+		http_reply_error(req, 403, "csrf", "X-CSRF-Token is missing or wrong (GET /auth/session "
+		                 "gives it)");
+		return;
+	}
+	if (r < 0) {
+		http_reply_error(req, 401, "unauthorized", "no console session");
+		return;
+	}
+	OPENSSL_cleanse(s, sizeof(*s));
+	struct sp_diag d;
+	struct audit_event e = {.time = c->now(), .action = "auth.sign_out", .target_type = "user",
+	                        .target_id = who.user_id};
+	audit_from_request(&e, req);
+	e.actor_type = "user";
+	e.actor_id = who.user_id;
+	e.actor_label = who.email;
+	if (store_begin(c, &d) == 0 && audit_record(c->db, &e) == 0)
+		(void)store_commit(c, &d);
+	else
+		store_rollback(c);
+	char cookie[160];
+	snprintf(cookie, sizeof(cookie), AUTH_CONSOLE_COOKIE "=; Path=/; HttpOnly; SameSite=Lax; "
+	         "Max-Age=0%s", cookie_secure(c));
+	http_add_header(req, "Set-Cookie", cookie);
+	http_reply_json(req, 200, json_pack("{s:s}", "status", "signed_out"));
+}
+
+const struct route auth_routes[] = {
+	{"GET", "/auth/login", (void *)handle_login, ROUTE_PUBLIC},
+	{"GET", "/auth/callback", (void *)handle_callback, ROUTE_PUBLIC},
+	{"GET", "/auth/session", (void *)handle_console_session, ROUTE_PUBLIC},
+	{"POST", "/auth/logout", (void *)handle_console_logout, ROUTE_PUBLIC},
+	{"POST", "/api/client/v1/session", (void *)handle_session_create, ROUTE_PUBLIC},
+	{"POST", "/api/client/v1/session/refresh", (void *)handle_session_refresh, ROUTE_PUBLIC},
+	{"POST", "/api/client/v1/session/logout", (void *)handle_session_logout, ROUTE_CLIENT},
+};
+const size_t auth_route_count = sizeof(auth_routes) / sizeof(auth_routes[0]);

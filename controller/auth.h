@@ -1,0 +1,61 @@
+/*
+ * controller/auth.h — sign-in over HTTP: the browser flow against the company IdP
+ * (/auth/login, /auth/callback), client sessions (/api/client/v1/session...) and the admin
+ * console's cookie sessions (/auth/session, /auth/logout, and the gate's cookie check).
+ *
+ * Short-lived sign-in state is kept in memory, each table with a hard cap, not in the
+ * database: pending logins (state, nonce, PKCE verifier; AUTH_PENDING_TTL_S, at most
+ * AUTH_PENDING_MAX), the one-time codes handed to native clients (AUTH_CODE_TTL_S, at
+ * most AUTH_CODES_MAX) and console sessions (AUTH_CONSOLE_TTL_S, at most
+ * AUTH_CONSOLE_MAX). A restart therefore ends sign-ins in progress and console sessions
+ * (admins sign in again), and replicas behind a load balancer need sticky routing for
+ * the /auth/ paths; client sessions and refresh tokens are in the database (controller/session.h)
+ * and survive both. Every secret in those tables (codes, cookies) is kept as SHA-256.
+ *
+ * Ownership: auth_open makes c->auth, auth_close wipes and frees it; both run on the
+ * main thread while the HTTP server is stopped. Everything else runs on the HTTP thread.
+ */
+#ifndef SALLYPORT_CONTROLLER_AUTH_H
+#define SALLYPORT_CONTROLLER_AUTH_H
+
+#include <stdint.h>
+
+#include "controller/app.h"
+#include "controller/oidc_client.h"
+
+#define AUTH_PENDING_TTL_S 600
+#define AUTH_PENDING_MAX 1024
+#define AUTH_CODE_TTL_S 300
+#define AUTH_CODES_MAX 1024
+#define AUTH_CONSOLE_TTL_S (12 * 3600)
+#define AUTH_CONSOLE_MAX 1024
+#define AUTH_CONSOLE_COOKIE "sp_console"
+#define AUTH_LOGIN_COOKIE "sp_login"
+
+int auth_open(struct controller *c, struct sp_diag *diag);
+void auth_close(struct controller *c);
+
+/* The OIDC client, or NULL when sign-in is not configured (for tests). */
+struct oidc_client *auth_oidc(struct controller *c);
+
+/* A console session found by its cookie. */
+struct auth_console_identity {
+	char user_id[33];
+	char email[321];
+	unsigned role; /* ROLE_ADMIN, ROLE_AUDITOR or ROLE_NONE (a signed-in plain user) */
+};
+
+/*
+ * For the gate: authenticates the console cookie of req and, for a method other than
+ * GET/HEAD, checks the X-CSRF-Token header against the session's token. 0, or
+ * SP_ERR_NOT_FOUND (no or unknown cookie, user gone or disabled), SP_ERR_PERMISSION
+ * (CSRF token missing or wrong).
+ */
+int auth_console_authenticate(struct controller *c, struct http_request *req,
+                              struct auth_console_identity *out);
+
+/* RFC 8252 loopback redirect: http://127.0.0.1:PORT/... or http://[::1]:PORT/..., no
+ * userinfo, query allowed, no fragment, at most 512 bytes. 1 when acceptable. Pure. */
+int auth_loopback_redirect_ok(const char *uri);
+
+#endif
