@@ -1,13 +1,15 @@
 /*
  * controller/auth.h — sign-in over HTTP: the browser flow against the company IdP
- * (/auth/login, /auth/callback), client sessions (/api/client/v1/session...) and the admin
+ * (/auth/login, /auth/callback), the device flow for headless clients (/auth/device...),
+ * client sessions (/api/client/v1/session...) and the admin
  * console's cookie sessions (/auth/session, /auth/logout, and the gate's cookie check).
  *
  * Short-lived sign-in state is kept in memory, each table with a hard cap, not in the
  * database: pending logins (state, nonce, PKCE verifier; AUTH_PENDING_TTL_S, at most
  * AUTH_PENDING_MAX), the one-time codes handed to native clients (AUTH_CODE_TTL_S, at
  * most AUTH_CODES_MAX) and console sessions (AUTH_CONSOLE_TTL_S, at most
- * AUTH_CONSOLE_MAX). A restart therefore ends sign-ins in progress and console sessions
+ * AUTH_CONSOLE_MAX) and device authorization grants (RFC 8628; AUTH_DEVICE_TTL_S, at most
+ * AUTH_DEVICE_MAX). A restart therefore ends sign-ins in progress and console sessions
  * (admins sign in again), and replicas behind a load balancer need sticky routing for
  * the /auth/ paths; client sessions and refresh tokens are in the database (controller/session.h)
  * and survive both. Every secret in those tables (codes, cookies) is kept as SHA-256.
@@ -29,6 +31,9 @@
 #define AUTH_CODES_MAX 1024
 #define AUTH_CONSOLE_TTL_S (12 * 3600)
 #define AUTH_CONSOLE_MAX 1024
+#define AUTH_DEVICE_TTL_S 600
+#define AUTH_DEVICE_MAX 256
+#define AUTH_DEVICE_INTERVAL_S 5
 #define AUTH_CONSOLE_COOKIE "sp_console"
 #define AUTH_LOGIN_COOKIE "sp_login"
 

@@ -17,6 +17,7 @@ import base64
 import http.client
 import http.server
 import json
+import re
 import os
 import secrets
 import shutil
@@ -73,7 +74,7 @@ def start_ready(cmd, name):
     raise RuntimeError(f"{name} did not start: " + open(err.name).read()[-500:])
 
 
-def request(method, url, body=None, headers=None, cookies=None):
+def request(method, url, body=None, headers=None, cookies=None, form=None):
     """One HTTP request, redirects not followed. Returns (status, headers, text)."""
     u = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=20)
@@ -84,6 +85,9 @@ def request(method, url, body=None, headers=None, cookies=None):
     if body is not None:
         data = json.dumps(body).encode()
         h["Content-Type"] = "application/json"
+    if form is not None:
+        data = form.encode()
+        h["Content-Type"] = "application/x-www-form-urlencoded"
     conn.request(method, u.path + ("?" + u.query if u.query else ""), body=data, headers=h)
     r = conn.getresponse()
     text = r.read().decode(errors="replace")
@@ -259,6 +263,7 @@ def test_real_provider():
                      ["--admin-emails", "nobody@example.com, mixed.case@example.com"])
     ctl.port, ctl.url = port_a, f"http://127.0.0.1:{port_a}"
     ctl.start()
+    device = device_flow_start(ctl)
 
     # Console sign-in of a user whose e-mail the IdP sends in mixed case.
     jar = os.path.join(WORK, "console.jar")
@@ -440,6 +445,84 @@ def test_real_provider():
                 "--username", "fin-user", "--password", "fin-pass", "--follow")
     check("RS256 + client_secret_post sign-in", out.get("status") == 302 and
           out.get("location") == "/admin/", str(out))
+    device_flow_finish(ctl, device)
+
+
+def device_flow_start(ctl):
+    """RFC 8628, device side: a code, then polls before anyone signed in."""
+    pem = device_key()
+    st, _, body = request("POST", ctl.url + "/auth/device/code",
+                          {"device_public_key_pem": pem, "device_name": "ci <runner>"})
+    dc = json.loads(body) if st == 200 else {}
+    check("device code issued", st == 200 and dc.get("device_code", "").startswith("spd_") and
+          re.fullmatch(r"[B-Z]{4}-[B-Z]{4}", dc.get("user_code", "")) is not None and
+          dc.get("verification_uri") == ctl.url + "/auth/device" and dc.get("interval") == 5,
+          body)
+    st, _, body = request("POST", ctl.url + "/auth/device/code", {"device_public_key_pem": "x"})
+    check("device code needs a P-256 key", st == 400, body)
+    token = {"device_code": dc.get("device_code", "")}
+    st, _, body = request("POST", ctl.url + "/auth/device/token", token)
+    check("device poll: authorization_pending", st == 400 and "authorization_pending" in body, body)
+    st, _, body = request("POST", ctl.url + "/auth/device/token", token)
+    check("device poll too fast: slow_down", st == 400 and "slow_down" in body, body)
+    polled = time.monotonic()
+    st, _, body = request("GET", ctl.url + "/auth/device")
+    check("device page has the code form", st == 200 and 'id="device-form"' in body, body)
+    st, _, body = request("GET", ctl.url + "/auth/device?user_code=BBBB-BBBB")
+    check("device page refuses an unknown code", st == 400, body)
+    return dc, polled, pem
+
+
+def device_person(dc, ctl, decision, username="fin-user", password="fin-pass"):
+    jar = os.path.join(WORK, f"device-{secrets.token_hex(4)}.jar")
+    out = drive("--rp-start", dc["verification_uri_complete"], "--jar", jar, "--username",
+                username, "--password", password, "--follow")
+    m = re.search(r'name="confirm" value="([0-9a-f]{32})"', out.get("body", ""))
+    if not m:
+        return out, None, None, None
+    st, _, body = request("POST", ctl.url + "/auth/device/approve",
+                          form=f"confirm={m.group(1)}&decision={decision}")
+    return out, st, body, m.group(1)
+
+
+def device_flow_finish(ctl, device):
+    dc, polled, pem = device
+    if not dc:
+        return
+    out, st, body, confirm = device_person(dc, ctl, "approve")
+    check("device confirmation page names the device, escaped",
+          out.get("status") == 200 and "ci &lt;runner&gt;" in out.get("body", "") and
+          dc["user_code"] in out.get("body", ""), str(out)[:300])
+    check("device approved by the person", st == 200 and 'id="device-approved"' in (body or ""),
+          str(body))
+    st, _, body = request("POST", ctl.url + "/auth/device/approve",
+                          form=f"confirm={confirm}&decision=approve")
+    check("device confirmation is single use", st == 400, body)
+    time.sleep(max(0.0, polled + 10.5 - time.monotonic()))  # interval 5 + 5 after slow_down
+    st, _, body = request("POST", ctl.url + "/auth/device/token",
+                          {"device_code": dc["device_code"]})
+    s = json.loads(body) if st == 200 else {}
+    check("device poll after approval: a session", st == 200 and
+          s.get("user", {}).get("email") == "fin-user@example.com" and
+          s.get("refresh_token", "").startswith("spr_"), body)
+    rows = ctl.db("SELECT s.auth_method, d.name FROM sessions s JOIN devices d"
+                  " ON d.id = s.device_id WHERE s.id = ?", s.get("session_id"))
+    check("device session stored", rows == [("device_code", "ci <runner>")], str(rows))
+    st, _, body = request("POST", ctl.url + "/auth/device/token",
+                          {"device_code": dc["device_code"]})
+    check("device code redeemed once", st == 400 and "invalid_grant" in body, body)
+    # A person who denies.
+    st, _, body = request("POST", ctl.url + "/auth/device/code", {"device_public_key_pem": pem})
+    dc2 = json.loads(body) if st == 200 else {}
+    if dc2:
+        res = device_person(dc2, ctl, "deny")
+        check("device denied by the person", res[1] == 200 and "device-denied" in (res[2] or ""),
+              str(res)[:300])
+        st, _, body = request("POST", ctl.url + "/auth/device/token",
+                              {"device_code": dc2["device_code"]})
+        check("device poll after denial: access_denied", st == 400 and "access_denied" in body,
+              body)
+        check("device denial audited", ctl.last_audit("auth.device_approve")[0] == "denied")
 
 
 def test_idp_down():
