@@ -82,6 +82,12 @@ struct console_session {
 	char csrf[33];
 };
 
+/* A service account assertion's jti, kept until its exp so it is used once. */
+struct seen_jti {
+	int64_t expires;
+	char jti[129];
+};
+
 struct auth_state {
 	int configured;
 	struct oidc_client oidc;
@@ -92,6 +98,7 @@ struct auth_state {
 	struct console_session console[AUTH_CONSOLE_MAX];
 	struct device_grant devices[AUTH_DEVICE_MAX];
 	char device_uri[600];
+	struct seen_jti jtis[AUTH_JTI_MAX];
 };
 
 int auth_open(struct controller *c, struct sp_diag *diag)
@@ -723,6 +730,68 @@ static void handle_session_logout(struct http_request *req, void *app)
 	http_reply_json(req, 200, json_pack("{s:s}", "status", "signed_out"));
 }
 
+/* POST /api/client/v1/session/service: a service account signs in with its key. */
+static void handle_session_service(struct http_request *req, void *app)
+{
+	struct controller *c = app;
+	struct auth_state *a = c->auth;
+	json_t *body = http_body_json_object(req);
+	if (body == NULL)
+		return;
+	static const char *const names[] = {"assertion", "device_public_key_pem", "device_name",
+	                                    NULL};
+	static const int required[] = {1, 1, 0};
+	const char *v[3] = {NULL, NULL, NULL};
+	struct sp_diag d = {{0}};
+	struct session_grant g;
+	memset(&g, 0, sizeof(g));
+	char jkt[SP_JWK_THUMBPRINT_LEN + 1], user_id[33], jti[129];
+	int64_t exp = 0, now = c->now();
+	if (body_strings(req, body, names, v, required) < 0)
+		goto out;
+	if (session_key_thumbprint(v[1], jkt) < 0) {
+		http_reply_error(req, 400, "invalid_request", "device_public_key_pem must be a P-256 "
+		                 "public key in PEM form");
+		goto out;
+	}
+	int r = session_service_verify(c, v[0], jkt, user_id, jti, &exp, &d);
+	if (r < 0) {
+		refuse_sign_in(c, req, 401, "bad_assertion", d.message, "service");
+		goto out;
+	}
+	/* Each assertion once: a copy replayed within its lifetime is refused. */
+	struct seen_jti *slot = NULL;
+	for (size_t i = 0; a != NULL && i < AUTH_JTI_MAX; i++) {
+		if (a->jtis[i].expires > now && strcmp(a->jtis[i].jti, jti) == 0) {
+			refuse_sign_in(c, req, 401, "assertion_replayed", "this assertion (jti) was "
+			               "already used", "service");
+			goto out;
+		}
+		if (a->jtis[i].expires <= now && slot == NULL)
+			slot = &a->jtis[i];
+	}
+	if (slot == NULL) {
+		http_reply_error(req, 503, "busy", "too many service sign-ins in progress; try again "
+		                 "shortly");
+		goto out;
+	}
+	slot->expires = exp + 60; /* past exp and its allowed skew */
+	snprintf(slot->jti, sizeof(slot->jti), "%s", jti);
+	r = session_create(c, user_id, "service_key", now, "[]", v[1], v[2], req, &g, &d);
+	if (r == SP_ERR_EXISTS)
+		http_reply_error(req, 409, "device_key_taken", "%s", d.message);
+	else if (r == SP_ERR_PERMISSION)
+		http_reply_error(req, 403, "forbidden", "%s", d.message);
+	else if (r < 0)
+		http_reply_error(req, r == SP_ERR_INVALID ? 400 : 500,
+		                 r == SP_ERR_INVALID ? "invalid_request" : "internal", "%s", d.message);
+	else
+		reply_grant(req, c, 201, &g);
+out:
+	session_grant_clear(&g);
+	json_decref(body);
+}
+
 /* ---- console sessions ---- */
 
 static struct console_session *find_console(struct controller *c, struct http_request *req)
@@ -1197,6 +1266,7 @@ const struct route auth_routes[] = {
 	{"POST", "/auth/device/approve", (void *)handle_device_approve, ROUTE_PUBLIC},
 	{"POST", "/auth/device/token", (void *)handle_device_token, ROUTE_PUBLIC},
 	{"POST", "/api/client/v1/session", (void *)handle_session_create, ROUTE_PUBLIC},
+	{"POST", "/api/client/v1/session/service", (void *)handle_session_service, ROUTE_PUBLIC},
 	{"POST", "/api/client/v1/session/refresh", (void *)handle_session_refresh, ROUTE_PUBLIC},
 	{"POST", "/api/client/v1/session/logout", (void *)handle_session_logout, ROUTE_CLIENT},
 };

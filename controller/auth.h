@@ -9,7 +9,8 @@
  * AUTH_PENDING_MAX), the one-time codes handed to native clients (AUTH_CODE_TTL_S, at
  * most AUTH_CODES_MAX) and console sessions (AUTH_CONSOLE_TTL_S, at most
  * AUTH_CONSOLE_MAX) and device authorization grants (RFC 8628; AUTH_DEVICE_TTL_S, at most
- * AUTH_DEVICE_MAX). A restart therefore ends sign-ins in progress and console sessions
+ * AUTH_DEVICE_MAX), and the jti of service account assertions until they expire (at most
+ * AUTH_JTI_MAX). A restart therefore ends sign-ins in progress and console sessions
  * (admins sign in again), and replicas behind a load balancer need sticky routing for
  * the /auth/ paths; client sessions and refresh tokens are in the database (controller/session.h)
  * and survive both. Every secret in those tables (codes, cookies) is kept as SHA-256.
@@ -34,6 +35,7 @@
 #define AUTH_DEVICE_TTL_S 600
 #define AUTH_DEVICE_MAX 256
 #define AUTH_DEVICE_INTERVAL_S 5
+#define AUTH_JTI_MAX 4096
 #define AUTH_CONSOLE_COOKIE "sp_console"
 #define AUTH_LOGIN_COOKIE "sp_login"
 

@@ -13,6 +13,7 @@
 #include "controller/audit.h"
 #include "controller/store.h"
 #include "shared/keys.h"
+#include "shared/token.h"
 
 /*
  * Prepares sql and binds the arguments described by types: 's' a string (NULL binds
@@ -573,4 +574,110 @@ json_t *session_response(struct controller *c, const struct session_grant *g)
 	                 "refresh_token", g->refresh_token, "session_id", g->session_id, "device_id",
 	                 g->device_id, "session_expires_at", (json_int_t)g->session_expires_at,
 	                 "user", user);
+}
+
+int session_key_thumbprint(const char *pem, char out[SP_JWK_THUMBPRINT_LEN + 1])
+{
+	EVP_PKEY *key = NULL;
+	out[0] = '\0';
+	int r = SP_ERR_INVALID;
+	if (pem != NULL && sp_key_from_pem(pem, strlen(pem), 1, &key, NULL) == 0 &&
+	    sp_key_is_p256(key) && !sp_key_has_private(key))
+		r = sp_jwk_thumbprint(key, out);
+	EVP_PKEY_free(key);
+	return r < 0 ? SP_ERR_INVALID : 0;
+}
+
+/* The kid of a compact JWS's protected header, unverified. */
+static int jws_kid(const char *jws, char *kid, size_t size)
+{
+	const char *dot = strchr(jws, '.');
+	uint8_t header[1024];
+	size_t len = 0;
+	kid[0] = '\0';
+	if (dot == NULL ||
+	    sp_jwk_base64url_decode(jws, (size_t)(dot - jws), header, sizeof(header), &len) < 0)
+		return -1;
+	json_t *h = json_loadb((const char *)header, len, JSON_REJECT_DUPLICATES, NULL);
+	const json_t *k = json_object_get(h, "kid");
+	int r = json_is_string(k) && json_string_length(k) < size ? 0 : -1;
+	if (r == 0)
+		snprintf(kid, size, "%s", json_string_value(k));
+	json_decref(h);
+	return r;
+}
+
+int session_service_verify(struct controller *c, const char *assertion, const char *device_jkt,
+                           char user_id[33], char jti[129], int64_t *exp,
+                           struct sp_diag *diag)
+{
+	user_id[0] = '\0';
+	jti[0] = '\0';
+	*exp = 0;
+	char kid[64];
+	if (assertion == NULL || strlen(assertion) > SP_TOKEN_MAX_LEN ||
+	    jws_kid(assertion, kid, sizeof(kid)) < 0 || strlen(kid) != 32)
+		return sp_diag_set(diag, SP_ERR_INVALID, "assertion must be a compact JWS whose kid is "
+		                   "a service account key id");
+	int64_t now = c->now();
+	EVP_PKEY *key = NULL;
+	sqlite3_stmt *st = query_row(
+		c->db, "SELECT k.public_key_pem, k.service_account_id FROM service_account_keys k"
+		" JOIN users u ON u.id = k.service_account_id WHERE k.id = ? AND k.revoked_at IS NULL"
+		" AND k.expires_at > ? AND u.disabled = 0", "si", kid, now);
+	if (st != NULL) {
+		if (sp_key_from_pem((const char *)sqlite3_column_text(st, 0),
+		                    (size_t)sqlite3_column_bytes(st, 0), 1, &key, NULL) < 0)
+			key = NULL;
+		column_copy(st, 1, user_id, 33);
+		sqlite3_finalize(st);
+	}
+	if (key == NULL) {
+		user_id[0] = '\0';
+		return sp_diag_set(diag, SP_ERR_NOT_FOUND, "the service account key is unknown, "
+		                   "revoked or expired, or its account is disabled");
+	}
+	struct sp_jwks keys;
+	json_t *claims = NULL;
+	sp_jwks_init(&keys);
+	int r = sp_jwks_add_es256(&keys, kid, key);
+	EVP_PKEY_free(key);
+	if (r == 0)
+		r = sp_token_verify(assertion, strlen(assertion), &keys, "ES256", &claims, diag);
+	sp_jwks_free(&keys);
+	if (r == 0) {
+		struct sp_token_expect e = {.issuer = user_id,
+		                            .audience = c->settings.public_url,
+		                            .now = now,
+		                            .max_skew_s = 60,
+		                            .jkt = device_jkt,
+		                            .require_exp = 1};
+		r = sp_token_check_claims(claims, &e, diag);
+	}
+	if (r == 0) {
+		const json_t *iat = json_object_get(claims, "iat");
+		const json_t *e = json_object_get(claims, "exp");
+		const json_t *id = json_object_get(claims, "jti");
+		if (!json_is_integer(iat) ||
+		    json_integer_value(e) - json_integer_value(iat) > SESSION_SERVICE_MAX_LIFETIME_S)
+			r = sp_diag_set(diag, SP_ERR_CLAIM, "the assertion must have iat and live at most "
+			                "%d seconds", SESSION_SERVICE_MAX_LIFETIME_S);
+		else if (!json_is_string(id) || json_string_length(id) < 16 ||
+		         json_string_length(id) > 128)
+			r = sp_diag_set(diag, SP_ERR_CLAIM, "the assertion needs a jti of 16-128 "
+			                "characters");
+		else {
+			snprintf(jti, 129, "%s", json_string_value(id));
+			*exp = (int64_t)json_integer_value(e);
+		}
+	}
+	json_decref(claims);
+	if (r < 0) {
+		user_id[0] = '\0';
+		jti[0] = '\0';
+		return r;
+	}
+	(void)run(c->db, "UPDATE service_account_keys SET last_used_at = ? WHERE id = ?", "is", now,
+	          kid);
+	return 0;
 }

@@ -87,6 +87,23 @@ int session_refresh(struct controller *c, const char *refresh_token,
                     const struct http_request *req, struct session_grant *out,
                     struct sp_diag *diag);
 
+/*
+ * Verifies a service account's sign-in assertion: a compact ES256 JWS whose kid is the id
+ * of a live service_account_keys row (not revoked, not expired, its account's user not
+ * disabled), signed by that key, with iss = the service account's user id, aud =
+ * settings.public_url, iat and exp with exp - iat <= SESSION_SERVICE_MAX_LIFETIME_S, a jti
+ * of 16-128 characters, and cnf.jkt = device_jkt (the assertion names the device key the
+ * session will be bound to, so a copy of it is useless with any other key). Pure of side
+ * effects but for the key's last_used_at. The caller keeps jti single-use.
+ */
+#define SESSION_SERVICE_MAX_LIFETIME_S 300
+int session_service_verify(struct controller *c, const char *assertion, const char *device_jkt,
+                           char user_id[33], char jti[129], int64_t *exp,
+                           struct sp_diag *diag);
+
+/* The RFC 7638 thumbprint of a P-256 public key PEM. SP_ERR_INVALID for anything else. */
+int session_key_thumbprint(const char *pem, char out[SP_JWK_THUMBPRINT_LEN + 1]);
+
 /* Revokes a session and its refresh tokens with a reason of the schema; audited. */
 int session_revoke(struct controller *c, const char *session_id, const char *reason,
                    const struct http_request *req, struct sp_diag *diag);

@@ -533,6 +533,101 @@ def test_idp_down():
           st == 503 and "cannot reach" in body, body)
     check("IdP down audited", ctl.last_audit() == ("failed", ctl.last_audit()[1]) and
           ctl.last_audit()[1].get("reason") == "idp_unavailable")
+    return ctl
+
+
+def b64u(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def ec_key_files(name):
+    """A P-256 private key file and its public PEM text."""
+    path = os.path.join(WORK, name + ".pem")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-out", path], check=True, capture_output=True)
+    pub = subprocess.run(["openssl", "pkey", "-in", path, "-pubout"], check=True,
+                         capture_output=True, text=True).stdout
+    return path, pub
+
+
+def thumbprint(pub_pem):
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=pub_pem.encode(),
+                         check=True, capture_output=True).stdout
+    point = der[-65:]
+    jwk = json.dumps({"crv": "P-256", "kty": "EC", "x": b64u(point[1:33]),
+                      "y": b64u(point[33:])}, separators=(",", ":"))
+    return b64u(hashlib.sha256(jwk.encode()).digest())
+
+
+def sign_es256(key_path, kid, claims):
+    head = b64u(json.dumps({"alg": "ES256", "kid": kid, "typ": "JWT"}).encode())
+    body = b64u(json.dumps(claims).encode())
+    der = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key_path],
+                         input=f"{head}.{body}".encode(), check=True, capture_output=True).stdout
+    # DER SEQUENCE { INTEGER r, INTEGER s } -> r || s, 32 bytes each.
+    i = 2 if der[1] < 0x80 else 3
+    rlen = der[i + 1]
+    r = int.from_bytes(der[i + 2:i + 2 + rlen], "big")
+    j = i + 2 + rlen
+    s_ = int.from_bytes(der[j + 2:j + 2 + der[j + 1]], "big")
+    return f"{head}.{body}." + b64u(r.to_bytes(32, "big") + s_.to_bytes(32, "big"))
+
+
+def test_service_accounts(ctl):
+    sa, kid, kid_revoked = secrets.token_hex(16), secrets.token_hex(16), secrets.token_hex(16)
+    key_path, key_pub = ec_key_files("sa-key")
+    old_path, old_pub = ec_key_files("sa-old")
+    now = int(time.time())
+    con = sqlite3.connect(os.path.join(ctl.state, "controller.db"))
+    con.execute("INSERT INTO users (id, kind, display_name, created_at, updated_at)"
+                " VALUES (?, 'service', 'ci', ?, ?)", (sa, now, now))
+    con.execute("INSERT INTO service_accounts (user_id, name, created_at) VALUES (?, 'ci', ?)",
+                (sa, now))
+    for k, pub, revoked in ((kid, key_pub, None), (kid_revoked, old_pub, now)):
+        con.execute("INSERT INTO service_account_keys (id, service_account_id, public_key_digest,"
+                    " public_key_pem, created_at, expires_at, revoked_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (k, sa, hashlib.sha256(pub.encode()).hexdigest(), pub, now, now + 86400,
+                     revoked))
+    con.commit()
+    con.close()
+    _, dev_pub = ec_key_files("sa-device")
+    jkt = thumbprint(dev_pub)
+
+    def assertion(key=key_path, k=kid, **over):
+        claims = {"iss": sa, "aud": ctl.url, "iat": now, "exp": now + 120,
+                  "jti": secrets.token_hex(16), "cnf": {"jkt": jkt}}
+        claims.update(over)
+        return sign_es256(key, k, claims)
+
+    def sign_in(a, pub=dev_pub):
+        return request("POST", ctl.url + "/api/client/v1/session/service",
+                       {"assertion": a, "device_public_key_pem": pub, "device_name": "ci"})
+
+    good = assertion()
+    st, _, body = sign_in(good)
+    s = json.loads(body) if st == 201 else {}
+    check("service account signs in with its key", st == 201 and s.get("user", {}).get("id") == sa,
+          body)
+    rows = ctl.db("SELECT auth_method FROM sessions WHERE id = ?", s.get("session_id"))
+    check("service session stored as service_key", rows == [("service_key",)], str(rows))
+    st, _, body = sign_in(good)
+    check("service assertion replay refused", st == 401 and "assertion_replayed" in body, body)
+    _, other_pub = ec_key_files("sa-other-device")
+    st, _, body = sign_in(assertion(), other_pub)
+    check("service assertion bound to another device key refused", st == 401, body)
+    st, _, body = sign_in(assertion(exp=now + 400))
+    check("service assertion living over 300 s refused", st == 401 and "300" in body, body)
+    st, _, body = sign_in(assertion(aud="https://elsewhere.example"))
+    check("service assertion for another audience refused", st == 401, body)
+    st, _, body = sign_in(assertion(iss=secrets.token_hex(16)))
+    check("service assertion with another iss refused", st == 401, body)
+    st, _, body = sign_in(assertion(key=old_path, k=kid_revoked))
+    check("revoked service key refused", st == 401 and "revoked" in body, body)
+    st, _, body = sign_in(assertion(key=old_path))
+    check("service assertion signed by another key refused", st == 401, body)
+    check("service refusals audited", ctl.last_audit()[0] == "failed" and
+          ctl.last_audit()[1].get("client") == "service")
 
 
 EVIL_MODES = {
@@ -595,7 +690,7 @@ def main():
         print("controller_oidc: 0 passed, 1 failed")
         return 1
     try:
-        test_idp_down()
+        test_service_accounts(test_idp_down())
         test_evil_idp()
         test_real_provider()
     except Exception as e:  # a crash is a failure, with the reason
