@@ -409,11 +409,16 @@ static void amr_text(const json_t *claims, char *out, size_t size)
 	free(text);
 }
 
-static int new_console_session(struct controller *c, const char *user_id, char *cookie,
-                               size_t cookie_size)
+int auth_console_create(struct controller *c, const char *user_id,
+                        char secret[SP_SECRET_TEXT_MAX], char csrf[33])
 {
 	struct auth_state *a = c->auth;
 	int64_t now = c->now();
+	secret[0] = '\0';
+	csrf[0] = '\0';
+	if (a == NULL)
+		return SP_ERR_INTERNAL;
+	purge_expired(a, now);
 	struct console_session *slot = NULL;
 	for (size_t i = 0; i < AUTH_CONSOLE_MAX && slot == NULL; i++)
 		if (!a->console[i].in_use)
@@ -424,17 +429,17 @@ static int new_console_session(struct controller *c, const char *user_id, char *
 			if (a->console[i].expires < slot->expires)
 				slot = &a->console[i];
 	}
-	char secret[SP_SECRET_TEXT_MAX];
 	struct console_session fresh = {.in_use = 1, .expires = now + AUTH_CONSOLE_TTL_S};
-	if (sp_secret_new(CONSOLE_KIND, secret, sizeof(secret)) < 0 ||
+	if (sp_secret_new(CONSOLE_KIND, secret, SP_SECRET_TEXT_MAX) < 0 ||
 	    sp_secret_hash(secret, strlen(secret), fresh.hash) < 0 ||
-	    sp_random_hex(16, fresh.csrf, sizeof(fresh.csrf)) < 0)
+	    sp_random_hex(16, fresh.csrf, sizeof(fresh.csrf)) < 0) {
+		OPENSSL_cleanse(secret, SP_SECRET_TEXT_MAX);
+		secret[0] = '\0';
 		return SP_ERR_CRYPTO;
+	}
 	snprintf(fresh.user_id, sizeof(fresh.user_id), "%s", user_id);
+	snprintf(csrf, 33, "%s", fresh.csrf);
 	*slot = fresh;
-	snprintf(cookie, cookie_size, AUTH_CONSOLE_COOKIE "=%s; Path=/; HttpOnly; SameSite=Lax; "
-	         "Max-Age=%d%s", secret, AUTH_CONSOLE_TTL_S, cookie_secure(c));
-	OPENSSL_cleanse(secret, sizeof(secret));
 	return 0;
 }
 
@@ -552,13 +557,16 @@ static void handle_callback(struct http_request *req, void *app)
 		goto out;
 	}
 	if (p->kind == LOGIN_CONSOLE) {
-		char cookie[256];
-		if (new_console_session(c, user.id, cookie, sizeof(cookie)) < 0) {
+		char cookie[256], value[SP_SECRET_TEXT_MAX], csrf[33];
+		if (auth_console_create(c, user.id, value, csrf) < 0) {
 			http_reply_error(req, 500, "internal", "cannot make a console session");
 			goto out;
 		}
+		snprintf(cookie, sizeof(cookie), AUTH_CONSOLE_COOKIE "=%s; Path=/; HttpOnly; "
+		         "SameSite=Lax; Max-Age=%d%s", value, AUTH_CONSOLE_TTL_S, cookie_secure(c));
 		http_add_header(req, "Set-Cookie", cookie);
 		OPENSSL_cleanse(cookie, sizeof(cookie));
+		OPENSSL_cleanse(value, sizeof(value));
 		http_add_header(req, "Location", "/admin/");
 		http_reply_text(req, 302, "text/plain", "", 0);
 		goto out;

@@ -25,6 +25,7 @@
 
 #include "controller/app.h"
 #include "controller/oidc_client.h"
+#include "shared/secret.h"
 
 #define AUTH_PENDING_TTL_S 600
 #define AUTH_PENDING_MAX 1024
@@ -60,6 +61,13 @@ struct auth_console_identity {
  */
 int auth_console_authenticate(struct controller *c, struct http_request *req,
                               struct auth_console_identity *out);
+
+/*
+ * Opens a console session for user_id (the callback does this after a console sign-in):
+ * the cookie value (shown once; only its hash is kept) and the session's CSRF token.
+ */
+int auth_console_create(struct controller *c, const char *user_id,
+                        char secret[SP_SECRET_TEXT_MAX], char csrf[33]);
 
 /* RFC 8252 loopback redirect: http://127.0.0.1:PORT/... or http://[::1]:PORT/..., no
  * userinfo, query allowed, no fragment, at most 512 bytes. 1 when acceptable. Pure. */
