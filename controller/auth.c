@@ -519,7 +519,7 @@ static void handle_callback(struct http_request *req, void *app)
 		refuse_sign_in(c, req, r == SP_ERR_IO ? 503 : 400,
 		               r == SP_ERR_IO ? "idp_unavailable" : "token_exchange_failed", d.message,
 		               client);
-		return;
+		goto out;
 	}
 	r = oidc_client_validate_id_token(&a->oidc, tokens.id_token, p->nonce, now, &claims, &d);
 	if (r < 0) {
@@ -597,6 +597,9 @@ static void handle_callback(struct http_request *req, void *app)
 	OPENSSL_cleanse(location, sizeof(location));
 	http_reply_text(req, 302, "text/plain", "", 0);
 out:
+	/* The state stays to recognise a replay; the secrets of this attempt go. */
+	OPENSSL_cleanse(p->verifier, sizeof(p->verifier));
+	OPENSSL_cleanse(p->nonce, sizeof(p->nonce));
 	json_decref(claims);
 	json_decref(userinfo);
 	oidc_token_response_clear(&tokens);

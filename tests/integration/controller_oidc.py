@@ -446,6 +446,11 @@ def test_real_provider():
     check("RS256 + client_secret_post sign-in", out.get("status") == 302 and
           out.get("location") == "/admin/", str(out))
     device_flow_finish(ctl, device)
+    st, _, body = request("GET", ctl.url + "/metrics")
+    m = re.search(r"^sallyport_controller_sign_ins_total (\d+)$", body, re.M)
+    f = re.search(r"^sallyport_controller_sign_in_failures_total (\d+)$", body, re.M)
+    check("sign-ins and refusals counted in /metrics", m is not None and int(m.group(1)) >= 6 and
+          f is not None and int(f.group(1)) >= 4, body[-400:])
 
 
 def device_flow_start(ctl):
