@@ -352,9 +352,14 @@ int oidc_client_validate_id_token(struct oidc_client *cl, const char *id_token,
 		return sp_diag_set(diag, SP_ERR_BAD_ALGORITHM, "ID token algorithm \"%s\" refused: only "
 		                   "ES256 or RS256, as offered by the IdP, are accepted", alg);
 	int r;
-	if (!cl->jwks_loaded || now - cl->jwks_fetched_at > OIDC_JWKS_MAX_AGE_S) {
+	if (!cl->jwks_loaded) {
 		if ((r = fetch_jwks(cl, now, diag)) < 0)
 			return r;
+	} else if (now - cl->jwks_fetched_at > OIDC_JWKS_MAX_AGE_S &&
+	           fetch_jwks(cl, now, NULL) < 0) {
+		/* A failed routine refresh keeps the keys we have (an unknown kid still gets its
+		 * one refetch below); try again in a minute rather than on every sign-in. */
+		cl->jwks_fetched_at = now - OIDC_JWKS_MAX_AGE_S + 60;
 	}
 	r = sp_token_verify(id_token, strlen(id_token), &cl->jwks, expected, claims, diag);
 	if (r == SP_ERR_NOT_FOUND && kid[0] != '\0' && strcmp(kid, cl->jwks_refetched_for) != 0 &&
