@@ -1,6 +1,7 @@
 /* controller/auth.c — see auth.h. */
 #include "controller/auth.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +100,12 @@ struct auth_state {
 	struct device_grant devices[AUTH_DEVICE_MAX];
 	char device_uri[600];
 	struct seen_jti jtis[AUTH_JTI_MAX];
+	/* Callback workers (see struct callback_job). */
+	pthread_mutex_t oidc_lock;    /* the OIDC client, used by one worker at a time */
+	pthread_mutex_t workers_lock; /* workers, stopping, and each job's done flag */
+	pthread_cond_t workers_idle;
+	unsigned workers;
+	int stopping;
 };
 
 int auth_open(struct controller *c, struct sp_diag *diag)
@@ -118,16 +125,35 @@ int auth_open(struct controller *c, struct sp_diag *diag)
 		}
 		a->configured = 1;
 	}
+	pthread_mutex_init(&a->oidc_lock, NULL);
+	pthread_mutex_init(&a->workers_lock, NULL);
+	pthread_cond_init(&a->workers_idle, NULL);
 	snprintf(a->callback_uri, sizeof(a->callback_uri), "%s/auth/callback", s->public_url);
 	snprintf(a->device_uri, sizeof(a->device_uri), "%s/auth/device", s->public_url);
 	c->auth = a;
 	return 0;
 }
 
+void auth_drain(struct controller *c)
+{
+	struct auth_state *a = c->auth;
+	if (a == NULL)
+		return;
+	pthread_mutex_lock(&a->workers_lock);
+	a->stopping = 1;
+	while (a->workers > 0)
+		pthread_cond_wait(&a->workers_idle, &a->workers_lock);
+	pthread_mutex_unlock(&a->workers_lock);
+}
+
 void auth_close(struct controller *c)
 {
 	if (c->auth == NULL)
 		return;
+	auth_drain(c);
+	pthread_mutex_destroy(&c->auth->oidc_lock);
+	pthread_mutex_destroy(&c->auth->workers_lock);
+	pthread_cond_destroy(&c->auth->workers_idle);
 	oidc_client_free(&c->auth->oidc);
 	OPENSSL_cleanse(c->auth, sizeof(*c->auth));
 	free(c->auth);
@@ -447,11 +473,190 @@ static void device_signed_in(struct controller *c, struct http_request *req,
                              const char *user_code, const struct session_user *user,
                              const json_t *claims);
 
+/*
+ * The IdP part of a callback (code exchange, ID token validation, userinfo) runs on a
+ * worker thread while the request is suspended, so a slow IdP never holds the HTTP
+ * thread: connectors' and clients' requests go on being answered. The worker only talks
+ * to the IdP and touches the OIDC client under oidc_lock; everything touching the store
+ * runs back on the HTTP thread once the worker resumes the request.
+ */
+struct callback_job {
+	struct controller *c;
+	struct http_request *req;
+	/* Copied from the pending login, which the HTTP thread may reuse meanwhile. */
+	int kind;
+	char code[2049];
+	char verifier[64];
+	char nonce[33];
+	char redirect_uri[513];
+	char challenge[64];
+	char client_state[257];
+	char user_code[9];
+	/* Results. */
+	int done;
+	int r;
+	unsigned status;
+	const char *reason;
+	struct sp_diag diag;
+	json_t *claims;
+	json_t *userinfo;
+};
+
+static void callback_job_free(void *state)
+{
+	struct callback_job *j = state;
+	if (j == NULL)
+		return;
+	json_decref(j->claims);
+	json_decref(j->userinfo);
+	OPENSSL_cleanse(j, sizeof(*j));
+	free(j);
+}
+
+/* The IdP round trips of a callback. Any thread; serialised on oidc_lock. */
+static void callback_work(struct callback_job *j)
+{
+	struct auth_state *a = j->c->auth;
+	struct oidc_token_response tokens;
+	memset(&tokens, 0, sizeof(tokens));
+	pthread_mutex_lock(&a->oidc_lock);
+	j->status = 400;
+	int r = oidc_client_exchange_code(&a->oidc, j->code, a->callback_uri, j->verifier, &tokens,
+	                                  &j->diag);
+	if (r < 0) {
+		j->status = r == SP_ERR_IO ? 503 : 400;
+		j->reason = r == SP_ERR_IO ? "idp_unavailable" : "token_exchange_failed";
+		goto out;
+	}
+	r = oidc_client_validate_id_token(&a->oidc, tokens.id_token, j->nonce, j->c->now(),
+	                                  &j->claims, &j->diag);
+	if (r < 0) {
+		j->reason = validation_reason(r, j->diag.message);
+		goto out;
+	}
+	const char *groups_claim = j->c->settings.oidc_groups_claim;
+	if (groups_claim[0] != '\0' && json_object_get(j->claims, groups_claim) == NULL &&
+	    a->oidc.provider.userinfo_endpoint[0] != '\0') {
+		r = oidc_client_userinfo(&a->oidc, tokens.access_token,
+		                         json_string_value(json_object_get(j->claims, "sub")),
+		                         &j->userinfo, &j->diag);
+		if (r < 0)
+			j->reason = "userinfo_failed";
+	}
+out:
+	pthread_mutex_unlock(&a->oidc_lock);
+	j->r = r;
+	oidc_token_response_clear(&tokens);
+}
+
+static void *callback_worker(void *arg)
+{
+	struct callback_job *j = arg;
+	struct auth_state *a = j->c->auth;
+	callback_work(j);
+	pthread_mutex_lock(&a->workers_lock);
+	j->done = 1;
+	/* After the resume the HTTP thread may finish and free the job: no touching it. */
+	http_resume(j->req);
+	a->workers--;
+	pthread_cond_broadcast(&a->workers_idle);
+	pthread_mutex_unlock(&a->workers_lock);
+	return NULL;
+}
+
+/* Back on the HTTP thread: provisioning and the answer for each kind of sign-in. */
+static void callback_finish(struct controller *c, struct http_request *req,
+                            struct callback_job *j)
+{
+	struct auth_state *a = c->auth;
+	struct sp_diag d = {{0}};
+	const char *client = login_kind_names[j->kind];
+	int64_t now = c->now();
+	if (j->r < 0) {
+		refuse_sign_in(c, req, j->status, j->reason, j->diag.message, client);
+		return;
+	}
+	const char *groups_claim = c->settings.oidc_groups_claim;
+	const json_t *groups = NULL;
+	if (groups_claim[0] != '\0') {
+		groups = json_object_get(j->claims, groups_claim);
+		if (groups == NULL)
+			groups = json_object_get(j->userinfo, groups_claim);
+	}
+	if (groups != NULL && !json_is_array(groups)) {
+		refuse_sign_in(c, req, 400, "bad_claim", "the groups claim is not an array", client);
+		return;
+	}
+	struct session_user user;
+	int r = session_provision_user(c, j->claims, groups, client, req, &user, &d);
+	if (r < 0) {
+		refuse_sign_in(c, req, r == SP_ERR_PERMISSION ? 403 : 500,
+		               r == SP_ERR_PERMISSION ? "user_disabled" : "store_failed", d.message,
+		               client);
+		return;
+	}
+	sp_metric_add(&c->metrics.sign_ins, 1);
+	if (j->kind == LOGIN_DEVICE) {
+		device_signed_in(c, req, j->user_code, &user, j->claims);
+		return;
+	}
+	if (j->kind == LOGIN_CONSOLE) {
+		char cookie[256], value[SP_SECRET_TEXT_MAX], csrf[33];
+		if (auth_console_create(c, user.id, value, csrf) < 0) {
+			http_reply_error(req, 500, "internal", "cannot make a console session");
+			return;
+		}
+		snprintf(cookie, sizeof(cookie), AUTH_CONSOLE_COOKIE "=%s; Path=/; HttpOnly; "
+		         "SameSite=Lax; Max-Age=%d%s", value, AUTH_CONSOLE_TTL_S, cookie_secure(c));
+		http_add_header(req, "Set-Cookie", cookie);
+		OPENSSL_cleanse(cookie, sizeof(cookie));
+		OPENSSL_cleanse(value, sizeof(value));
+		http_add_header(req, "Location", "/admin/");
+		http_reply_text(req, 302, "text/plain", "", 0);
+		return;
+	}
+	/* Native: a one-time code for the client's loopback listener. */
+	purge_expired(a, now);
+	struct native_code *slot = NULL;
+	for (size_t i = 0; i < AUTH_CODES_MAX && slot == NULL; i++)
+		if (!a->codes[i].in_use)
+			slot = &a->codes[i];
+	char secret[SP_SECRET_TEXT_MAX];
+	if (slot == NULL || sp_secret_new(NATIVE_CODE_KIND, secret, sizeof(secret)) < 0) {
+		http_reply_error(req, 503, "busy", "too many sign-ins in progress; try again shortly");
+		return;
+	}
+	struct native_code fresh = {.in_use = 1, .expires = now + AUTH_CODE_TTL_S,
+	                            .auth_time = claim_int(j->claims, "auth_time", now)};
+	(void)sp_secret_hash(secret, strlen(secret), fresh.hash);
+	snprintf(fresh.user_id, sizeof(fresh.user_id), "%s", user.id);
+	snprintf(fresh.challenge, sizeof(fresh.challenge), "%s", j->challenge);
+	amr_text(j->claims, fresh.amr, sizeof(fresh.amr));
+	*slot = fresh;
+	char location[1100];
+	snprintf(location, sizeof(location), "%s%ccode=%s&state=%s", j->redirect_uri,
+	         strchr(j->redirect_uri, '?') != NULL ? '&' : '?', secret, j->client_state);
+	http_add_header(req, "Location", location);
+	OPENSSL_cleanse(secret, sizeof(secret));
+	OPENSSL_cleanse(location, sizeof(location));
+	http_reply_text(req, 302, "text/plain", "", 0);
+}
+
 static void handle_callback(struct http_request *req, void *app)
 {
 	struct controller *c = app;
 	struct auth_state *a = c->auth;
-	struct sp_diag d = {{0}};
+	if (req->state != NULL) { /* resumed: the worker is done */
+		struct callback_job *j = req->state;
+		pthread_mutex_lock(&a->workers_lock);
+		int done = j->done;
+		pthread_mutex_unlock(&a->workers_lock);
+		if (done)
+			callback_finish(c, req, j);
+		else
+			http_suspend(req);
+		return;
+	}
 	int64_t now = c->now();
 	if (a == NULL || !a->configured) {
 		http_reply_error(req, 503, "sign_in_not_configured", "sign-in is not configured");
@@ -512,97 +717,44 @@ static void handle_callback(struct http_request *req, void *app)
 		refuse_sign_in(c, req, 400, "code_missing", "the callback carries no code", client);
 		return;
 	}
-	struct oidc_token_response tokens;
-	json_t *claims = NULL, *userinfo = NULL;
-	int r = oidc_client_exchange_code(&a->oidc, code, a->callback_uri, p->verifier, &tokens, &d);
-	if (r < 0) {
-		refuse_sign_in(c, req, r == SP_ERR_IO ? 503 : 400,
-		               r == SP_ERR_IO ? "idp_unavailable" : "token_exchange_failed", d.message,
-		               client);
-		goto out;
+	struct callback_job *j = calloc(1, sizeof(*j));
+	if (j == NULL) {
+		http_reply_error(req, 503, "busy", "out of memory");
+		return;
 	}
-	r = oidc_client_validate_id_token(&a->oidc, tokens.id_token, p->nonce, now, &claims, &d);
-	if (r < 0) {
-		refuse_sign_in(c, req, 400, validation_reason(r, d.message), d.message, client);
-		goto out;
-	}
-	const char *groups_claim = c->settings.oidc_groups_claim;
-	const json_t *groups = groups_claim[0] != '\0' ? json_object_get(claims, groups_claim) : NULL;
-	if (groups_claim[0] != '\0' && groups == NULL &&
-	    a->oidc.provider.userinfo_endpoint[0] != '\0') {
-		r = oidc_client_userinfo(&a->oidc, tokens.access_token,
-		                         json_string_value(json_object_get(claims, "sub")), &userinfo,
-		                         &d);
-		if (r < 0) {
-			refuse_sign_in(c, req, 400, "userinfo_failed", d.message, client);
-			goto out;
-		}
-		groups = json_object_get(userinfo, groups_claim);
-	}
-	if (groups != NULL && !json_is_array(groups)) {
-		refuse_sign_in(c, req, 400, "bad_claim", "the groups claim is not an array", client);
-		goto out;
-	}
-	struct session_user user;
-	r = session_provision_user(c, claims, groups, client, req, &user, &d);
-	if (r < 0) {
-		refuse_sign_in(c, req, r == SP_ERR_PERMISSION ? 403 : 500,
-		               r == SP_ERR_PERMISSION ? "user_disabled" : "store_failed", d.message,
-		               client);
-		goto out;
-	}
-	sp_metric_add(&c->metrics.sign_ins, 1);
-	if (p->kind == LOGIN_DEVICE) {
-		device_signed_in(c, req, p->user_code, &user, claims);
-		goto out;
-	}
-	if (p->kind == LOGIN_CONSOLE) {
-		char cookie[256], value[SP_SECRET_TEXT_MAX], csrf[33];
-		if (auth_console_create(c, user.id, value, csrf) < 0) {
-			http_reply_error(req, 500, "internal", "cannot make a console session");
-			goto out;
-		}
-		snprintf(cookie, sizeof(cookie), AUTH_CONSOLE_COOKIE "=%s; Path=/; HttpOnly; "
-		         "SameSite=Lax; Max-Age=%d%s", value, AUTH_CONSOLE_TTL_S, cookie_secure(c));
-		http_add_header(req, "Set-Cookie", cookie);
-		OPENSSL_cleanse(cookie, sizeof(cookie));
-		OPENSSL_cleanse(value, sizeof(value));
-		http_add_header(req, "Location", "/admin/");
-		http_reply_text(req, 302, "text/plain", "", 0);
-		goto out;
-	}
-	/* Native: a one-time code for the client's loopback listener. */
-	purge_expired(a, now);
-	struct native_code *slot = NULL;
-	for (size_t i = 0; i < AUTH_CODES_MAX && slot == NULL; i++)
-		if (!a->codes[i].in_use)
-			slot = &a->codes[i];
-	char secret[SP_SECRET_TEXT_MAX];
-	if (slot == NULL || sp_secret_new(NATIVE_CODE_KIND, secret, sizeof(secret)) < 0) {
-		http_reply_error(req, 503, "busy", "too many sign-ins in progress; try again shortly");
-		goto out;
-	}
-	struct native_code fresh = {.in_use = 1, .expires = now + AUTH_CODE_TTL_S,
-	                            .auth_time = claim_int(claims, "auth_time", now)};
-	(void)sp_secret_hash(secret, strlen(secret), fresh.hash);
-	snprintf(fresh.user_id, sizeof(fresh.user_id), "%s", user.id);
-	snprintf(fresh.challenge, sizeof(fresh.challenge), "%s", p->challenge);
-	amr_text(claims, fresh.amr, sizeof(fresh.amr));
-	*slot = fresh;
-	char location[1100];
-	snprintf(location, sizeof(location), "%s%ccode=%s&state=%s", p->redirect_uri,
-	         strchr(p->redirect_uri, '?') != NULL ? '&' : '?', secret, p->client_state);
-	http_add_header(req, "Location", location);
-	OPENSSL_cleanse(secret, sizeof(secret));
-	OPENSSL_cleanse(location, sizeof(location));
-	http_reply_text(req, 302, "text/plain", "", 0);
-out:
-	/* The state stays to recognise a replay; the secrets of this attempt go. */
+	j->c = c;
+	j->req = req;
+	j->kind = p->kind;
+	snprintf(j->code, sizeof(j->code), "%s", code);
+	snprintf(j->verifier, sizeof(j->verifier), "%s", p->verifier);
+	snprintf(j->nonce, sizeof(j->nonce), "%s", p->nonce);
+	snprintf(j->redirect_uri, sizeof(j->redirect_uri), "%s", p->redirect_uri);
+	snprintf(j->challenge, sizeof(j->challenge), "%s", p->challenge);
+	snprintf(j->client_state, sizeof(j->client_state), "%s", p->client_state);
+	snprintf(j->user_code, sizeof(j->user_code), "%s", p->user_code);
+	/* The state stays to recognise a replay; the secrets of this attempt move to the job. */
 	OPENSSL_cleanse(p->verifier, sizeof(p->verifier));
 	OPENSSL_cleanse(p->nonce, sizeof(p->nonce));
-	json_decref(claims);
-	json_decref(userinfo);
-	oidc_token_response_clear(&tokens);
+	req->state = j;
+	req->state_free = callback_job_free;
+
+	pthread_mutex_lock(&a->workers_lock);
+	int started = 0;
+	if (!a->stopping && a->workers < AUTH_WORKERS_MAX) {
+		pthread_t thread;
+		pthread_attr_t attr;
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		if (pthread_create(&thread, &attr, callback_worker, j) == 0) {
+			a->workers++;
+			started = 1;
+			http_suspend(req); /* inside the lock: the worker cannot resume before this */
+		}
+		pthread_attr_destroy(&attr);
+	}
+	pthread_mutex_unlock(&a->workers_lock);
+	if (!started)
+		http_reply_error(req, 503, "busy", "too many sign-ins in progress; try again shortly");
 }
 
 /* ---- client sessions ---- */

@@ -15,8 +15,12 @@
  * the /auth/ paths; client sessions and refresh tokens are in the database (controller/session.h)
  * and survive both. Every secret in those tables (codes, cookies) is kept as SHA-256.
  *
- * Ownership: auth_open makes c->auth, auth_close wipes and frees it; both run on the
- * main thread while the HTTP server is stopped. Everything else runs on the HTTP thread.
+ * The IdP round trips of a callback run on a short-lived worker thread (at most
+ * AUTH_WORKERS_MAX at once) while the request is suspended, so a slow IdP never stalls
+ * the HTTP thread; everything else, and all use of the store, runs on the HTTP thread.
+ *
+ * Ownership: auth_open makes c->auth on the main thread before the HTTP server starts;
+ * auth_drain runs before the server stops, auth_close (wipes and frees) after.
  */
 #ifndef SALLYPORT_CONTROLLER_AUTH_H
 #define SALLYPORT_CONTROLLER_AUTH_H
@@ -37,10 +41,14 @@
 #define AUTH_DEVICE_MAX 256
 #define AUTH_DEVICE_INTERVAL_S 5
 #define AUTH_JTI_MAX 4096
+#define AUTH_WORKERS_MAX 16
 #define AUTH_CONSOLE_COOKIE "sp_console"
 #define AUTH_LOGIN_COOKIE "sp_login"
 
 int auth_open(struct controller *c, struct sp_diag *diag);
+/* Refuses new callback workers and waits for running ones (each ends within the IdP
+ * timeouts). Call before http_server_stop: workers resume suspended requests. */
+void auth_drain(struct controller *c);
 void auth_close(struct controller *c);
 
 /* The OIDC client, or NULL when sign-in is not configured (for tests). */

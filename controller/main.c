@@ -435,6 +435,7 @@ out:
 	c->ready = 0;
 	if (c->feed != NULL)
 		feed_wake_all(c->feed);
+	auth_drain(c);             /* sign-in workers resume their requests first */
 	http_server_stop(c->http); /* finishes requests in flight */
 	auth_close(c);
 	feed_free(c->feed);

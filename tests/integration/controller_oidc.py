@@ -635,6 +635,71 @@ def test_service_accounts(ctl):
           ctl.last_audit()[1].get("client") == "service")
 
 
+def test_slow_idp():
+    """A token endpoint that stalls must not stall the controller's other requests."""
+    release = threading.Event()
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            u = urllib.parse.urlsplit(self.path)
+            if u.path == "/.well-known/openid-configuration":
+                base = f"http://127.0.0.1:{self.server.server_address[1]}"
+                doc = {"issuer": base, "authorization_endpoint": base + "/authorize",
+                       "token_endpoint": base + "/token", "jwks_uri": base + "/jwks",
+                       "response_types_supported": ["code"],
+                       "id_token_signing_alg_values_supported": ["ES256"],
+                       "code_challenge_methods_supported": ["S256"]}
+                body = json.dumps(doc).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            elif u.path == "/authorize":
+                q = urllib.parse.parse_qs(u.query)
+                self.send_response(302)
+                self.send_header("Location", q["redirect_uri"][0] + "?code=c1&state=" +
+                                 q["state"][0])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            release.wait(8)
+            body = b'{"error":"invalid_grant","error_description":"stalled"}'
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    idp = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=idp.serve_forever, daemon=True).start()
+    ctl = Controller("ctl-slow", f"http://127.0.0.1:{idp.server_address[1]}", "c", "s").start()
+    result = {}
+
+    def callback():
+        result["reply"] = evil_flow(ctl)
+
+    t = threading.Thread(target=callback)
+    t.start()
+    time.sleep(0.5)  # the callback is now waiting on the stalled token endpoint
+    began = time.monotonic()
+    st, _, _ = request("GET", ctl.url + "/healthz")
+    took = time.monotonic() - began
+    check("slow IdP: other requests answered meanwhile", st == 200 and took < 0.5 and
+          "reply" not in result, f"{st} {took:.2f}s")
+    release.set()
+    t.join(15)
+    st, body = result.get("reply", (0, ""))
+    check("slow IdP: the callback ends with the IdP's refusal",
+          st == 400 and "token_exchange_failed" in body and "stalled" in body, body)
+    idp.shutdown()
+
+
 EVIL_MODES = {
     "tampered-signature": "bad_signature",
     "alg-none": "bad_algorithm",
@@ -696,6 +761,7 @@ def main():
         return 1
     try:
         test_service_accounts(test_idp_down())
+        test_slow_idp()
         test_evil_idp()
         test_real_provider()
     except Exception as e:  # a crash is a failure, with the reason
