@@ -227,8 +227,11 @@ static void refuse_sign_in(struct controller *c, struct http_request *req, unsig
 	sp_metric_add(&c->metrics.sign_in_failures, 1);
 	SP_LOG(SP_LOG_WARN, "sign-in refused", SP_LOG_STR("reason", reason),
 	       SP_LOG_STR("detail", detail), SP_LOG_STR("request_id", req->request_id));
-	http_reply_error(req, status, status >= 500 ? "idp_unavailable" : "sign_in_failed",
-	                 "sign-in refused (%s): %s", reason, detail);
+	const char *code = strcmp(reason, "idp_unavailable") == 0 ? "idp_unavailable"
+	                   : status >= 500                        ? "internal"
+	                   : status == 401                        ? "unauthorized"
+	                                                          : "sign_in_failed";
+	http_reply_error(req, status, code, "sign-in refused (%s): %s", reason, detail);
 }
 
 static void purge_expired(struct auth_state *a, int64_t now)

@@ -700,6 +700,78 @@ def test_slow_idp():
     idp.shutdown()
 
 
+def test_userinfo_groups():
+    """Groups come from userinfo when the ID token lacks the claim; userinfo must be about
+    the same subject."""
+    key_path, key_pub = ec_key_files("fake-idp")
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"],
+                         input=key_pub.encode(), check=True, capture_output=True).stdout
+    jwk = {"kty": "EC", "crv": "P-256", "x": b64u(der[-64:-32]), "y": b64u(der[-32:]),
+           "kid": "fake-1", "alg": "ES256", "use": "sig"}
+    nonces = {}
+    info = {"sub": "ui-user", "calls": 0}
+
+    class Fake(http.server.BaseHTTPRequestHandler):
+        def reply(self, status, obj, location=None):
+            body = json.dumps(obj).encode() if obj is not None else b""
+            self.send_response(status)
+            if location:
+                self.send_header("Location", location)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            base = f"http://127.0.0.1:{self.server.server_address[1]}"
+            u = urllib.parse.urlsplit(self.path)
+            if u.path == "/.well-known/openid-configuration":
+                self.reply(200, {"issuer": base, "authorization_endpoint": base + "/authorize",
+                                 "token_endpoint": base + "/token", "jwks_uri": base + "/jwks",
+                                 "userinfo_endpoint": base + "/userinfo",
+                                 "response_types_supported": ["code"],
+                                 "id_token_signing_alg_values_supported": ["ES256"]})
+            elif u.path == "/jwks":
+                self.reply(200, {"keys": [jwk]})
+            elif u.path == "/authorize":
+                q = urllib.parse.parse_qs(u.query)
+                code = secrets.token_hex(8)
+                nonces[code] = q["nonce"][0]
+                self.reply(302, None, q["redirect_uri"][0] + f"?code={code}&state=" +
+                           q["state"][0])
+            elif u.path == "/userinfo":
+                info["calls"] += 1
+                ok = self.headers.get("Authorization") == "Bearer at-1"
+                self.reply(200 if ok else 401, {"sub": info["sub"], "groups": ["from-userinfo"]})
+
+        def do_POST(self):
+            form = urllib.parse.parse_qs(self.rfile.read(
+                int(self.headers.get("Content-Length", "0"))).decode())
+            base = f"http://127.0.0.1:{self.server.server_address[1]}"
+            now = int(time.time())
+            claims = {"iss": base, "aud": "c", "sub": "ui-user", "email": "ui@example.com",
+                      "email_verified": True, "iat": now, "exp": now + 300,
+                      "nonce": nonces.pop(form["code"][0], "")}
+            self.reply(200, {"id_token": sign_es256(key_path, "fake-1", claims),
+                             "access_token": "at-1", "token_type": "Bearer", "expires_in": 60})
+
+        def log_message(self, *a):
+            pass
+
+    idp = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Fake)
+    threading.Thread(target=idp.serve_forever, daemon=True).start()
+    ctl = Controller("ctl-userinfo", f"http://127.0.0.1:{idp.server_address[1]}", "c", "s").start()
+    st, body = evil_flow(ctl)
+    groups = ctl.db("SELECT g.name FROM memberships m JOIN groups g ON g.id = m.group_id"
+                    " JOIN users u ON u.id = m.user_id WHERE u.subject = 'ui-user'")
+    check("groups taken from userinfo when the ID token has none",
+          st == 302 and info["calls"] == 1 and groups == [("from-userinfo",)], f"{st} {body} {groups}")
+    info["sub"] = "someone-else"
+    st, body = evil_flow(ctl)
+    check("userinfo about another subject refused", st == 400 and "userinfo_failed" in body, body)
+    idp.shutdown()
+
+
 EVIL_MODES = {
     "tampered-signature": "bad_signature",
     "alg-none": "bad_algorithm",
@@ -762,6 +834,7 @@ def main():
     try:
         test_service_accounts(test_idp_down())
         test_slow_idp()
+        test_userinfo_groups()
         test_evil_idp()
         test_real_provider()
     except Exception as e:  # a crash is a failure, with the reason
