@@ -56,10 +56,13 @@ struct controller_settings {
 	char oidc_client_id[256];
 	char oidc_client_secret[512];
 	char oidc_groups_claim[64];
+	char oidc_token_auth[32]; /* client_secret_basic or client_secret_post */
 	char admin_emails[4096];
 	int64_t grant_ttl_s;
 	int64_t session_ttl_s;
 };
+
+struct auth_state;
 
 struct controller_metrics {
 	struct sp_metric http_requests;
@@ -87,6 +90,9 @@ struct controller {
 	int ready;
 	/* Policy snapshot and its cache (controller/policy.h); created on first use. */
 	struct policy_state *policy;
+	/* Sign-in state: the IdP client, pending logins, one-time codes, console sessions
+	 * (controller/auth.h). Made by auth_open, released by auth_close. */
+	struct auth_state *auth;
 };
 
 /* The route table of every module, assembled once (controller/routes.c). */

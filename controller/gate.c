@@ -9,6 +9,7 @@
 
 #include "controller/apikey.h"
 #include "controller/app.h"
+#include "controller/auth.h"
 #include "shared/jwk.h"
 #include "shared/keys.h"
 #include "shared/log.h"
@@ -226,6 +227,39 @@ static int gate_connector(struct controller *c, struct http_request *req)
 	return 0;
 }
 
+/*
+ * The admin console: a cookie session of a person whose users.role is admin (read and
+ * write) or auditor (read). Requests that change state must also carry the session's
+ * X-CSRF-Token; API keys are exempt because a browser never attaches them on its own.
+ */
+static int gate_console(struct controller *c, struct http_request *req, unsigned flags)
+{
+	struct auth_console_identity who;
+	int r = auth_console_authenticate(c, req, &who);
+	if (r == SP_ERR_PERMISSION) {
+		http_reply_error(req, 403, "csrf", "X-CSRF-Token is missing or wrong (GET /auth/session "
+		                 "gives it)");
+		return 1;
+	}
+	if (r < 0)
+		return unauthorized(req, "this API needs an API key (Authorization: Bearer spk_...) "
+		                    "or a console session");
+	req->actor_type = "user";
+	snprintf(req->actor_id, sizeof(req->actor_id), "%s", who.user_id);
+	snprintf(req->actor_label, sizeof(req->actor_label), "%s", who.email);
+	req->actor_role = who.role;
+	if (who.role != ROLE_ADMIN && who.role != ROLE_AUDITOR) {
+		http_reply_error(req, 403, "forbidden", "%s has no console role (admin or auditor)",
+		                 who.email);
+		return 1;
+	}
+	if ((flags & ROUTE_ADMIN_WRITE) && who.role != ROLE_ADMIN) {
+		http_reply_error(req, 403, "forbidden", "%s is an auditor, who may only read", who.email);
+		return 1;
+	}
+	return 0;
+}
+
 int controller_gate(struct http_request *req, void *app)
 {
 	struct controller *c = app;
@@ -240,7 +274,7 @@ int controller_gate(struct http_request *req, void *app)
 	if (flags & (ROUTE_ADMIN_READ | ROUTE_ADMIN_WRITE)) {
 		const char *token = bearer_token(req);
 		if (token == NULL)
-			return unauthorized(req, "this API needs an API key: Authorization: Bearer spk_...");
+			return gate_console(c, req, flags);
 		struct apikey_identity who;
 		int r = apikey_authenticate(c->db, token, c->now(), &who);
 		if (r == SP_ERR_DATABASE) {

@@ -36,7 +36,7 @@ typedef void (*http_handler)(struct http_request *req, void *app);
 
 struct http_header {
 	char name[64];
-	char value[512];
+	char value[2048]; /* room for an authorization URL in Location */
 };
 
 struct http_request {

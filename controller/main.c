@@ -26,8 +26,9 @@
 #include "controller/apikey.h"
 #include "controller/app.h"
 #include "controller/audit.h"
-#include "controller/policy.h"
+#include "controller/auth.h"
 #include "controller/feed_api.h"
+#include "controller/policy.h"
 #include "controller/settings.h"
 #include "controller/store.h"
 #include "db/migrations.h"
@@ -369,6 +370,10 @@ static int command_serve(struct controller *c, struct sp_config *cfg)
 		fail("change feed", &d);
 		goto out;
 	}
+	if (auth_open(c, &d) < 0) {
+		fail("sign-in", &d);
+		goto out;
+	}
 	if (c->settings.tls_cert[0] != '\0') {
 		cert = read_file_text(c->settings.tls_cert, &d);
 		key = cert != NULL ? read_file_text(c->settings.tls_key, &d) : NULL;
@@ -433,8 +438,10 @@ out:
 			feed_wake_all(c->feed);
 		}
 	}
+	auth_drain(c);             /* sign-in workers resume their requests first */
 	http_server_stop(c->http); /* finishes requests in flight */
 	change_watch_stop(c->change_watch); /* publishes to the feed: stopped before it */
+	auth_close(c);
 	feed_free(c->feed);
 	policy_state_free(c);
 	authority_close(&c->authority);

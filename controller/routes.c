@@ -18,6 +18,7 @@ static const struct route_module modules[] = {
 	{admin_resources_routes, &admin_resources_route_count},
 	{admin_identity_routes, &admin_identity_route_count},
 	{admin_events_routes, &admin_events_route_count},
+	{auth_routes, &auth_route_count},
 };
 
 /* Built once at start-up (before the server thread exists) and kept for the process. */

@@ -7,6 +7,7 @@
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const log_formats[] = {"text", "json", NULL};
+static const char *const token_auth_methods[] = {"client_secret_basic", "client_secret_post", NULL};
 
 #define MINUTE_MS (60 * 1000LL)
 #define DAY_MS (24 * 60 * MINUTE_MS)
@@ -36,6 +37,9 @@ const struct sp_config_key controller_schema[] = {
 	{"oidc_client_id", SP_CONFIG_STRING, NULL, "client id registered at the IdP", 0, 0, 0, NULL},
 	{"oidc_client_secret", SP_CONFIG_STRING, NULL, "client secret registered at the IdP",
 	 SP_CONFIG_SECRET, 0, 0, NULL},
+	{"oidc_token_auth", SP_CONFIG_ENUM, "client_secret_basic",
+	 "how the controller authenticates at the IdP's token endpoint: client_secret_basic or "
+	 "client_secret_post (as registered at the IdP)", 0, 0, 0, token_auth_methods},
 	{"oidc_groups_claim", SP_CONFIG_STRING, "groups",
 	 "ID token or userinfo claim listing the user's groups", 0, 0, 0, NULL},
 	{"admin_emails", SP_CONFIG_STRING, NULL,
@@ -103,6 +107,8 @@ int settings_load(struct sp_config *cfg, int argc, char *const argv[], char *con
 	                      sizeof(out->oidc_client_id), diag)) ||
 	    (r = copy_setting(cfg, "oidc_client_secret", out->oidc_client_secret,
 	                      sizeof(out->oidc_client_secret), diag)) ||
+	    (r = copy_setting(cfg, "oidc_token_auth", out->oidc_token_auth,
+	                      sizeof(out->oidc_token_auth), diag)) ||
 	    (r = copy_setting(cfg, "oidc_groups_claim", out->oidc_groups_claim,
 	                      sizeof(out->oidc_groups_claim), diag)) ||
 	    (r = copy_setting(cfg, "admin_emails", out->admin_emails, sizeof(out->admin_emails),
