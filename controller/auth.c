@@ -1102,8 +1102,7 @@ static void reply_page(struct http_request *req, unsigned status, const char *id
 	sp_buf_free(&b);
 }
 
-/* "bcdf-ghjk", "BCDFGHJK" → "BCDFGHJK"; 0 when it is not 8 characters of the alphabet. */
-static int normalize_user_code(const char *in, char out[9])
+int auth_user_code_normalize(const char *in, char out[9])
 {
 	size_t n = 0;
 	for (; in != NULL && *in != '\0'; in++) {
@@ -1265,7 +1264,7 @@ static void handle_device_page(struct http_request *req, void *app)
 	}
 	char code[9];
 	struct device_grant *g = NULL;
-	if (a != NULL && a->configured && normalize_user_code(entered, code))
+	if (a != NULL && a->configured && auth_user_code_normalize(entered, code))
 		g = find_device_by_user_code(a, code);
 	if (g == NULL || g->status != DEVICE_PENDING || g->expires <= c->now()) {
 		reply_page(req, 400, "device-error", "Unknown or expired code",
@@ -1278,15 +1277,15 @@ static void handle_device_page(struct http_request *req, void *app)
 	start_login(c, req, &fresh);
 }
 
-/* The value of name in an application/x-www-form-urlencoded body: [A-Za-z0-9] only. */
-static int form_value(const struct sp_buf *body, const char *name, char *out, size_t size)
+int auth_form_value(const uint8_t *body, size_t body_len, const char *name, char *out,
+                    size_t size)
 {
 	size_t n = strlen(name), i = 0;
-	const char *text = (const char *)body->data;
+	const char *text = (const char *)body;
 	out[0] = '\0';
-	while (i < body->len) {
+	while (i < body_len) {
 		size_t end = i;
-		while (end < body->len && text[end] != '&')
+		while (end < body_len && text[end] != '&')
 			end++;
 		if (end - i > n && strncmp(text + i, name, n) == 0 && text[i + n] == '=') {
 			size_t len = end - i - n - 1;
@@ -1312,8 +1311,10 @@ static void handle_device_approve(struct http_request *req, void *app)
 	struct auth_state *a = c->auth;
 	char confirm[40], decision[16], hash[SP_SECRET_HASH_HEX];
 	struct device_grant *g = NULL;
-	if (a != NULL && form_value(&req->body, "confirm", confirm, sizeof(confirm)) == 0 &&
-	    form_value(&req->body, "decision", decision, sizeof(decision)) == 0 &&
+	if (a != NULL &&
+	    auth_form_value(req->body.data, req->body.len, "confirm", confirm, sizeof(confirm)) == 0 &&
+	    auth_form_value(req->body.data, req->body.len, "decision", decision,
+	                    sizeof(decision)) == 0 &&
 	    (strcmp(decision, "approve") == 0 || strcmp(decision, "deny") == 0) &&
 	    sp_secret_hash(confirm, strlen(confirm), hash) == 0)
 		for (size_t i = 0; i < AUTH_DEVICE_MAX && g == NULL; i++)
