@@ -1,112 +1,25 @@
-/* controller/auth.c — see auth.h. */
+/*
+ * controller/auth.c — see auth.h: the browser sign-in (/auth/login, /auth/callback), client
+ * sessions, service accounts and console sessions. The device flow is in auth_device.c.
+ */
 #include "controller/auth.h"
+#include "controller/auth_internal.h"
 
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 
 #include "controller/audit.h"
 #include "controller/routes.h"
 #include "controller/session.h"
 #include "controller/store.h"
-#include "shared/keys.h"
 #include "shared/log.h"
 #include "shared/secret.h"
 
-#define LOGIN_BINDING_KIND "spl"
-#define CONSOLE_KIND "spc"
-#define NATIVE_CODE_KIND "spn"
-
-/* A browser sign-in between /auth/login and /auth/callback. */
-struct pending_login {
-	int in_use;
-	int used;
-	int64_t expires;
-	char state[33];
-	char nonce[33];
-	char verifier[64];
-	char browser_hash[SP_SECRET_HASH_HEX]; /* of the sp_login cookie */
-	int kind;                /* LOGIN_CONSOLE, LOGIN_NATIVE or LOGIN_DEVICE */
-	char user_code[9];       /* device: the device grant this sign-in approves */
-	char redirect_uri[513];  /* native: the client's loopback listener */
-	char challenge[64];      /* native: the client's PKCE S256 challenge */
-	char client_state[257];  /* native: the client's state, echoed back */
-};
-
-enum { LOGIN_CONSOLE = 0, LOGIN_NATIVE = 1, LOGIN_DEVICE = 2 };
-static const char *const login_kind_names[] = {"console", "native", "device"};
-
-/*
- * A device authorization grant (RFC 8628): made by POST /auth/device/code, approved by a
- * person who enters the user code at /auth/device, signs in at the IdP and confirms;
- * redeemed once by POST /auth/device/token.
- */
-struct device_grant {
-	int in_use;
-	int64_t expires;
-	int64_t interval;
-	int64_t last_poll;
-	char device_code_hash[SP_SECRET_HASH_HEX];
-	char user_code[9];          /* 8 characters of DEVICE_CODE_ALPHABET, shown as XXXX-XXXX */
-	char public_key_pem[1024];
-	char device_name[257];
-	int status;                 /* DEVICE_PENDING, DEVICE_SIGNED_IN, DEVICE_APPROVED, DEVICE_DENIED */
-	char confirm_hash[SP_SECRET_HASH_HEX]; /* of the token in the confirmation form */
-	char user_id[33];
-	char email[321];
-	int64_t auth_time;
-	char amr[1025];
-};
-enum { DEVICE_PENDING = 0, DEVICE_SIGNED_IN = 1, DEVICE_APPROVED = 2, DEVICE_DENIED = 3 };
-
-/* A one-time code for a native client, redeemed at POST /api/client/v1/session. */
-struct native_code {
-	int in_use;
-	int64_t expires;
-	char hash[SP_SECRET_HASH_HEX];
-	char user_id[33];
-	int64_t auth_time;
-	char amr[1025];
-	char challenge[64];
-};
-
-struct console_session {
-	int in_use;
-	int64_t expires;
-	char hash[SP_SECRET_HASH_HEX];
-	char user_id[33];
-	char csrf[33];
-};
-
-/* A service account assertion's jti, kept until its exp so it is used once. */
-struct seen_jti {
-	int64_t expires;
-	char jti[129];
-};
-
-struct auth_state {
-	int configured;
-	struct oidc_client oidc;
-	char callback_uri[600];
-	char scope[256];
-	struct pending_login pending[AUTH_PENDING_MAX];
-	struct native_code codes[AUTH_CODES_MAX];
-	struct console_session console[AUTH_CONSOLE_MAX];
-	struct device_grant devices[AUTH_DEVICE_MAX];
-	char device_uri[600];
-	struct seen_jti jtis[AUTH_JTI_MAX];
-	/* Callback workers (see struct callback_job). */
-	pthread_mutex_t oidc_lock;    /* the OIDC client, used by one worker at a time */
-	pthread_mutex_t workers_lock; /* workers, stopping, and each job's done flag */
-	pthread_cond_t workers_idle;
-	unsigned workers;
-	int stopping;
-};
+const char *const auth_login_kind_names[] = {"console", "native", "device"};
 
 int auth_open(struct controller *c, struct sp_diag *diag)
 {
@@ -210,7 +123,7 @@ static const char *cookie_secure(struct controller *c)
 }
 
 /* Records a refused sign-in in its own transaction, counts it, and answers. */
-static void refuse_sign_in(struct controller *c, struct http_request *req, unsigned status,
+void auth_refuse_sign_in(struct controller *c, struct http_request *req, unsigned status,
                            const char *reason, const char *detail, const char *client)
 {
 	struct sp_diag d;
@@ -234,7 +147,7 @@ static void refuse_sign_in(struct controller *c, struct http_request *req, unsig
 	http_reply_error(req, status, code, "sign-in refused (%s): %s", reason, detail);
 }
 
-static void purge_expired(struct auth_state *a, int64_t now)
+void auth_purge_expired(struct auth_state *a, int64_t now)
 {
 	for (size_t i = 0; i < AUTH_PENDING_MAX; i++)
 		if (a->pending[i].in_use && a->pending[i].expires <= now)
@@ -252,9 +165,6 @@ static void purge_expired(struct auth_state *a, int64_t now)
 }
 
 /* ---- GET /auth/login ---- */
-
-static void start_login(struct controller *c, struct http_request *req,
-                        const struct pending_login *template);
 
 static void handle_login(struct http_request *req, void *app)
 {
@@ -306,7 +216,7 @@ static void handle_login(struct http_request *req, void *app)
 		snprintf(fresh.challenge, sizeof(fresh.challenge), "%s", challenge);
 		snprintf(fresh.client_state, sizeof(fresh.client_state), "%s", client_state);
 	}
-	start_login(c, req, &fresh);
+	auth_start_login(c, req, &fresh);
 	OPENSSL_cleanse(&fresh, sizeof(fresh));
 }
 
@@ -314,18 +224,18 @@ static void handle_login(struct http_request *req, void *app)
  * Stores a pending login made from `fresh` (kind and the kind's fields filled in) and
  * answers with the redirect to the IdP's authorization endpoint.
  */
-static void start_login(struct controller *c, struct http_request *req,
+void auth_start_login(struct controller *c, struct http_request *req,
                         const struct pending_login *template)
 {
 	struct auth_state *a = c->auth;
 	struct sp_diag d = {{0}};
 	int64_t now = c->now();
-	const char *client = login_kind_names[template->kind];
+	const char *client = auth_login_kind_names[template->kind];
 	if (oidc_client_discover(&a->oidc, now, &d) < 0) {
-		refuse_sign_in(c, req, 503, "idp_unavailable", d.message, client);
+		auth_refuse_sign_in(c, req, 503, "idp_unavailable", d.message, client);
 		return;
 	}
-	purge_expired(a, now);
+	auth_purge_expired(a, now);
 	struct pending_login *p = NULL;
 	for (size_t i = 0; i < AUTH_PENDING_MAX && p == NULL; i++)
 		if (!a->pending[i].in_use)
@@ -415,7 +325,7 @@ static const char *validation_reason(int r, const char *detail)
 	}
 }
 
-static int64_t claim_int(const json_t *claims, const char *name, int64_t fallback)
+int64_t auth_claim_int(const json_t *claims, const char *name, int64_t fallback)
 {
 	const json_t *v = json_object_get(claims, name);
 	return json_is_integer(v) && json_integer_value(v) >= 0 ? (int64_t)json_integer_value(v)
@@ -423,7 +333,7 @@ static int64_t claim_int(const json_t *claims, const char *name, int64_t fallbac
 }
 
 /* The amr claim as JSON array text of strings (at most 1024 bytes), or "[]". */
-static void amr_text(const json_t *claims, char *out, size_t size)
+void auth_amr_text(const json_t *claims, char *out, size_t size)
 {
 	snprintf(out, size, "[]");
 	const json_t *amr = json_object_get(claims, "amr");
@@ -447,7 +357,7 @@ int auth_console_create(struct controller *c, const char *user_id,
 	csrf[0] = '\0';
 	if (a == NULL)
 		return SP_ERR_INTERNAL;
-	purge_expired(a, now);
+	auth_purge_expired(a, now);
 	struct console_session *slot = NULL;
 	for (size_t i = 0; i < AUTH_CONSOLE_MAX && slot == NULL; i++)
 		if (!a->console[i].in_use)
@@ -471,10 +381,6 @@ int auth_console_create(struct controller *c, const char *user_id,
 	*slot = fresh;
 	return 0;
 }
-
-static void device_signed_in(struct controller *c, struct http_request *req,
-                             const char *user_code, const struct session_user *user,
-                             const json_t *claims);
 
 /*
  * The IdP part of a callback (code exchange, ID token validation, userinfo) runs on a
@@ -573,10 +479,10 @@ static void callback_finish(struct controller *c, struct http_request *req,
 {
 	struct auth_state *a = c->auth;
 	struct sp_diag d = {{0}};
-	const char *client = login_kind_names[j->kind];
+	const char *client = auth_login_kind_names[j->kind];
 	int64_t now = c->now();
 	if (j->r < 0) {
-		refuse_sign_in(c, req, j->status, j->reason, j->diag.message, client);
+		auth_refuse_sign_in(c, req, j->status, j->reason, j->diag.message, client);
 		return;
 	}
 	const char *groups_claim = c->settings.oidc_groups_claim;
@@ -587,20 +493,20 @@ static void callback_finish(struct controller *c, struct http_request *req,
 			groups = json_object_get(j->userinfo, groups_claim);
 	}
 	if (groups != NULL && !json_is_array(groups)) {
-		refuse_sign_in(c, req, 400, "bad_claim", "the groups claim is not an array", client);
+		auth_refuse_sign_in(c, req, 400, "bad_claim", "the groups claim is not an array", client);
 		return;
 	}
 	struct session_user user;
 	int r = session_provision_user(c, j->claims, groups, client, req, &user, &d);
 	if (r < 0) {
-		refuse_sign_in(c, req, r == SP_ERR_PERMISSION ? 403 : 500,
+		auth_refuse_sign_in(c, req, r == SP_ERR_PERMISSION ? 403 : 500,
 		               r == SP_ERR_PERMISSION ? "user_disabled" : "store_failed", d.message,
 		               client);
 		return;
 	}
 	sp_metric_add(&c->metrics.sign_ins, 1);
 	if (j->kind == LOGIN_DEVICE) {
-		device_signed_in(c, req, j->user_code, &user, j->claims);
+		auth_device_signed_in(c, req, j->user_code, &user, j->claims);
 		return;
 	}
 	if (j->kind == LOGIN_CONSOLE) {
@@ -619,7 +525,7 @@ static void callback_finish(struct controller *c, struct http_request *req,
 		return;
 	}
 	/* Native: a one-time code for the client's loopback listener. */
-	purge_expired(a, now);
+	auth_purge_expired(a, now);
 	struct native_code *slot = NULL;
 	for (size_t i = 0; i < AUTH_CODES_MAX && slot == NULL; i++)
 		if (!a->codes[i].in_use)
@@ -630,11 +536,11 @@ static void callback_finish(struct controller *c, struct http_request *req,
 		return;
 	}
 	struct native_code fresh = {.in_use = 1, .expires = now + AUTH_CODE_TTL_S,
-	                            .auth_time = claim_int(j->claims, "auth_time", now)};
+	                            .auth_time = auth_claim_int(j->claims, "auth_time", now)};
 	(void)sp_secret_hash(secret, strlen(secret), fresh.hash);
 	snprintf(fresh.user_id, sizeof(fresh.user_id), "%s", user.id);
 	snprintf(fresh.challenge, sizeof(fresh.challenge), "%s", j->challenge);
-	amr_text(j->claims, fresh.amr, sizeof(fresh.amr));
+	auth_amr_text(j->claims, fresh.amr, sizeof(fresh.amr));
 	*slot = fresh;
 	char location[1100];
 	snprintf(location, sizeof(location), "%s%ccode=%s&state=%s", j->redirect_uri,
@@ -667,7 +573,7 @@ static void handle_callback(struct http_request *req, void *app)
 	}
 	const char *state = http_query(req, "state");
 	if (state == NULL || state[0] == '\0') {
-		refuse_sign_in(c, req, 400, "state_missing", "the callback carries no state", NULL);
+		auth_refuse_sign_in(c, req, 400, "state_missing", "the callback carries no state", NULL);
 		return;
 	}
 	struct pending_login *p = NULL;
@@ -676,19 +582,19 @@ static void handle_callback(struct http_request *req, void *app)
 		    CRYPTO_memcmp(state, a->pending[i].state, strlen(state)) == 0)
 			p = &a->pending[i];
 	if (p == NULL) {
-		refuse_sign_in(c, req, 400, "state_unknown", "the sign-in state is unknown or expired; "
+		auth_refuse_sign_in(c, req, 400, "state_unknown", "the sign-in state is unknown or expired; "
 		               "start again", NULL);
 		return;
 	}
-	const char *client = login_kind_names[p->kind];
+	const char *client = auth_login_kind_names[p->kind];
 	if (p->used) {
-		refuse_sign_in(c, req, 400, "state_replayed", "this sign-in was already completed; "
+		auth_refuse_sign_in(c, req, 400, "state_replayed", "this sign-in was already completed; "
 		               "start again", client);
 		return;
 	}
 	if (p->expires <= now) {
 		OPENSSL_cleanse(p, sizeof(*p));
-		refuse_sign_in(c, req, 400, "state_expired", "the sign-in took longer than 10 minutes; "
+		auth_refuse_sign_in(c, req, 400, "state_expired", "the sign-in took longer than 10 minutes; "
 		               "start again", client);
 		return;
 	}
@@ -697,14 +603,14 @@ static void handle_callback(struct http_request *req, void *app)
 	char hash[SP_SECRET_HASH_HEX];
 	if (binding == NULL || sp_secret_hash(binding, strlen(binding), hash) < 0 ||
 	    !sp_secret_hash_equal(hash, p->browser_hash)) {
-		refuse_sign_in(c, req, 400, "state_not_bound_to_browser", "the callback did not come "
+		auth_refuse_sign_in(c, req, 400, "state_not_bound_to_browser", "the callback did not come "
 		               "from the browser that started the sign-in", client);
 		return;
 	}
 	/* RFC 9207: an IdP that names itself in the callback must name our issuer (mix-up). */
 	const char *callback_iss = http_query(req, "iss");
 	if (callback_iss != NULL && strcmp(callback_iss, a->oidc.issuer) != 0) {
-		refuse_sign_in(c, req, 400, "wrong_issuer", "the callback's iss names another "
+		auth_refuse_sign_in(c, req, 400, "wrong_issuer", "the callback's iss names another "
 		               "identity provider", client);
 		return;
 	}
@@ -712,12 +618,12 @@ static void handle_callback(struct http_request *req, void *app)
 	if (error != NULL) {
 		char detail[200];
 		snprintf(detail, sizeof(detail), "the IdP answered error \"%.60s\"", error);
-		refuse_sign_in(c, req, 400, "idp_error", detail, client);
+		auth_refuse_sign_in(c, req, 400, "idp_error", detail, client);
 		return;
 	}
 	const char *code = http_query(req, "code");
 	if (code == NULL || code[0] == '\0' || strlen(code) > 2048) {
-		refuse_sign_in(c, req, 400, "code_missing", "the callback carries no code", client);
+		auth_refuse_sign_in(c, req, 400, "code_missing", "the callback carries no code", client);
 		return;
 	}
 	struct callback_job *j = calloc(1, sizeof(*j));
@@ -763,7 +669,7 @@ static void handle_callback(struct http_request *req, void *app)
 /* ---- client sessions ---- */
 
 /* The body's string members named in `names`; any other member or type is a 400. */
-static int body_strings(struct http_request *req, json_t *body, const char *const *names,
+int auth_body_strings(struct http_request *req, json_t *body, const char *const *names,
                         const char **values, const int *required)
 {
 	const char *key;
@@ -790,7 +696,7 @@ static int body_strings(struct http_request *req, json_t *body, const char *cons
 	return 0;
 }
 
-static void reply_grant(struct http_request *req, struct controller *c, unsigned status,
+void auth_reply_grant(struct http_request *req, struct controller *c, unsigned status,
                         struct session_grant *g)
 {
 	json_t *body = session_response(c, g);
@@ -814,7 +720,7 @@ static void handle_session_create(struct http_request *req, void *app)
 	struct sp_diag d = {{0}};
 	struct session_grant g;
 	memset(&g, 0, sizeof(g));
-	if (body_strings(req, body, names, v, required) < 0)
+	if (auth_body_strings(req, body, names, v, required) < 0)
 		goto out;
 	int64_t now = c->now();
 	char hash[SP_SECRET_HASH_HEX];
@@ -825,7 +731,7 @@ static void handle_session_create(struct http_request *req, void *app)
 			if (a->codes[i].in_use && sp_secret_hash_equal(a->codes[i].hash, hash))
 				code = &a->codes[i];
 	if (code == NULL || code->expires <= now) {
-		refuse_sign_in(c, req, 400, "code_unknown", "code is unknown, already used or expired; "
+		auth_refuse_sign_in(c, req, 400, "code_unknown", "code is unknown, already used or expired; "
 		               "sign in again", "native");
 		goto out;
 	}
@@ -835,7 +741,7 @@ static void handle_session_create(struct http_request *req, void *app)
 	if (oidc_pkce_challenge(v[1], challenge) < 0 || strlen(challenge) != strlen(held.challenge) ||
 	    CRYPTO_memcmp(challenge, held.challenge, strlen(challenge)) != 0) {
 		OPENSSL_cleanse(&held, sizeof(held));
-		refuse_sign_in(c, req, 400, "pkce_mismatch", "code_verifier does not match the "
+		auth_refuse_sign_in(c, req, 400, "pkce_mismatch", "code_verifier does not match the "
 		               "code_challenge sent to /auth/login", "native");
 		goto out;
 	}
@@ -851,7 +757,7 @@ static void handle_session_create(struct http_request *req, void *app)
 	else if (r < 0)
 		http_reply_error(req, 500, "internal", "%s", d.message);
 	else
-		reply_grant(req, c, 201, &g);
+		auth_reply_grant(req, c, 201, &g);
 out:
 	session_grant_clear(&g);
 	json_decref(body);
@@ -869,7 +775,7 @@ static void handle_session_refresh(struct http_request *req, void *app)
 	struct sp_diag d = {{0}};
 	struct session_grant g;
 	memset(&g, 0, sizeof(g));
-	if (body_strings(req, body, names, v, required) < 0)
+	if (auth_body_strings(req, body, names, v, required) < 0)
 		goto out;
 	int r = session_refresh(c, v[0], req, &g, &d);
 	if (r == SP_ERR_DATABASE) {
@@ -878,7 +784,7 @@ static void handle_session_refresh(struct http_request *req, void *app)
 		http_reply_error(req, 401, "invalid_grant", "%s", d.message);
 		http_add_header(req, "WWW-Authenticate", "Bearer realm=\"sallyport\"");
 	} else {
-		reply_grant(req, c, 200, &g);
+		auth_reply_grant(req, c, 200, &g);
 	}
 out:
 	session_grant_clear(&g);
@@ -913,7 +819,7 @@ static void handle_session_service(struct http_request *req, void *app)
 	memset(&g, 0, sizeof(g));
 	char jkt[SP_JWK_THUMBPRINT_LEN + 1], user_id[33], jti[129];
 	int64_t exp = 0, now = c->now();
-	if (body_strings(req, body, names, v, required) < 0)
+	if (auth_body_strings(req, body, names, v, required) < 0)
 		goto out;
 	if (session_key_thumbprint(v[1], jkt) < 0) {
 		http_reply_error(req, 400, "invalid_request", "device_public_key_pem must be a P-256 "
@@ -922,14 +828,14 @@ static void handle_session_service(struct http_request *req, void *app)
 	}
 	int r = session_service_verify(c, v[0], jkt, user_id, jti, &exp, &d);
 	if (r < 0) {
-		refuse_sign_in(c, req, 401, "bad_assertion", d.message, "service");
+		auth_refuse_sign_in(c, req, 401, "bad_assertion", d.message, "service");
 		goto out;
 	}
 	/* Each assertion once: a copy replayed within its lifetime is refused. */
 	struct seen_jti *slot = NULL;
 	for (size_t i = 0; a != NULL && i < AUTH_JTI_MAX; i++) {
 		if (a->jtis[i].expires > now && strcmp(a->jtis[i].jti, jti) == 0) {
-			refuse_sign_in(c, req, 401, "assertion_replayed", "this assertion (jti) was "
+			auth_refuse_sign_in(c, req, 401, "assertion_replayed", "this assertion (jti) was "
 			               "already used", "service");
 			goto out;
 		}
@@ -952,7 +858,7 @@ static void handle_session_service(struct http_request *req, void *app)
 		http_reply_error(req, r == SP_ERR_INVALID ? 400 : 500,
 		                 r == SP_ERR_INVALID ? "invalid_request" : "internal", "%s", d.message);
 	else
-		reply_grant(req, c, 201, &g);
+		auth_reply_grant(req, c, 201, &g);
 out:
 	session_grant_clear(&g);
 	json_decref(body);
@@ -1064,373 +970,15 @@ static void handle_console_logout(struct http_request *req, void *app)
 }
 
 
-/* ---- device authorization grant (RFC 8628) ---- */
-
-#define DEVICE_CODE_KIND "spd"
-#define DEVICE_CODE_ALPHABET "BCDFGHJKLMNPQRSTVWXZ" /* no vowels: no words, no 0/O, 1/I */
-
-static void html_escaped(struct sp_buf *b, const char *text)
-{
-	for (; *text != '\0'; text++) {
-		switch (*text) {
-		case '<': sp_buf_put_str(b, "&lt;"); break;
-		case '>': sp_buf_put_str(b, "&gt;"); break;
-		case '&': sp_buf_put_str(b, "&amp;"); break;
-		case '"': sp_buf_put_str(b, "&quot;"); break;
-		case '\'': sp_buf_put_str(b, "&#39;"); break;
-		default: sp_buf_put(b, text, 1);
-		}
-	}
-}
-
-/* A small HTML page: title, then paragraphs/forms given as ready HTML (body_html). */
-static void reply_page(struct http_request *req, unsigned status, const char *id,
-                       const char *title, const char *body_html)
-{
-	struct sp_buf b;
-	sp_buf_init(&b, 64 * 1024);
-	sp_buf_printf(&b, "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sallyport: ");
-	html_escaped(&b, title);
-	sp_buf_printf(&b, "</title></head><body><h1 id=\"%s\">", id);
-	html_escaped(&b, title);
-	sp_buf_printf(&b, "</h1>%s</body></html>", body_html);
-	http_reply_text(req, status, "text/html; charset=utf-8", (const char *)b.data, b.len);
-	/* Our pages are never framed (clickjacking of the approval button). */
-	http_add_header(req, "X-Frame-Options", "DENY");
-	http_add_header(req, "Content-Security-Policy", "default-src 'none'; form-action 'self'; "
-	                "frame-ancestors 'none'");
-	sp_buf_free(&b);
-}
-
-/* "bcdf-ghjk", "BCDFGHJK" → "BCDFGHJK"; 0 when it is not 8 characters of the alphabet. */
-static int normalize_user_code(const char *in, char out[9])
-{
-	size_t n = 0;
-	for (; in != NULL && *in != '\0'; in++) {
-		if (*in == '-' || *in == ' ')
-			continue;
-		char ch = (char)(*in >= 'a' && *in <= 'z' ? *in - 'a' + 'A' : *in);
-		if (n == 8 || strchr(DEVICE_CODE_ALPHABET, ch) == NULL || ch == '\0')
-			return 0;
-		out[n++] = ch;
-	}
-	out[n] = '\0';
-	return n == 8;
-}
-
-static struct device_grant *find_device_by_user_code(struct auth_state *a, const char *code)
-{
-	for (size_t i = 0; i < AUTH_DEVICE_MAX; i++)
-		if (a->devices[i].in_use && strcmp(a->devices[i].user_code, code) == 0)
-			return &a->devices[i];
-	return NULL;
-}
-
-/* Called from the callback once the person is signed in: asks them to confirm. */
-static void device_signed_in(struct controller *c, struct http_request *req,
-                             const char *user_code, const struct session_user *user,
-                             const json_t *claims)
-{
-	struct device_grant *g = find_device_by_user_code(c->auth, user_code);
-	if (g == NULL || g->status != DEVICE_PENDING || g->expires <= c->now()) {
-		reply_page(req, 400, "device-error", "This device code has expired",
-		           "<p>Start the sign-in on the device again.</p>");
-		return;
-	}
-	char confirm[33];
-	if (sp_random_hex(16, confirm, sizeof(confirm)) < 0 ||
-	    sp_secret_hash(confirm, strlen(confirm), g->confirm_hash) < 0) {
-		http_reply_error(req, 500, "internal", "cannot make a confirmation");
-		return;
-	}
-	g->status = DEVICE_SIGNED_IN;
-	snprintf(g->user_id, sizeof(g->user_id), "%s", user->id);
-	snprintf(g->email, sizeof(g->email), "%s", user->email);
-	g->auth_time = claim_int(claims, "auth_time", c->now());
-	amr_text(claims, g->amr, sizeof(g->amr));
-	struct sp_buf b;
-	sp_buf_init(&b, 16 * 1024);
-	sp_buf_printf(&b, "<p>Sign in the device <b id=\"device-name\">");
-	html_escaped(&b, g->device_name[0] != '\0' ? g->device_name : "(unnamed)");
-	sp_buf_printf(&b, "</b> showing code <b id=\"user-code\">%.4s-%.4s</b> as <b>", g->user_code,
-	              g->user_code + 4);
-	html_escaped(&b, user->email);
-	sp_buf_printf(&b, "</b>? Only approve a device you are using right now.</p>"
-	              "<form id=\"device-confirm\" method=\"post\" action=\"/auth/device/approve\">"
-	              "<input type=\"hidden\" name=\"confirm\" value=\"%s\">"
-	              "<button id=\"approve\" name=\"decision\" value=\"approve\">Approve</button> "
-	              "<button id=\"deny\" name=\"decision\" value=\"deny\">Deny</button></form>",
-	              confirm);
-	if (sp_buf_cstr(&b) != NULL)
-		reply_page(req, 200, "device-confirm-title", "Approve this device?",
-		           (const char *)b.data);
-	else
-		http_reply_error(req, 500, "internal", "cannot build the page");
-	sp_buf_free(&b);
-	OPENSSL_cleanse(confirm, sizeof(confirm));
-}
-
-static void handle_device_code(struct http_request *req, void *app)
-{
-	struct controller *c = app;
-	struct auth_state *a = c->auth;
-	if (a == NULL || !a->configured) {
-		http_reply_error(req, 503, "sign_in_not_configured", "sign-in is not configured");
-		return;
-	}
-	json_t *body = http_body_json_object(req);
-	if (body == NULL)
-		return;
-	static const char *const names[] = {"device_public_key_pem", "device_name", NULL};
-	static const int required[] = {1, 0};
-	const char *v[2] = {NULL, NULL};
-	EVP_PKEY *key = NULL;
-	char secret[SP_SECRET_TEXT_MAX] = "";
-	if (body_strings(req, body, names, v, required) < 0)
-		goto out;
-	if (strlen(v[0]) >= sizeof(a->devices[0].public_key_pem) ||
-	    sp_key_from_pem(v[0], strlen(v[0]), 1, &key, NULL) < 0 || !sp_key_is_p256(key) ||
-	    sp_key_has_private(key)) {
-		http_reply_error(req, 400, "invalid_request", "device_public_key_pem must be a P-256 "
-		                 "public key in PEM form");
-		goto out;
-	}
-	if (v[1] != NULL && (strlen(v[1]) == 0 || strlen(v[1]) > 256)) {
-		http_reply_error(req, 400, "invalid_request", "device_name must be 1-256 characters");
-		goto out;
-	}
-	int64_t now = c->now();
-	purge_expired(a, now);
-	struct device_grant *slot = NULL;
-	for (size_t i = 0; i < AUTH_DEVICE_MAX && slot == NULL; i++)
-		if (!a->devices[i].in_use)
-			slot = &a->devices[i];
-	if (slot == NULL) {
-		http_reply_error(req, 503, "busy", "too many device sign-ins in progress; try again "
-		                 "shortly");
-		goto out;
-	}
-	struct device_grant fresh = {.in_use = 1, .expires = now + AUTH_DEVICE_TTL_S,
-	                             .interval = AUTH_DEVICE_INTERVAL_S};
-	/* 8 characters of 20 (about 2^34 codes), unbiased: bytes >= 240 are dropped. */
-	for (int attempt = 0; attempt < 8; attempt++) {
-		uint8_t rnd[32];
-		size_t n = 0;
-		if (RAND_bytes(rnd, sizeof(rnd)) != 1)
-			goto internal;
-		for (size_t i = 0; i < sizeof(rnd) && n < 8; i++)
-			if (rnd[i] < 240)
-				fresh.user_code[n++] = DEVICE_CODE_ALPHABET[rnd[i] % 20];
-		fresh.user_code[n] = '\0';
-		if (n == 8 && find_device_by_user_code(a, fresh.user_code) == NULL)
-			break;
-		fresh.user_code[0] = '\0';
-	}
-	if (strlen(fresh.user_code) != 8 ||
-	    sp_secret_new(DEVICE_CODE_KIND, secret, sizeof(secret)) < 0 ||
-	    sp_secret_hash(secret, strlen(secret), fresh.device_code_hash) < 0)
-		goto internal;
-	snprintf(fresh.public_key_pem, sizeof(fresh.public_key_pem), "%s", v[0]);
-	snprintf(fresh.device_name, sizeof(fresh.device_name), "%s", v[1] != NULL ? v[1] : "");
-	*slot = fresh;
-	char user_code[10], complete[700];
-	snprintf(user_code, sizeof(user_code), "%.4s-%.4s", fresh.user_code, fresh.user_code + 4);
-	snprintf(complete, sizeof(complete), "%s?user_code=%s", a->device_uri, user_code);
-	http_reply_json(req, 200,
-	                json_pack("{s:s, s:s, s:s, s:s, s:i, s:i}", "device_code", secret,
-	                          "user_code", user_code, "verification_uri", a->device_uri,
-	                          "verification_uri_complete", complete, "expires_in",
-	                          AUTH_DEVICE_TTL_S, "interval", AUTH_DEVICE_INTERVAL_S));
-	goto out;
-internal:
-	http_reply_error(req, 500, "internal", "cannot make a device code");
-out:
-	OPENSSL_cleanse(secret, sizeof(secret));
-	EVP_PKEY_free(key);
-	json_decref(body);
-}
-
-static void handle_device_page(struct http_request *req, void *app)
-{
-	struct controller *c = app;
-	struct auth_state *a = c->auth;
-	const char *entered = http_query(req, "user_code");
-	if (entered == NULL) {
-		reply_page(req, 200, "device-title", "Sign in a device",
-		           "<form id=\"device-form\" method=\"get\" action=\"/auth/device\">"
-		           "<label for=\"user_code\">Code shown on the device</label> "
-		           "<input id=\"user_code\" name=\"user_code\" autocomplete=\"off\" "
-		           "placeholder=\"XXXX-XXXX\"> <button id=\"continue\">Continue</button></form>");
-		return;
-	}
-	char code[9];
-	struct device_grant *g = NULL;
-	if (a != NULL && a->configured && normalize_user_code(entered, code))
-		g = find_device_by_user_code(a, code);
-	if (g == NULL || g->status != DEVICE_PENDING || g->expires <= c->now()) {
-		reply_page(req, 400, "device-error", "Unknown or expired code",
-		           "<p>Check the code on the device, or start its sign-in again.</p>"
-		           "<p><a href=\"/auth/device\">Enter another code</a></p>");
-		return;
-	}
-	struct pending_login fresh = {.kind = LOGIN_DEVICE};
-	snprintf(fresh.user_code, sizeof(fresh.user_code), "%s", code);
-	start_login(c, req, &fresh);
-}
-
-/* The value of name in an application/x-www-form-urlencoded body: [A-Za-z0-9] only. */
-static int form_value(const struct sp_buf *body, const char *name, char *out, size_t size)
-{
-	size_t n = strlen(name), i = 0;
-	const char *text = (const char *)body->data;
-	out[0] = '\0';
-	while (i < body->len) {
-		size_t end = i;
-		while (end < body->len && text[end] != '&')
-			end++;
-		if (end - i > n && strncmp(text + i, name, n) == 0 && text[i + n] == '=') {
-			size_t len = end - i - n - 1;
-			if (len == 0 || len >= size)
-				return -1;
-			for (size_t k = 0; k < len; k++) {
-				char ch = text[i + n + 1 + k];
-				if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9')))
-					return -1;
-				out[k] = ch;
-			}
-			out[len] = '\0';
-			return 0;
-		}
-		i = end + 1;
-	}
-	return -1;
-}
-
-static void handle_device_approve(struct http_request *req, void *app)
-{
-	struct controller *c = app;
-	struct auth_state *a = c->auth;
-	char confirm[40], decision[16], hash[SP_SECRET_HASH_HEX];
-	struct device_grant *g = NULL;
-	if (a != NULL && form_value(&req->body, "confirm", confirm, sizeof(confirm)) == 0 &&
-	    form_value(&req->body, "decision", decision, sizeof(decision)) == 0 &&
-	    (strcmp(decision, "approve") == 0 || strcmp(decision, "deny") == 0) &&
-	    sp_secret_hash(confirm, strlen(confirm), hash) == 0)
-		for (size_t i = 0; i < AUTH_DEVICE_MAX && g == NULL; i++)
-			if (a->devices[i].in_use && a->devices[i].status == DEVICE_SIGNED_IN &&
-			    sp_secret_hash_equal(a->devices[i].confirm_hash, hash))
-				g = &a->devices[i];
-	if (g == NULL || g->expires <= c->now()) {
-		reply_page(req, 400, "device-error", "This approval is not valid",
-		           "<p>It expired or was already answered. Start the sign-in on the device "
-		           "again.</p>");
-		return;
-	}
-	int approve = strcmp(decision, "approve") == 0;
-	g->status = approve ? DEVICE_APPROVED : DEVICE_DENIED;
-	OPENSSL_cleanse(g->confirm_hash, sizeof(g->confirm_hash));
-	struct sp_diag d;
-	json_t *after = json_pack("{s:s, s:s}", "user_code", g->user_code, "device_name",
-	                          g->device_name);
-	struct audit_event e = {.time = c->now(), .action = "auth.device_approve",
-	                        .outcome = approve ? "success" : "denied", .target_type = "user",
-	                        .target_id = g->user_id, .after = after};
-	audit_from_request(&e, req);
-	e.actor_type = "user";
-	e.actor_id = g->user_id;
-	e.actor_label = g->email;
-	if (store_begin(c, &d) == 0 && audit_record(c->db, &e) == 0)
-		(void)store_commit(c, &d);
-	else
-		store_rollback(c);
-	json_decref(after);
-	if (approve)
-		reply_page(req, 200, "device-approved", "Device approved",
-		           "<p>The device is signing in. You can close this window.</p>");
-	else
-		reply_page(req, 200, "device-denied", "Device refused",
-		           "<p>The device was not signed in.</p>");
-}
-
-static void handle_device_token(struct http_request *req, void *app)
-{
-	struct controller *c = app;
-	struct auth_state *a = c->auth;
-	json_t *body = http_body_json_object(req);
-	if (body == NULL)
-		return;
-	static const char *const names[] = {"device_code", NULL};
-	static const int required[] = {1};
-	const char *v[1] = {NULL};
-	struct sp_diag d = {{0}};
-	struct session_grant sg;
-	memset(&sg, 0, sizeof(sg));
-	if (body_strings(req, body, names, v, required) < 0)
-		goto out;
-	char hash[SP_SECRET_HASH_HEX];
-	struct device_grant *g = NULL;
-	if (a != NULL && sp_secret_check_format(DEVICE_CODE_KIND, v[0], strlen(v[0])) == 0 &&
-	    sp_secret_hash(v[0], strlen(v[0]), hash) == 0)
-		for (size_t i = 0; i < AUTH_DEVICE_MAX && g == NULL; i++)
-			if (a->devices[i].in_use && sp_secret_hash_equal(a->devices[i].device_code_hash, hash))
-				g = &a->devices[i];
-	int64_t now = c->now();
-	if (g == NULL) {
-		http_reply_error(req, 400, "invalid_grant", "device_code is unknown or already used");
-		goto out;
-	}
-	if (g->expires <= now) {
-		http_reply_error(req, 400, "expired_token", "the device code expired; start again");
-		goto out;
-	}
-	if (g->last_poll != 0 && now - g->last_poll < g->interval) {
-		g->last_poll = now;
-		g->interval += 5;
-		http_reply_error(req, 400, "slow_down", "polling too fast: wait %lld seconds between "
-		                 "requests", (long long)g->interval);
-		goto out;
-	}
-	g->last_poll = now;
-	if (g->status == DEVICE_DENIED) {
-		OPENSSL_cleanse(g, sizeof(*g));
-		http_reply_error(req, 400, "access_denied", "the person refused this device");
-		goto out;
-	}
-	if (g->status != DEVICE_APPROVED) {
-		http_reply_error(req, 400, "authorization_pending", "waiting for the person to sign in "
-		                 "at the verification URI");
-		goto out;
-	}
-	struct device_grant held = *g;
-	OPENSSL_cleanse(g, sizeof(*g)); /* redeemed once */
-	int r = session_create(c, held.user_id, "device_code", held.auth_time, held.amr,
-	                       held.public_key_pem, held.device_name[0] != '\0' ? held.device_name
-	                                                                        : NULL,
-	                       req, &sg, &d);
-	OPENSSL_cleanse(&held, sizeof(held));
-	if (r == SP_ERR_EXISTS)
-		http_reply_error(req, 409, "device_key_taken", "%s", d.message);
-	else if (r == SP_ERR_PERMISSION)
-		http_reply_error(req, 403, "forbidden", "%s", d.message);
-	else if (r < 0)
-		http_reply_error(req, r == SP_ERR_INVALID ? 400 : 500,
-		                 r == SP_ERR_INVALID ? "invalid_request" : "internal", "%s", d.message);
-	else
-		reply_grant(req, c, 200, &sg);
-out:
-	session_grant_clear(&sg);
-	json_decref(body);
-}
-
 const struct route auth_routes[] = {
 	{"GET", "/auth/login", (void *)handle_login, ROUTE_PUBLIC},
 	{"GET", "/auth/callback", (void *)handle_callback, ROUTE_PUBLIC},
 	{"GET", "/auth/session", (void *)handle_console_session, ROUTE_PUBLIC},
 	{"POST", "/auth/logout", (void *)handle_console_logout, ROUTE_PUBLIC},
-	{"POST", "/auth/device/code", (void *)handle_device_code, ROUTE_PUBLIC},
-	{"GET", "/auth/device", (void *)handle_device_page, ROUTE_PUBLIC},
-	{"POST", "/auth/device/approve", (void *)handle_device_approve, ROUTE_PUBLIC},
-	{"POST", "/auth/device/token", (void *)handle_device_token, ROUTE_PUBLIC},
+	{"POST", "/auth/device/code", (void *)auth_handle_device_code, ROUTE_PUBLIC},
+	{"GET", "/auth/device", (void *)auth_handle_device_page, ROUTE_PUBLIC},
+	{"POST", "/auth/device/approve", (void *)auth_handle_device_approve, ROUTE_PUBLIC},
+	{"POST", "/auth/device/token", (void *)auth_handle_device_token, ROUTE_PUBLIC},
 	{"POST", "/api/client/v1/session", (void *)handle_session_create, ROUTE_PUBLIC},
 	{"POST", "/api/client/v1/session/service", (void *)handle_session_service, ROUTE_PUBLIC},
 	{"POST", "/api/client/v1/session/refresh", (void *)handle_session_refresh, ROUTE_PUBLIC},

@@ -25,6 +25,7 @@
 #ifndef SALLYPORT_CONTROLLER_AUTH_H
 #define SALLYPORT_CONTROLLER_AUTH_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "controller/app.h"
@@ -80,5 +81,17 @@ int auth_console_create(struct controller *c, const char *user_id,
 /* RFC 8252 loopback redirect: http://127.0.0.1:PORT/... or http://[::1]:PORT/..., no
  * userinfo, query allowed, no fragment, at most 512 bytes. 1 when acceptable. Pure. */
 int auth_loopback_redirect_ok(const char *uri);
+
+/* A device user code as typed ("bcdf-ghjk", "BCDF GHJK") → "BCDFGHJK": 1 when it is 8
+ * characters of the code alphabet, else 0. Pure. */
+int auth_user_code_normalize(const char *in, char out[9]);
+
+/*
+ * The value of `name` in an application/x-www-form-urlencoded body of body_len bytes
+ * (no NUL needed). Only values of 1..size-1 characters A-Z a-z 0-9 are accepted (the
+ * forms we serve carry nothing else); 0, or -1 when absent or anything else. Pure.
+ */
+int auth_form_value(const uint8_t *body, size_t body_len, const char *name, char *out,
+                    size_t size);
 
 #endif
