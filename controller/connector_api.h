@@ -85,7 +85,7 @@ int connector_flow_events_validate(const json_t *body, struct connector_flow_eve
                                    size_t *count, struct sp_diag *diag);
 
 /*
- * The claims of a connector's signed config at time `now` (docs/protocol.md §1.5):
+ * The claims of a connector's signed config at time `now` (docs/protocol.md §1.6):
  * v, typ, iss, aud, iat, exp, network_id, resources of its network, revocations and seq.
  * Reads the database; SP_ERR_DATABASE when it cannot.
  */

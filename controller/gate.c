@@ -105,21 +105,6 @@ static int gate_client(struct controller *c, struct http_request *req)
 	return 0;
 }
 
-/* The kid of a compact JWS's protected header, without verifying anything yet. */
-static int peek_kid(const char *token, char *kid, size_t size)
-{
-	const char *dot = strchr(token, '.');
-	uint8_t header[1024];
-	size_t len = 0;
-	if (dot == NULL ||
-	    sp_jwk_base64url_decode(token, (size_t)(dot - token), header, sizeof(header), &len) < 0)
-		return -1;
-	json_t *h = json_loadb((const char *)header, len, JSON_REJECT_DUPLICATES, NULL);
-	int r = claim_string(h, "kid", kid, size);
-	json_decref(h);
-	return r;
-}
-
 /*
  * Parsed connector keys, so a connector's requests do not each pay for PEM parsing and
  * cjose key set-up. Keyed by connector id and key digest: a re-enrolled key is a miss.
@@ -177,7 +162,7 @@ static int gate_connector(struct controller *c, struct http_request *req)
 {
 	const char *token = bearer_token(req);
 	char id[33];
-	if (token == NULL || peek_kid(token, id, sizeof(id)) < 0)
+	if (token == NULL || sp_token_header_string(token, strlen(token), "kid", id, sizeof(id)) < 0)
 		return unauthorized(req, "this API needs a connector token signed with its enrolled key");
 	sqlite3_stmt *st = NULL;
 	const struct sp_jwks *keys = NULL;

@@ -268,38 +268,6 @@ out:
 }
 
 /* The alg of a compact JWS's protected header ("" when unreadable). */
-static void peek_alg(const char *jws, char *alg, size_t size)
-{
-	alg[0] = '\0';
-	const char *dot = strchr(jws, '.');
-	uint8_t header[1024];
-	size_t len = 0;
-	if (dot == NULL ||
-	    sp_jwk_base64url_decode(jws, (size_t)(dot - jws), header, sizeof(header), &len) < 0)
-		return;
-	json_t *h = json_loadb((const char *)header, len, JSON_REJECT_DUPLICATES, NULL);
-	const json_t *a = json_object_get(h, "alg");
-	if (json_is_string(a))
-		snprintf(alg, size, "%s", json_string_value(a));
-	json_decref(h);
-}
-
-static void peek_kid(const char *jws, char *kid, size_t size)
-{
-	kid[0] = '\0';
-	const char *dot = strchr(jws, '.');
-	uint8_t header[1024];
-	size_t len = 0;
-	if (dot == NULL ||
-	    sp_jwk_base64url_decode(jws, (size_t)(dot - jws), header, sizeof(header), &len) < 0)
-		return;
-	json_t *h = json_loadb((const char *)header, len, JSON_REJECT_DUPLICATES, NULL);
-	const json_t *k = json_object_get(h, "kid");
-	if (json_is_string(k))
-		snprintf(kid, size, "%s", json_string_value(k));
-	json_decref(h);
-}
-
 int oidc_check_id_token_claims(const json_t *claims, const char *issuer, const char *client_id,
                                const char *nonce, int64_t now, struct sp_diag *diag)
 {
@@ -339,8 +307,8 @@ int oidc_client_validate_id_token(struct oidc_client *cl, const char *id_token,
 	if (!cl->discovered)
 		return sp_diag_set(diag, SP_ERR_INTERNAL, "the IdP has not been discovered");
 	char alg[16], kid[SP_JWK_KID_MAX + 1];
-	peek_alg(id_token, alg, sizeof(alg));
-	peek_kid(id_token, kid, sizeof(kid));
+	(void)sp_token_header_string(id_token, strlen(id_token), "alg", alg, sizeof(alg));
+	(void)sp_token_header_string(id_token, strlen(id_token), "kid", kid, sizeof(kid));
 	/* The header names which of the provider's algorithms it used; only ES256 and RS256
 	 * that the provider offers are accepted, and sp_token_verify then insists on it. */
 	const char *expected = NULL;

@@ -588,25 +588,6 @@ int session_key_thumbprint(const char *pem, char out[SP_JWK_THUMBPRINT_LEN + 1])
 	return r < 0 ? SP_ERR_INVALID : 0;
 }
 
-/* The kid of a compact JWS's protected header, unverified. */
-static int jws_kid(const char *jws, char *kid, size_t size)
-{
-	const char *dot = strchr(jws, '.');
-	uint8_t header[1024];
-	size_t len = 0;
-	kid[0] = '\0';
-	if (dot == NULL ||
-	    sp_jwk_base64url_decode(jws, (size_t)(dot - jws), header, sizeof(header), &len) < 0)
-		return -1;
-	json_t *h = json_loadb((const char *)header, len, JSON_REJECT_DUPLICATES, NULL);
-	const json_t *k = json_object_get(h, "kid");
-	int r = json_is_string(k) && json_string_length(k) < size ? 0 : -1;
-	if (r == 0)
-		snprintf(kid, size, "%s", json_string_value(k));
-	json_decref(h);
-	return r;
-}
-
 int session_service_verify(struct controller *c, const char *assertion, const char *device_jkt,
                            char user_id[33], char jti[129], int64_t *exp,
                            struct sp_diag *diag)
@@ -616,7 +597,7 @@ int session_service_verify(struct controller *c, const char *assertion, const ch
 	*exp = 0;
 	char kid[64];
 	if (assertion == NULL || strlen(assertion) > SP_TOKEN_MAX_LEN ||
-	    jws_kid(assertion, kid, sizeof(kid)) < 0 || strlen(kid) != 32)
+	    sp_token_header_string(assertion, strlen(assertion), "kid", kid, sizeof(kid)) < 0 || strlen(kid) != 32)
 		return sp_diag_set(diag, SP_ERR_INVALID, "assertion must be a compact JWS whose kid is "
 		                   "a service account key id");
 	int64_t now = c->now();

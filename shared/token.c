@@ -506,3 +506,29 @@ int sp_token_verify(const char *jws, size_t len, const struct sp_jwks *keys,
 	return sp_token_verify_max(jws, len, SP_TOKEN_MAX_LEN, keys, expected_alg, claims_out,
 				   diag);
 }
+
+int sp_token_header_string(const char *jws, size_t len, const char *name, char *out, size_t size)
+{
+	if (size > 0)
+		out[0] = '\0';
+	if (jws == NULL || len > SP_TOKEN_DOCUMENT_MAX_LEN)
+		return SP_ERR_INVALID;
+	const char *dot = memchr(jws, '.', len);
+	if (dot == NULL || dot == jws || (size_t)(dot - jws) > 4096)
+		return SP_ERR_INVALID;
+	json_t *header = NULL;
+	int r = decode_json_object(jws, (size_t)(dot - jws), &header);
+	if (r < 0)
+		return r;
+	const json_t *v = json_object_get(header, name);
+	if (v == NULL)
+		r = SP_ERR_NOT_FOUND;
+	else if (!json_is_string(v))
+		r = SP_ERR_INVALID;
+	else if (json_string_length(v) >= size || strlen(json_string_value(v)) != json_string_length(v))
+		r = SP_ERR_TOO_LARGE;
+	else
+		memcpy(out, json_string_value(v), json_string_length(v) + 1);
+	json_decref(header);
+	return r;
+}

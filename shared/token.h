@@ -120,4 +120,12 @@ struct sp_token_expect {
 int sp_token_check_claims(const json_t *claims, const struct sp_token_expect *e,
 			  struct sp_diag *diag);
 
+/*
+ * Copies the string member `name` ("kid", "alg") of a compact JWS's protected header into
+ * out WITHOUT verifying anything: only for choosing which key or rule to verify with.
+ * SP_ERR_NOT_FOUND when absent, SP_ERR_INVALID for a malformed header or a non-string,
+ * SP_ERR_TOO_LARGE when it does not fit in size bytes (or holds a NUL).
+ */
+int sp_token_header_string(const char *jws, size_t len, const char *name, char *out, size_t size);
+
 #endif

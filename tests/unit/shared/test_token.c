@@ -252,6 +252,32 @@ static void test_document_bound(void **state)
 	json_decref(claims);
 }
 
+static void test_header_string(void **state)
+{
+	(void)state;
+	char out[8];
+	char *jws = NULL;
+	json_t *claims = grant_claims();
+	assert_int_equal(sp_token_sign_es256(controller_key, "k1", claims, &jws), 0);
+	assert_int_equal(sp_token_header_string(jws, strlen(jws), "kid", out, sizeof(out)), 0);
+	assert_string_equal(out, "k1");
+	assert_int_equal(sp_token_header_string(jws, strlen(jws), "alg", out, sizeof(out)), 0);
+	assert_string_equal(out, "ES256");
+	assert_int_equal(sp_token_header_string(jws, strlen(jws), "x5u", out, sizeof(out)),
+			 SP_ERR_NOT_FOUND);
+	assert_int_equal(sp_token_header_string(jws, strlen(jws), "kid", out, 2), SP_ERR_TOO_LARGE);
+	assert_string_equal(out, "");
+	/* {"kid":7} and a header that is not base64url JSON. */
+	assert_int_equal(sp_token_header_string("eyJraWQiOjd9.e30.x", 18, "kid", out, sizeof(out)),
+			 SP_ERR_INVALID);
+	assert_int_equal(sp_token_header_string("!!.e30.x", 8, "kid", out, sizeof(out)),
+			 SP_ERR_INVALID);
+	assert_int_equal(sp_token_header_string("nodots", 6, "kid", out, sizeof(out)),
+			 SP_ERR_INVALID);
+	free(jws);
+	json_decref(claims);
+}
+
 static void test_sign_refusals(void **state)
 {
 	(void)state;
@@ -919,6 +945,7 @@ int main(void)
 	    cmocka_unit_test(test_sign_verify_roundtrip),
 	    cmocka_unit_test(test_signer_reuse),
 	    cmocka_unit_test(test_document_bound),
+	    cmocka_unit_test(test_header_string),
 	    cmocka_unit_test(test_sign_refusals),
 	    cmocka_unit_test(test_tampering_is_detected),
 	    cmocka_unit_test(test_signature_from_another_key),
