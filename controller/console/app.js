@@ -48,7 +48,7 @@
     return new Date(t * 1000).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
   }
 
-  function isAdmin() { return state.user && state.user.role === 'admin'; }
+  function isAdmin() { return !!state.user && state.user.role === 'admin'; }
 
   /* ---- the API ---- */
 
@@ -591,12 +591,18 @@
     }
     state.user = s.user;
     state.csrf = s.csrf_token;
-    $('user-email').textContent = s.user.email || s.user.id;
-    $('user-role').textContent = s.user.role;
+    $('session-email').textContent = s.user.email || s.user.id;
+    $('session-role').textContent = s.user.role;
     $('loading').hidden = true;
     $('signin').hidden = true;
     $('who').hidden = false;
     $('logout').hidden = false;
+    if (s.user.role !== 'admin' && s.user.role !== 'auditor') {
+      state.user = null;
+      showError('Signed in as ' + (s.user.email || s.user.id) + ', whose role (' + s.user.role +
+        ') gives no access to the console; an admin can change it.');
+      return;
+    }
     $('app').hidden = false;
     await route();
   }

@@ -102,9 +102,9 @@ async function run() {
   await page.waitForURL(opt.base + '/admin/**');
   await page.locator('#who').waitFor({ state: 'visible' });
   check('landed on /admin/', new URL(page.url()).pathname === '/admin/', page.url());
-  check('signed-in e-mail shown', (await text(page, '#user-email')) === opt.email,
-    await text(page, '#user-email'));
-  check('role admin shown', (await text(page, '#user-role')) === 'admin');
+  check('signed-in e-mail shown', (await text(page, '#session-email')) === opt.email,
+    await text(page, '#session-email'));
+  check('role admin shown', (await text(page, '#session-role')) === 'admin');
   check('logout button shown', await page.locator('#logout').isVisible());
   const cookies = await context.cookies(opt.base);
   const consoleCookie = cookies.find((c) => c.name === 'sp_console');
@@ -257,13 +257,70 @@ async function run() {
     actions[0]);
   await shot(page, 'audit');
 
-  // 9. Sign out.
+  // 9. Users: demote ourselves to auditor through the edit form; the console turns read-only.
+  await page.click('#nav-users');
+  const me = row(page, '#users-table', opt.email);
+  await me.waitFor();
+  check('user listed as admin', (await me.locator('td[data-field=role]').textContent()) === 'admin');
+  await me.locator('button.edit').click();
+  await page.locator('#user-form').waitFor({ state: 'visible' });
+  await page.selectOption('#user-role', 'auditor');
+  await page.click('#user-save');
+  await page.locator('#users-table td[data-field=role]', { hasText: 'auditor' }).waitFor();
+  await page.reload();
+  await page.locator('#who').waitFor({ state: 'visible' });
+  check('role auditor shown after reload', (await text(page, '#session-role')) === 'auditor');
+  await page.locator('#users-table').waitFor();
+  check('auditor: users read only', (await page.locator('#user-form').count()) === 0 &&
+    (await page.locator('#users-table button').count()) === 0);
+  await page.click('#nav-networks');
+  await page.locator('#networks-table').waitFor();
+  check('auditor: networks still listed', (await row(page, '#networks-table', 'e2e-net').count()) === 1);
+  check('auditor: no create form', (await page.locator('#network-form').count()) === 0);
+  check('auditor: no write buttons',
+    (await page.locator('#networks-table button').count()) === 0);
+  const denied = await page.evaluate(async () => {
+    const s = await (await fetch('/auth/session', { credentials: 'same-origin' })).json();
+    const r = await fetch('/api/v1/remote-networks', {
+      method: 'POST', credentials: 'same-origin',
+      headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': s.csrf_token },
+      body: JSON.stringify({ name: 'auditor-write' }),
+    });
+    return r.status;
+  });
+  check('auditor write refused 403', denied === 403, String(denied));
+  await shot(page, 'auditor');
+
+  // 10. Sign out.
   await page.click('#logout');
   await page.locator('#signin').waitFor({ state: 'visible' });
   check('signed out: app hidden again', await page.locator('#app').isHidden());
   const after = await page.evaluate(async () => (await fetch('/auth/session', { credentials: 'same-origin' })).status);
   check('session gone after sign-out', after === 401, String(after));
   await shot(page, 'signed-out');
+
+  // 11. A person without a console role (eng-user, role user) is told so and sees no data.
+  await context.clearCookies(); // forget the IdP session too
+  await page.goto(opt.base + '/admin/');
+  await page.click('#signin-link');
+  await page.locator('#username').waitFor();
+  await page.fill('#username', 'eng-user');
+  await page.fill('#password', 'eng-pass');
+  await page.click('#login');
+  await page.locator('#allow').waitFor();
+  await page.click('#allow');
+  await page.waitForURL(opt.base + '/admin/**');
+  await page.locator('#error').waitFor({ state: 'visible' });
+  check('role user: told there is no console access',
+    (await text(page, '#error')).includes('gives no access to the console'), await text(page, '#error'));
+  check('role user: app hidden', await page.locator('#app').isHidden());
+  check('role user: role shown', (await text(page, '#session-role')) === 'user');
+  const forbidden = await page.evaluate(async () =>
+    (await fetch('/api/v1/resources', { credentials: 'same-origin' })).status);
+  check('role user: API read refused 403', forbidden === 403, String(forbidden));
+  await shot(page, 'no-role');
+  await page.click('#logout');
+  await page.locator('#signin').waitFor({ state: 'visible' });
 
   check('no script errors', pageErrors.length === 0, JSON.stringify(pageErrors));
   check('no CSP violations', cspViolations.length === 0, JSON.stringify(cspViolations));

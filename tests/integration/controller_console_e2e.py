@@ -28,7 +28,8 @@ SRC = os.environ.get("SALLYPORT_SOURCE_DIR") or os.path.dirname(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OIDC = os.path.join(SRC, "tests", "oidc")
 E2E = os.path.join(SRC, "tests", "e2e")
-CHROMIUM = "/usr/bin/chromium"
+# Debian's chromium; SALLYPORT_CHROMIUM overrides it (used to check the skip message).
+CHROMIUM = os.environ.get("SALLYPORT_CHROMIUM") or "/usr/bin/chromium"
 NAME = "controller_console_e2e"
 USERNAME, PASSWORD, EMAIL = "console-admin", "console-pass", "console.admin@example.com"
 
