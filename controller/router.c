@@ -70,7 +70,7 @@ int router_match(const struct route *table, size_t count, const char *method, co
 	memset(match, 0, sizeof(*match));
 	size_t len = strlen(path);
 	/* One trailing '/' is allowed only for patterns written with it ("/admin/"). */
-	int trailing = len > 1 && path[len - 1] == '/';
+	int trailing = len > 2 && path[len - 1] == '/'; /* "//" stays unclean */
 	if (!path_is_clean(path, trailing ? len - 1 : len))
 		return SP_ERR_INVALID;
 	int path_known = 0;

@@ -189,6 +189,17 @@ async function run() {
   check('refused resource not listed', (await row(page, '#resources-table', 'bad').count()) === 0);
   await shot(page, 'error');
 
+  // An edit through the same form (PATCH): alias cleared, TCP narrowed.
+  await page.click('#resource-cancel');
+  await res.locator('button.edit').click();
+  check('edit form filled', (await page.locator('#resource-address').inputValue()) === 'grafana.corp.example');
+  await page.fill('#resource-alias', '');
+  await page.fill('#resource-tcp', '443');
+  await page.click('#resource-save');
+  await res.locator('td[data-field=tcp]', { hasText: /^443$/ }).waitFor();
+  check('resource edited: alias cleared', (await res.locator('td[data-field=alias]').textContent()) === '');
+  check('resource edited: still one', (await row(page, '#resources-table', 'grafana').count()) === 1);
+
   // 6. CSRF: a cookie-authenticated write without X-CSRF-Token is refused.
   const csrf = await page.evaluate(async () => {
     const r = await fetch('/api/v1/remote-networks', {
@@ -256,6 +267,49 @@ async function run() {
   check('audit newest is the policy creation', actions[0] === 'policy.create' || actions[0] === 'group.member_add',
     actions[0]);
   await shot(page, 'audit');
+
+  // Sessions: revoke the client session.
+  const owner = 'laptop.owner@example.com';
+  await page.click('#nav-sessions');
+  const sess = row(page, '#sessions-table', owner);
+  await sess.waitFor();
+  check('client session listed live', (await sess.locator('td[data-field=revoked_at]').textContent()) === '');
+  await sess.locator('button.revoke').click();
+  await sess.locator('td[data-field=revoked_at]', { hasText: '(admin)' }).waitFor();
+  check('session revoked by admin', (await sess.locator('button.revoke').count()) === 0);
+
+  // Devices: approve, then block.
+  await page.click('#nav-devices');
+  const dev = row(page, '#devices-table', 'e2e-laptop');
+  await dev.waitFor();
+  check('device pending', (await dev.locator('td[data-field=state]').textContent()) === 'pending');
+  check('device owner named', (await dev.locator('td[data-field=user_id]').textContent()) === owner);
+  await dev.locator('button.approve').click();
+  await dev.locator('td[data-field=state]', { hasText: 'approved' }).waitFor();
+  check('device approved', (await dev.locator('button.approve').count()) === 0);
+  await dev.locator('button.block').click();
+  await dev.locator('td[data-field=state]', { hasText: 'blocked' }).waitFor();
+  check('device blocked', (await dev.locator('button.block').count()) === 0 &&
+    (await dev.locator('button.approve').count()) === 1);
+
+  // Users: disable and enable.
+  await page.click('#nav-users');
+  const ou = row(page, '#users-table', owner);
+  await ou.waitFor();
+  await ou.locator('button.disable').click();
+  await ou.locator('td[data-field=disabled]', { hasText: 'disabled' }).waitFor();
+  check('user disabled', (await ou.locator('button.enable').count()) === 1);
+  await ou.locator('button.enable').click();
+  await ou.locator('td[data-field=disabled]', { hasText: 'active' }).waitFor();
+  check('user enabled again', (await ou.locator('button.disable').count()) === 1);
+
+  // Group members: remove the one added.
+  await page.click('#nav-groups');
+  await row(page, '#groups-table', 'e2e-group').locator('button.members').click();
+  await page.locator('#members-table tbody tr').first().waitFor();
+  await page.locator('#members-table button.remove').click();
+  await page.locator('#members-table tbody tr').first().waitFor({ state: 'detached' });
+  check('member removed', (await page.locator('#members-table tbody tr').count()) === 0);
 
   // 9. Users: demote ourselves to auditor through the edit form; the console turns read-only.
   await page.click('#nav-users');

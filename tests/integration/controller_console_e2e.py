@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -73,6 +74,31 @@ def wait_healthy(url, proc):
     raise RuntimeError("controller did not become healthy")
 
 
+def seed_client_session(db):
+    """A person with a pending device and a live client session, as a native sign-in
+    would leave them, for the console's Devices, Sessions and Users buttons."""
+    now = int(time.time())
+    user, device, session = "a1" * 16, "b2" * 16, "c3" * 16
+    con = sqlite3.connect(db)
+    try:
+        con.execute("INSERT INTO users (id, kind, issuer, subject, email, email_verified,"
+                    " display_name, role, created_at, updated_at, last_sign_in_at)"
+                    " VALUES (?, 'person', 'https://idp.invalid', 'laptop-owner', ?, 1,"
+                    " 'Laptop Owner', 'user', ?, ?, ?)",
+                    (user, "laptop.owner@example.com", now, now, now))
+        con.execute("INSERT INTO devices (id, user_id, public_key_thumbprint, public_key_pem,"
+                    " name, state, first_seen_at, last_seen_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, 'e2e-laptop', 'pending', ?, ?, ?)",
+                    (device, user, "T" * 43, "-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----\n",
+                     now, now, now))
+        con.execute("INSERT INTO sessions (id, user_id, device_id, auth_method, auth_time, amr,"
+                    " created_at, last_used_at, expires_at) VALUES (?, ?, ?, 'oidc', ?,"
+                    " '[\"pwd\"]', ?, ?, ?)", (session, user, device, now, now, now, now + 3600))
+        con.commit()
+    finally:
+        con.close()
+
+
 def main():
     if not os.path.exists(CHROMIUM):
         print(f"{NAME}: SKIPPED: {CHROMIUM} is absent (install Debian's chromium to run the "
@@ -114,6 +140,7 @@ def main():
 
         state = os.path.join(work, "ctl")
         subprocess.run([BIN, "migrate", "--state-dir", state], capture_output=True, check=True)
+        seed_client_session(os.path.join(state, "controller.db"))
         env = dict(os.environ, SALLYPORT_OIDC_CLIENT_SECRET="sallyport-controller-test-secret")
         ctl = subprocess.Popen(
             [BIN, "serve", "--state-dir", state, "--http-listen", f"127.0.0.1:{port}",
