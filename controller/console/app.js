@@ -399,7 +399,7 @@
     const value = el('input', { id: 'token-value', type: 'text', readonly: true });
     value.value = t.token;
     const copied = el('span', { id: 'token-copied', className: 'note' });
-    const box = el('div', { id: 'token-box', className: 'token' },
+    const box = el('div', { id: 'token-box', className: 'token-box' },
       el('p', { text: 'Enrollment token for ' + network.name + ' (expires ' + fmtTime(t.expires_at) +
         '). It is shown only now: copy it to the connector.' }),
       value,

@@ -127,7 +127,11 @@ async function run() {
   await page.locator('#token-value').waitFor();
   const token = await page.locator('#token-value').inputValue();
   check('enrollment token shown once', /^spe_[A-Za-z0-9_-]{43}$/.test(token), token);
-  check('copy button present', await page.locator('#token-copy').isVisible());
+  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: opt.base });
+  await page.click('#token-copy');
+  await page.locator('#token-copied', { hasText: 'Copied.' }).waitFor();
+  const clip = await page.evaluate(() => navigator.clipboard.readText());
+  check('copy button puts the token on the clipboard', clip === token, clip);
   await shot(page, 'networks');
 
   // Markup in names is shown as text.
