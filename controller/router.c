@@ -5,19 +5,18 @@
 
 #include "shared/error.h"
 
-/* A path is clean when it starts with '/', has no empty, "." or ".." segments
- * (except a lone "/"), and no bytes below 0x21 or 0x7f. */
-static int path_is_clean(const char *path)
+/* The first len bytes of path are clean when they start with '/', have no empty, "." or
+ * ".." segments (except a lone "/"), and no bytes below 0x21 or 0x7f. */
+static int path_is_clean(const char *path, size_t len)
 {
-	size_t len = strlen(path);
 	if (len == 0 || len > ROUTER_MAX_PATH || path[0] != '/')
 		return 0;
 	if (len == 1)
 		return 1;
-	const char *seg = path + 1;
+	const char *seg = path + 1, *stop = path + len;
 	for (;;) {
-		const char *end = strchr(seg, '/');
-		size_t n = end != NULL ? (size_t)(end - seg) : strlen(seg);
+		const char *end = memchr(seg, '/', (size_t)(stop - seg));
+		size_t n = end != NULL ? (size_t)(end - seg) : (size_t)(stop - seg);
 		if (n == 0 || (n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
 			return 0;
 		for (size_t i = 0; i < n; i++) {
@@ -69,10 +68,16 @@ int router_match(const struct route *table, size_t count, const char *method, co
                  struct route_match *match)
 {
 	memset(match, 0, sizeof(*match));
-	if (!path_is_clean(path))
+	size_t len = strlen(path);
+	/* One trailing '/' is allowed only for patterns written with it ("/admin/"). */
+	int trailing = len > 2 && path[len - 1] == '/'; /* "//" stays unclean */
+	if (!path_is_clean(path, trailing ? len - 1 : len))
 		return SP_ERR_INVALID;
 	int path_known = 0;
 	for (size_t i = 0; i < count; i++) {
+		size_t plen = strlen(table[i].pattern);
+		if (trailing && (plen < 2 || table[i].pattern[plen - 1] != '/'))
+			continue;
 		struct route_match candidate;
 		memset(&candidate, 0, sizeof(candidate));
 		int r = pattern_match(table[i].pattern, path, &candidate);
@@ -97,7 +102,9 @@ int router_match(const struct route *table, size_t count, const char *method, co
 		}
 		path_known = 1;
 	}
-	return path_known ? SP_ERR_UNSUPPORTED : SP_ERR_NOT_FOUND;
+	if (path_known)
+		return SP_ERR_UNSUPPORTED;
+	return trailing ? SP_ERR_INVALID : SP_ERR_NOT_FOUND;
 }
 
 const char *router_param(const struct route_match *match, size_t i)

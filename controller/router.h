@@ -3,7 +3,8 @@
  *
  * Routes are written as patterns of '/'-separated segments where "{name}" captures one
  * non-empty segment: "/api/v1/groups/{id}/members/{user_id}". Matching is exact
- * otherwise (no prefix matching, no trailing-slash folding), so the OpenAPI file and
+ * otherwise (no prefix matching, no trailing-slash folding: a path ending in '/' matches
+ * only a pattern written with that '/', like "/admin/"), so the OpenAPI file and
  * the table below can be compared route for route. A path that matches a pattern with
  * another method yields SP_ERR_UNSUPPORTED so the server can answer 405 with Allow.
  *
@@ -39,7 +40,8 @@ struct route_match {
  * 0 on a match; SP_ERR_NOT_FOUND when no pattern matches the path;
  * SP_ERR_UNSUPPORTED when patterns match but not with this method (allow is filled);
  * SP_ERR_INVALID for a path that is not a clean absolute path (empty segments, "." or
- * "..", control characters, over ROUTER_MAX_PATH) or a captured segment too long.
+ * "..", control characters, over ROUTER_MAX_PATH), a path with a trailing '/' that no
+ * pattern ending in '/' matches, or a captured segment too long.
  */
 int router_match(const struct route *table, size_t count, const char *method, const char *path,
                  struct route_match *match);

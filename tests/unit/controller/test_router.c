@@ -73,6 +73,40 @@ static void test_unknown_and_unclean_paths(void **state)
 	                 SP_ERR_INVALID);
 }
 
+/* A trailing '/' matches only a pattern written with it; no folding either way. */
+static void test_trailing_slash_patterns(void **state)
+{
+	(void)state;
+	static const struct route slash[] = {
+		{"GET", "/admin", NULL, 1},
+		{"GET", "/admin/", NULL, 2},
+		{"GET", "/admin/app.js", NULL, 3},
+		{"GET", "/site/{id}/", NULL, 4},
+		{"GET", "/api/v1/resources/{id}", NULL, 5},
+	};
+	const size_t n = sizeof(slash) / sizeof(slash[0]);
+	struct route_match m;
+	assert_int_equal(router_match(slash, n, "GET", "/admin/", &m), 0);
+	assert_int_equal(m.route->flags, 2);
+	assert_int_equal(router_match(slash, n, "GET", "/admin", &m), 0);
+	assert_int_equal(m.route->flags, 1);
+	assert_int_equal(router_match(slash, n, "GET", "/site/s1/", &m), 0);
+	assert_int_equal(m.route->flags, 4);
+	assert_string_equal(router_param(&m, 0), "s1");
+	assert_int_equal(router_match(slash, n, "POST", "/admin/", &m), SP_ERR_UNSUPPORTED);
+	assert_string_equal(m.allow, "GET");
+	assert_int_equal(router_match(slash, n, "GET", "/site/s1", &m), SP_ERR_NOT_FOUND);
+	assert_int_equal(router_match(slash, n, "GET", "/admin/nope", &m), SP_ERR_NOT_FOUND);
+	assert_int_equal(router_match(slash, n, "GET", "/admin/app.js/", &m), SP_ERR_INVALID);
+	assert_int_equal(router_match(slash, n, "GET", "/api/v1/resources/", &m), SP_ERR_INVALID);
+	assert_int_equal(router_match(slash, n, "GET", "/admin//", &m), SP_ERR_INVALID);
+	assert_int_equal(router_match(slash, n, "GET", "/admin/../", &m), SP_ERR_INVALID);
+	assert_int_equal(router_match(slash, n, "GET", "/admin/./", &m), SP_ERR_INVALID);
+	assert_int_equal(router_match(slash, n, "GET", "/site//", &m), SP_ERR_INVALID);
+	assert_int_equal(router_match(slash, n, "GET", "/site/a b/", &m), SP_ERR_INVALID);
+	assert_int_equal(router_match(slash, n, "GET", "//", &m), SP_ERR_INVALID);
+}
+
 static void test_oversize_capture_and_path(void **state)
 {
 	(void)state;
@@ -97,6 +131,7 @@ int main(void)
 		cmocka_unit_test(test_exact_and_captures),
 		cmocka_unit_test(test_method_not_allowed_lists_allow),
 		cmocka_unit_test(test_unknown_and_unclean_paths),
+		cmocka_unit_test(test_trailing_slash_patterns),
 		cmocka_unit_test(test_oversize_capture_and_path),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
