@@ -52,6 +52,7 @@ struct tunnel_conn;
 enum flow_state { FLOW_RESOLVING = 1, FLOW_CONNECTING, FLOW_OPEN };
 
 struct flow {
+	struct dataplane *dp;
 	struct tunnel_conn *conn; /* NULL once orphaned */
 	int32_t stream;
 	enum flow_state state;
@@ -109,6 +110,7 @@ struct dataplane {
 	int ares_ready;
 	struct dns_watch dns[MAX_DNS_SOCKETS];
 	size_t dns_pending;
+	int resolving_inline; /* inside ares_getaddrinfo, itself inside a tunnel callback */
 	struct tunnel_conn *conns;
 	size_t conn_count;
 	int draining;
@@ -239,7 +241,7 @@ static void flow_refuse(struct flow *f, enum sp_tunnel_reason reason, const char
 	f->end_reason = sp_tunnel_reason_name(reason);
 	int status = reason == SP_TUNNEL_REASON_DNS_ERROR || reason == SP_TUNNEL_REASON_CONNECT_FAILED
 			 ? 502
-			 : 403;
+			 : reason == SP_TUNNEL_REASON_CONNECTOR_UNAVAILABLE ? 503 : 403;
 	if (sp_tunnel_refuse(conn->tunnel, f->stream, status, reason) < 0)
 		sp_tunnel_reset(conn->tunnel, f->stream, SP_TUNNEL_CANCEL);
 }
@@ -485,17 +487,22 @@ static void on_resolved(void *arg, int status, int timeouts, struct ares_addrinf
 	(void)timeouts;
 	struct flow *f = arg;
 	struct tunnel_conn *conn = f->conn;
+	struct dataplane *dp = f->dp;
+	dp->dns_pending--;
 	if (f->orphaned) {
 		/* the stream ended while we resolved */
 		ares_freeaddrinfo(result);
 		free(f);
 		return;
 	}
-	conn->dp->dns_pending--;
+	/* c-ares answers from the hosts file (or fails) synchronously, inside our
+	 * on_open_request: the tunnel must not be flushed from there, the caller does it. */
+	struct tunnel_conn *flush = dp->resolving_inline ? NULL : conn;
+	f->state = FLOW_CONNECTING; /* no longer referenced by c-ares */
 	if (status != ARES_SUCCESS || result == NULL || result->nodes == NULL) {
 		ares_freeaddrinfo(result);
 		flow_refuse(f, SP_TUNNEL_REASON_DNS_ERROR, ares_strerror(status));
-		conn_flush(conn);
+		conn_flush(flush);
 		return;
 	}
 	/* Every answer must be allowed: one rebinding answer refuses the flow. */
@@ -526,11 +533,11 @@ static void on_resolved(void *arg, int status, int timeouts, struct ares_addrinf
 		flow_refuse(f, refused ? SP_TUNNEL_REASON_NO_POLICY : SP_TUNNEL_REASON_DNS_ERROR,
 			    refused ? "a DNS answer is not allowed for this resource (DNS-rebinding rule)"
 				    : "no usable address");
-		conn_flush(conn);
+		conn_flush(flush);
 		return;
 	}
 	flow_connect(f, family, first);
-	conn_flush(conn);
+	conn_flush(flush);
 }
 
 /* ---- tunnel callbacks ---- */
@@ -593,6 +600,7 @@ static void on_open_request(struct sp_tunnel *t, int32_t stream,
 	}
 	f->decision = d;
 	f->decision.resource = NULL; /* points into a config that may be replaced */
+	f->dp = dp;
 	f->conn = conn;
 	f->stream = stream;
 	f->fd = -1;
@@ -606,7 +614,7 @@ static void on_open_request(struct sp_tunnel *t, int32_t stream,
 	sp_tunnel_set_stream_user(t, stream, f);
 	if (f->proto_udp) {
 		/* UDP streams are the next step (docs/connector.md). */
-		flow_refuse(f, SP_TUNNEL_REASON_PORT_NOT_ALLOWED, "udp is not carried yet");
+		flow_refuse(f, SP_TUNNEL_REASON_CONNECTOR_UNAVAILABLE, "udp is not carried yet");
 		return;
 	}
 	if (d.host_is_ip) {
@@ -621,7 +629,9 @@ static void on_open_request(struct sp_tunnel *t, int32_t stream,
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	dp->dns_pending++;
+	dp->resolving_inline = 1;
 	ares_getaddrinfo(dp->ares, f->decision.host, port, &hints, on_resolved, f);
+	dp->resolving_inline = 0;
 	/* the callback may already have run (cache, hosts file, immediate error) */
 	if (dp->dns_pending > 0 && !evtimer_pending(dp->dns_timer, NULL)) {
 		struct timeval tv = {0, 100000};

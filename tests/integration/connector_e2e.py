@@ -96,7 +96,7 @@ def wait_flow_event(where, args=(), limit=10.0):
     return []
 
 
-CTL_PORT, DIRECT_PORT, METRICS_PORT, WEB_PORT, OTHER_PORT = (free_port() for _ in range(5))
+CTL_PORT, DIRECT_PORT, METRICS_PORT, WEB_PORT, OTHER_PORT, DNS_PORT = (free_port() for _ in range(6))
 URL = f"http://127.0.0.1:{CTL_PORT}"
 TIMEOUT_SCALE = 3 if SANITIZED else 1
 
@@ -107,7 +107,9 @@ def start_connector(state_dir, token=None, name="c1", extra_env=None):
                 "SALLYPORT_DIRECT_LISTEN": f"127.0.0.1:{DIRECT_PORT}",
                 "SALLYPORT_METRICS_ADDR": f"127.0.0.1:{METRICS_PORT}",
                 "SALLYPORT_NAME": name, "SALLYPORT_LOG_FORMAT": "json",
-                "SALLYPORT_DRAIN_TIMEOUT": "5s"})
+                "SALLYPORT_DRAIN_TIMEOUT": "5s",
+                # a resolver that refuses at once, so a name outside /etc/hosts is a fast dns_error
+                "SALLYPORT_DNS": f"127.0.0.1:{DNS_PORT}"})
     if token:
         env["SALLYPORT_ENROLL_TOKEN"] = token
     if extra_env:
@@ -192,7 +194,7 @@ http {{
     subprocess.run([CTL, "migrate", "--state-dir", STATE], check=True, capture_output=True)
     now = int(time.time())
     NET, USER, GROUP, DEVICE, SESSION, SESSION2 = (new_id() for _ in range(6))
-    RES_WEB, RES_NOPOLICY = new_id(), new_id()
+    RES_WEB, RES_NOPOLICY, RES_LOCALNAME, RES_BADNAME = new_id(), new_id(), new_id(), new_id()
     DEVICE_KEY = os.path.join(WORK, "device.key")
     OTHER_KEY = os.path.join(WORK, "other.key")
     dev = json.loads(subprocess.run([TOOL, "keygen", DEVICE_KEY], check=True,
@@ -213,8 +215,17 @@ http {{
     conn.execute("INSERT INTO resources (id, network_id, name, address, tcp_ports, created_at,"
                  " updated_at) VALUES (?,?,?,?,?,?,?)",
                  (RES_NOPOLICY, NET, "secret", "127.0.0.1", '"all"', now, now))
-    conn.execute("INSERT INTO policies (id, group_id, resource_id, created_at, updated_at)"
-                 " VALUES (?,?,?,?,?)", (new_id(), GROUP, RES_WEB, now, now))
+    # name resources: "localhost" resolves (hosts file) to loopback, which the DNS-rebinding
+    # rule refuses for a name; the other name does not resolve at all
+    conn.execute("INSERT INTO resources (id, network_id, name, address, tcp_ports, created_at,"
+                 " updated_at) VALUES (?,?,?,?,?,?,?)",
+                 (RES_LOCALNAME, NET, "localname", "localhost", '"all"', now, now))
+    conn.execute("INSERT INTO resources (id, network_id, name, address, tcp_ports, created_at,"
+                 " updated_at) VALUES (?,?,?,?,?,?,?)",
+                 (RES_BADNAME, NET, "badname", "no-such-host.invalid", '"all"', now, now))
+    for rid in (RES_WEB, RES_LOCALNAME, RES_BADNAME):
+        conn.execute("INSERT INTO policies (id, group_id, resource_id, created_at, updated_at)"
+                     " VALUES (?,?,?,?,?)", (new_id(), GROUP, rid, now, now))
     conn.execute("INSERT INTO devices (id, user_id, public_key_thumbprint, public_key_pem, state,"
                  " first_seen_at, last_seen_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
                  (DEVICE, USER, dev["jkt"], dev["public_key_pem"], "approved", now, now, now))
@@ -312,6 +323,23 @@ http {{
     rows = wait_flow_event("decision = 'deny' AND reason = 'bad_grant'")
     check("flow event bad_grant", len(rows) == 1 and rows[0][2] == USER, str(rows))
 
+    rc, out, err = client(RES_LOCALNAME, f"localhost:{WEB_PORT}", http_get("/"))
+    check("name resolving to loopback: refused by the DNS-rebinding rule",
+          rc == 3 and "refused: no_policy" in err, f"{rc} {err}")
+    rows = wait_flow_event("decision = 'deny' AND reason = 'no_policy' AND destination_host = ?",
+                           ("localhost",))
+    check("flow event for the rebinding refusal names the address", len(rows) == 1, str(rows))
+    conn = db()
+    ip = conn.execute("SELECT destination_ip FROM flow_events WHERE destination_host = 'localhost'").fetchone()
+    conn.close()
+    check("rebinding flow event has the refused IP", ip is not None and ip[0] in ("127.0.0.1", "::1"), str(ip))
+
+    rc, out, err = client(RES_BADNAME, f"no-such-host.invalid:{WEB_PORT}", http_get("/"))
+    check("name that does not resolve: refused dns_error", rc == 3 and "refused: dns_error" in err,
+          f"{rc} {err}")
+    rows = wait_flow_event("decision = 'deny' AND reason = 'dns_error'")
+    check("flow event dns_error", len(rows) == 1, str(rows))
+
     # ---- revocation mid-flow ----
     p = client(RES_WEB, f"127.0.0.1:{WEB_PORT}", session=SESSION2, background=True)
     p.stdin.write(http_get("/slow/big.bin"))
@@ -382,7 +410,8 @@ http {{
     check("the last good config keeps the connector ready while the controller is away",
           connector_health() == 0)
     connector.send_signal(signal.SIGTERM)
-    connector.wait(timeout=20)
+    check("SIGTERM with the controller away: clean exit (no leak under ASan)",
+          connector.wait(timeout=30) == 0)
 except Exception as e:  # report, then clean up
     import traceback
     traceback.print_exc()

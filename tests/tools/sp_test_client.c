@@ -342,6 +342,10 @@ static int command_connect(int argc, char **argv)
 		const char *code = json_string_value(
 		    json_object_get(json_object_get(answer, "error"), "code"));
 		fprintf(stderr, "grant refused: %s (HTTP %ld)\n", code != NULL ? code : "?", status);
+		json_decref(answer);
+		free(access);
+		EVP_PKEY_free(device_key);
+		EVP_PKEY_free(tls_key);
 		return 4;
 	}
 	char *grant = strdup(json_string_value(json_object_get(answer, "grant")));
