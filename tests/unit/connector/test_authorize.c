@@ -382,6 +382,14 @@ static uint8_t *ip(const char *text, int *family)
 	return a;
 }
 
+/* The family must be known before the call: set it first (argument order is unspecified). */
+static int allowed_text(const struct sp_resource *res, const char *text)
+{
+	int fam = 0;
+	uint8_t *a = ip(text, &fam);
+	return connector_address_allowed(res, fam, a);
+}
+
 static void test_dns_rebinding_rule(void **state)
 {
 	struct fixture *f = *state;
@@ -401,15 +409,15 @@ static void test_dns_rebinding_rule(void **state)
 		assert_int_equal(connector_address_allowed(name, fam, a), 1);
 	}
 	/* a CIDR resource allows exactly its block (no escape by a resolved answer) */
-	assert_int_equal(connector_address_allowed(cidr, fam, ip("10.1.2.9", &fam)), 1);
-	assert_int_equal(connector_address_allowed(cidr, fam, ip("::ffff:10.1.2.9", &fam)), 1);
-	assert_int_equal(connector_address_allowed(cidr, fam, ip("10.1.3.9", &fam)), 0);
+	assert_int_equal(allowed_text(cidr, "10.1.2.9"), 1);
+	assert_int_equal(allowed_text(cidr, "::ffff:10.1.2.9"), 1);
+	assert_int_equal(allowed_text(cidr, "10.1.3.9"), 0);
 	/* a loopback IP resource is allowed its loopback address: the admin said so */
 	struct sp_resource lo;
 	memset(&lo, 0, sizeof(lo));
 	assert_int_equal(sp_resource_address_parse("127.0.0.1", &lo.address, NULL), 0);
-	assert_int_equal(connector_address_allowed(&lo, fam, ip("127.0.0.1", &fam)), 1);
-	assert_int_equal(connector_address_allowed(&lo, fam, ip("127.0.0.2", &fam)), 0);
+	assert_int_equal(allowed_text(&lo, "127.0.0.1"), 1);
+	assert_int_equal(allowed_text(&lo, "127.0.0.2"), 0);
 	sp_resource_free(&lo);
 }
 
