@@ -140,7 +140,7 @@ static int fetch_jwks(struct connector_shared *s, struct sp_jwks *keys)
 	}
 	sp_jwks_free(keys);
 	*keys = fresh;
-	SP_LOG(SP_LOG_INFO, "controller keys refreshed", SP_LOG_UINT("keys", fresh.count));
+	SP_LOG(SP_LOG_DEBUG, "controller keys refreshed", SP_LOG_UINT("keys", fresh.count));
 	return 0;
 }
 
@@ -257,6 +257,11 @@ static void *control_main(void *arg)
 		if (config_expires != 0 && wall_now() > config_expires - CONFIG_REFRESH_MARGIN_S)
 			need_config = 1;
 		if (need_config) {
+			/* A signing-key change also names "config": refresh the keys first, so
+			 * grants signed by a successor key verify before the config is signed
+			 * with it. Failure keeps the keys we have. */
+			if (fetch_jwks(s, &keys) == SP_ERR_AGAIN)
+				break;
 			if (fetch_config(s, &keys) < 0) {
 				atomic_fetch_add(&s->controller_errors, 1);
 				backoff_wait(s, &backoff);
