@@ -126,7 +126,7 @@ def connector_health():
 
 
 def client(resource, target, input_bytes=b"", tls_key=None, session=None, stats=False,
-           timeout=60, background=False, hold=False):
+           timeout=60, background=False, hold=False, save=None, load=None):
     args = [TOOL, "connect", "--url", URL, "--db", DB, "--user", USER,
             "--session", session or SESSION, "--device", DEVICE, "--device-key", DEVICE_KEY,
             "--resource", resource, "--target", target, "--network", NET]
@@ -134,6 +134,10 @@ def client(resource, target, input_bytes=b"", tls_key=None, session=None, stats=
         args += ["--tls-key", tls_key]
     if stats:
         args += ["--stats"]
+    if save:
+        args += ["--save", save]
+    if load:
+        args += ["--load", load]
     if hold:
         # keep our side open: nginx treats a half-close as the client going away
         args += ["--hold"]
@@ -417,6 +421,28 @@ http {{
     rc, out, err = client(RES_WEB, f"127.0.0.1:{WEB_PORT}", http_get("/index.html"))
     check("page through the restarted connector", rc == 0 and split_http(out)[1] == page, err)
 
+    # ---- the controller away: an unexpired grant and the last good config keep working ----
+    saved = os.path.join(WORK, "saved-grant.json")
+    rc, out, err = client(RES_WEB, f"127.0.0.1:{WEB_PORT}", http_get("/index.html"), save=saved)
+    check("grant saved", rc == 0 and os.path.exists(saved), err)
+    ctl.send_signal(signal.SIGTERM)
+    ctl.wait(timeout=20)
+    away_flows_before = len(flow_events("decision = 'allow'"))
+    rc, out, err = client(RES_WEB, f"127.0.0.1:{WEB_PORT}", http_get("/index.html"), load=saved)
+    check("controller away: a flow with an unexpired grant still opens",
+          rc == 0 and split_http(out)[1] == page, f"{rc} {err}")
+    check("controller away: still ready on the last good config", connector_health() == 0)
+    ctl_log = open(os.path.join(WORK, "controller2.log"), "w")
+    ctl = subprocess.Popen([CTL, "serve", "--state-dir", STATE, "--http-listen",
+                            f"127.0.0.1:{CTL_PORT}", "--public-url", URL], stderr=ctl_log)
+    procs.append(ctl)
+    check("controller back", wait_http(URL + "/healthz"))
+    end = time.time() + 30
+    while time.time() < end and len(flow_events("decision = 'allow'")) <= away_flows_before:
+        time.sleep(0.2)
+    check("the flow event of the away period reaches the controller once it is back",
+          len(flow_events("decision = 'allow'")) == away_flows_before + 1)
+
     # ---- a resource deleted mid-flow ----
     p = client(RES_WEB, f"127.0.0.1:{WEB_PORT}", background=True)
     p.stdin.write(http_get("/slow/big.bin"))
@@ -436,14 +462,36 @@ http {{
                            " AND bytes_down > 0", (SESSION,))
     check("flow event for the deleted resource", len(rows) == 1, str(rows))
 
-    ctl.send_signal(signal.SIGTERM)
-    ctl.wait(timeout=20)
-    time.sleep(0.2)
-    check("the last good config keeps the connector ready while the controller is away",
-          connector_health() == 0)
+    # ---- SIGTERM drain with a live flow: it runs on for the grace period (5 s) ----
+    RES_WEB2 = new_id()
+    conn = db()
+    conn.execute("INSERT INTO resources (id, network_id, name, address, tcp_ports, created_at,"
+                 " updated_at) VALUES (?,?,?,?,?,?,?)",
+                 (RES_WEB2, NET, "web2", "127.0.0.1", json.dumps([str(WEB_PORT)]), now, now))
+    conn.execute("INSERT INTO policies (id, group_id, resource_id, created_at, updated_at)"
+                 " VALUES (?,?,?,?,?)", (new_id(), GROUP, RES_WEB2, now, now))
+    conn.close()
+    time.sleep(0.5)  # the feed brings the new config
+    p = client(RES_WEB2, f"127.0.0.1:{WEB_PORT}", background=True)
+    p.stdin.write(http_get("/slow/big.bin"))
+    p.stdin.flush()
+    got = p.stdout.read(65536)
+    term_at = time.time()
     connector.send_signal(signal.SIGTERM)
-    check("SIGTERM with the controller away: clean exit (no leak under ASan)",
-          connector.wait(timeout=30) == 0)
+    time.sleep(1.0)
+    check("draining: no new flows (health not ready)", connector_health() != 0)
+    rest = p.stdout.read()
+    p.wait(timeout=30)
+    try:
+        rc = connector.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        rc = None
+    drained = time.time() - term_at
+    print(f"figure: drain with a live flow: exit after {drained:.1f} s, {len(rest)} bytes carried"
+          " after SIGTERM", flush=True)
+    check("SIGTERM drain: the live flow kept running, then a clean exit within the grace period",
+          rc == 0 and len(rest) > 256 * 1024 and 4.0 < drained < 5.0 + 5 * TIMEOUT_SCALE,
+          f"rc={rc} drained={drained:.1f} rest={len(rest)}")
 except Exception as e:  # report, then clean up
     import traceback
     traceback.print_exc()

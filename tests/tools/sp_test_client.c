@@ -321,17 +321,11 @@ static int command_keygen(const char *path)
 	return 0;
 }
 
-static int command_connect(int argc, char **argv)
+/* Grant + the connector of the resource's network, as {"grant", "direct", "digest"}; NULL
+ * (after printing "grant refused: CODE") when the controller refuses the grant. */
+static json_t *fetch_grant_and_connector(int argc, char **argv, const char *url,
+					 const char *resource, EVP_PKEY *device_key)
 {
-	const char *url = need(argc, argv, "--url");
-	const char *target = need(argc, argv, "--target");
-	const char *resource = need(argc, argv, "--resource");
-	EVP_PKEY *device_key = NULL, *tls_key = NULL;
-	if (sp_key_load_private(need(argc, argv, "--device-key"), &device_key, NULL) < 0)
-		die("cannot load --device-key");
-	const char *tls_path = arg(argc, argv, "--tls-key");
-	if (tls_path != NULL && sp_key_load_private(tls_path, &tls_key, NULL) < 0)
-		die("cannot load --tls-key");
 	char jkt[SP_JWK_THUMBPRINT_LEN + 1];
 	sp_jwk_thumbprint(device_key, jkt);
 	char *access = mint_access_token(need(argc, argv, "--db"), url, need(argc, argv, "--user"),
@@ -348,9 +342,7 @@ static int command_connect(int argc, char **argv)
 		fprintf(stderr, "grant refused: %s (HTTP %ld)\n", code != NULL ? code : "?", status);
 		json_decref(answer);
 		free(access);
-		EVP_PKEY_free(device_key);
-		EVP_PKEY_free(tls_key);
-		return 4;
+		return NULL;
 	}
 	char *grant = strdup(json_string_value(json_object_get(answer, "grant")));
 	json_decref(answer);
@@ -381,6 +373,48 @@ static int command_connect(int argc, char **argv)
 	}
 	if (direct == NULL || digest == NULL)
 		die("no connector with a direct address for the resource's network");
+	json_t *out = json_pack("{s:s, s:s, s:s}", "grant", grant, "direct", direct, "digest", digest);
+	free(grant);
+	free(access);
+	json_decref(list);
+	return out;
+}
+
+static int command_connect(int argc, char **argv)
+{
+	const char *url = need(argc, argv, "--url");
+	const char *target = need(argc, argv, "--target");
+	const char *resource = need(argc, argv, "--resource");
+	EVP_PKEY *device_key = NULL, *tls_key = NULL;
+	if (sp_key_load_private(need(argc, argv, "--device-key"), &device_key, NULL) < 0)
+		die("cannot load --device-key");
+	const char *tls_path = arg(argc, argv, "--tls-key");
+	if (tls_path != NULL && sp_key_load_private(tls_path, &tls_key, NULL) < 0)
+		die("cannot load --tls-key");
+	/* --load FILE: reuse a grant and connector saved by an earlier run (--save FILE), so
+	 * a flow can be opened while the controller is away. */
+	const char *load = arg(argc, argv, "--load");
+	json_t *saved = NULL;
+	if (load != NULL) {
+		saved = json_load_file(load, 0, NULL);
+		if (saved == NULL)
+			die("cannot read --load file");
+	} else {
+		saved = fetch_grant_and_connector(argc, argv, url, resource, device_key);
+		if (saved == NULL) {
+			EVP_PKEY_free(device_key);
+			EVP_PKEY_free(tls_key);
+			return 4;
+		}
+		const char *save = arg(argc, argv, "--save");
+		if (save != NULL && json_dump_file(saved, save, 0) < 0)
+			die("cannot write --save file");
+	}
+	const char *grant = json_string_value(json_object_get(saved, "grant"));
+	const char *direct = json_string_value(json_object_get(saved, "direct"));
+	const char *digest = json_string_value(json_object_get(saved, "digest"));
+	if (grant == NULL || direct == NULL || digest == NULL)
+		die("no grant or no connector with a direct address");
 	uint8_t pin[SP_KEY_SPKI_DIGEST_LEN];
 	if (hex_to_bytes(digest, pin, sizeof(pin)) < 0)
 		die("bad public_key_digest");
@@ -490,9 +524,7 @@ static int command_connect(int argc, char **argv)
 	SSL_free(ssl);
 	SSL_CTX_free(ctx);
 	close(fd);
-	free(grant);
-	free(access);
-	json_decref(list);
+	json_decref(saved);
 	EVP_PKEY_free(device_key);
 	EVP_PKEY_free(tls_key);
 	return rc;
