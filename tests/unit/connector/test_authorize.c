@@ -366,6 +366,25 @@ static void test_config_checks(void **state)
 	/* expired */
 	assert_int_equal(connector_config_from_claims(c, CONN, NET, &f->jwks, NOW + 661, &cfg, NULL),
 			 SP_ERR_EXPIRED);
+	/* a revocation that is not an id names the field */
+	struct sp_diag d = {{0}};
+	json_array_append_new(json_object_get(json_object_get(c, "revocations"), "users"),
+			      json_integer(5));
+	assert_int_equal(connector_config_from_claims(c, CONN, NET, &f->jwks, NOW, &cfg, &d),
+			 SP_ERR_INVALID);
+	assert_non_null(strstr(d.message, "revocations.users[0]"));
+	json_array_clear(json_object_get(json_object_get(c, "revocations"), "users"));
+	/* a resource with a bad port spec names its position */
+	json_object_set_new(json_array_get(json_object_get(c, "resources"), 1), "tcp",
+			    json_string("eleven"));
+	assert_int_equal(connector_config_from_claims(c, CONN, NET, &f->jwks, NOW, &cfg, &d),
+			 SP_ERR_INVALID);
+	assert_non_null(strstr(d.message, "resources[1]"));
+	assert_null(cfg);
+	/* wrong typ */
+	json_object_set_new(c, "typ", json_string("grant"));
+	assert_int_equal(connector_config_from_claims(c, CONN, NET, &f->jwks, NOW, &cfg, NULL),
+			 SP_ERR_INVALID);
 	json_decref(c);
 }
 
