@@ -1,0 +1,545 @@
+/*
+ * sp_test_client — a test harness standing in for the Sallyport client, so the
+ * connector can be tested end to end before the real client exists. NOT a product:
+ * it mints its own access token from the controller's database (the test owns it).
+ *
+ *   sp_test_client keygen KEYFILE
+ *       creates a P-256 device key (0600) if absent; prints {"jkt", "public_key_pem"}
+ *   sp_test_client connect --url URL --db CONTROLLER.db --user ID --session ID
+ *                          --device ID --device-key KEYFILE --resource ID
+ *                          --target HOST:PORT [--tls-key KEYFILE] [--stats]
+ *       mints an access token (docs/protocol.md §1.3) with the controller's active
+ *       signing key, fetches a grant (POST /api/client/v1/grants) and the resource list
+ *       (GET /api/client/v1/resources: the connector's direct address and key digest),
+ *       opens a TLS tunnel pinned to that digest presenting the device key (or
+ *       --tls-key, to test key binding), opens one stream to --target and relays
+ *       stdin -> stream and stream -> stdout.
+ *
+ * Exit: 0 stream ended cleanly; 3 refused (stderr "refused: REASON"); 4 no grant
+ * (stderr "grant refused: CODE"); 5 reset (stderr "reset: CODE"); 1 other errors.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <openssl/rand.h>
+#include <sqlite3.h>
+
+#include "shared/jwk.h"
+#include "shared/keys.h"
+#include "shared/tls.h"
+#include "shared/token.h"
+#include "shared/tunnel.h"
+#include "shared/tunnel_tls.h"
+
+static double mono(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void die(const char *msg)
+{
+	fprintf(stderr, "sp_test_client: %s\n", msg);
+	exit(1);
+}
+
+/* ---- HTTP ---- */
+
+struct body {
+	char *data;
+	size_t len;
+};
+
+static size_t on_body(char *p, size_t size, size_t n, void *user)
+{
+	struct body *b = user;
+	char *g = realloc(b->data, b->len + size * n + 1);
+	if (g == NULL)
+		return 0;
+	b->data = g;
+	memcpy(b->data + b->len, p, size * n);
+	b->len += size * n;
+	b->data[b->len] = '\0';
+	return size * n;
+}
+
+static long http(const char *url, const char *path, const char *post, const char *bearer,
+		 json_t **out)
+{
+	CURL *c = curl_easy_init();
+	char full[2048], auth[20000];
+	snprintf(full, sizeof(full), "%s%s", url, path);
+	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", bearer);
+	struct curl_slist *h = curl_slist_append(NULL, auth);
+	h = curl_slist_append(h, "Content-Type: application/json");
+	struct body b = {0};
+	curl_easy_setopt(c, CURLOPT_URL, full);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+	if (post != NULL)
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, post);
+	long status = 0;
+	if (curl_easy_perform(c) == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_slist_free_all(h);
+	curl_easy_cleanup(c);
+	*out = b.data != NULL ? json_loads(b.data, 0, NULL) : NULL;
+	free(b.data);
+	return status;
+}
+
+/* ---- access token from the controller's database ---- */
+
+static char *mint_access_token(const char *db_path, const char *url, const char *user,
+			       const char *session, const char *device, const char *jkt)
+{
+	sqlite3 *db = NULL;
+	if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
+		die("cannot open the controller database");
+	sqlite3_busy_timeout(db, 5000);
+	sqlite3_stmt *st = NULL;
+	int64_t now = (int64_t)time(NULL);
+	if (sqlite3_prepare_v2(db,
+			       "SELECT kid, private_key_pem FROM signing_keys WHERE not_before <= ?"
+			       " AND not_after > ? ORDER BY not_before DESC LIMIT 1",
+			       -1, &st, NULL) != SQLITE_OK)
+		die("signing_keys query failed");
+	sqlite3_bind_int64(st, 1, now);
+	sqlite3_bind_int64(st, 2, now);
+	if (sqlite3_step(st) != SQLITE_ROW)
+		die("no active signing key in the controller database");
+	const char *kid = (const char *)sqlite3_column_text(st, 0);
+	const char *pem = (const char *)sqlite3_column_text(st, 1);
+	EVP_PKEY *key = NULL;
+	if (sp_key_from_pem(pem, strlen(pem), 0, &key, NULL) < 0)
+		die("cannot parse the signing key");
+	json_t *claims = json_pack("{s:i, s:s, s:s, s:s, s:I, s:I, s:s, s:s, s:s, s:{s:s}}", "v", 1,
+				   "typ", "access", "iss", url, "aud", "sallyport:controller", "iat",
+				   (json_int_t)now, "exp", (json_int_t)(now + 600), "sub", user,
+				   "sid", session, "dev", device, "cnf", "jkt", jkt);
+	char *jws = NULL;
+	if (claims == NULL || sp_token_sign_es256(key, kid, claims, &jws) < 0)
+		die("cannot sign the access token");
+	json_decref(claims);
+	EVP_PKEY_free(key);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return jws;
+}
+
+static json_t *jws_payload(const char *jws)
+{
+	const char *a = strchr(jws, '.');
+	const char *b = a != NULL ? strchr(a + 1, '.') : NULL;
+	if (b == NULL)
+		return NULL;
+	size_t cap = (size_t)(b - a) + 4;
+	uint8_t *buf = malloc(cap);
+	size_t len = 0;
+	json_t *out = NULL;
+	if (buf != NULL &&
+	    sp_jwk_base64url_decode(a + 1, (size_t)(b - a - 1), buf, cap, &len) == 0)
+		out = json_loadb((const char *)buf, len, 0, NULL);
+	free(buf);
+	return out;
+}
+
+/* ---- tunnel ---- */
+
+struct client {
+	int32_t stream;
+	int status;
+	enum sp_tunnel_reason reason;
+	int closed;
+	uint32_t close_code;
+	int remote_ended;
+	struct sp_tunnel *tunnel;
+	uint64_t bytes;
+	double opened_at, first_byte_at;
+};
+
+static void on_open_result(struct sp_tunnel *t, int32_t stream, int status,
+			   enum sp_tunnel_reason reason, void *user)
+{
+	(void)t;
+	(void)stream;
+	struct client *c = user;
+	c->status = status;
+	c->reason = reason;
+}
+
+static void on_data(struct sp_tunnel *t, int32_t stream, const uint8_t *data, size_t len,
+		    void *user)
+{
+	struct client *c = user;
+	if (c->first_byte_at == 0)
+		c->first_byte_at = mono();
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = write(1, data + done, len - done);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			die("stdout write failed");
+		done += (size_t)n;
+	}
+	c->bytes += len;
+	sp_tunnel_consumed(t, stream, len);
+}
+
+static void on_remote_end(struct sp_tunnel *t, int32_t stream, void *user)
+{
+	(void)t;
+	(void)stream;
+	((struct client *)user)->remote_ended = 1;
+}
+
+static void on_closed(struct sp_tunnel *t, int32_t stream, uint32_t code, void *user)
+{
+	(void)t;
+	(void)stream;
+	struct client *c = user;
+	c->closed = 1;
+	c->close_code = code;
+}
+
+static int hex_to_bytes(const char *hex, uint8_t *out, size_t n)
+{
+	if (strlen(hex) != n * 2)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		unsigned v;
+		if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+			return -1;
+		out[i] = (uint8_t)v;
+	}
+	return 0;
+}
+
+static int dial(const char *hostport)
+{
+	char host[256];
+	const char *colon = strrchr(hostport, ':');
+	if (colon == NULL || (size_t)(colon - hostport) >= sizeof(host))
+		die("bad direct address");
+	memcpy(host, hostport, (size_t)(colon - hostport));
+	host[colon - hostport] = '\0';
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+	if (getaddrinfo(host, colon + 1, &hints, &res) != 0)
+		die("cannot resolve the direct address");
+	int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1 || connect(fd, res->ai_addr, res->ai_addrlen) == -1)
+		die("cannot connect to the connector");
+	freeaddrinfo(res);
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	return fd;
+}
+
+static void pump_out(int fd, struct sp_tunnel_tls *tt)
+{
+	for (;;) {
+		if (sp_tunnel_tls_flush(tt, NULL) < 0)
+			die("tunnel flush failed");
+		const uint8_t *data;
+		size_t len = 0;
+		sp_tunnel_tls_outbound_view(tt, &data, &len);
+		if (len == 0)
+			return;
+		ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
+		if (n == -1 && (errno == EAGAIN || errno == EINTR)) {
+			struct pollfd p = {.fd = fd, .events = POLLOUT};
+			poll(&p, 1, 1000);
+			continue;
+		}
+		if (n == -1)
+			die("send to the connector failed");
+		sp_tunnel_tls_outbound_consume(tt, (size_t)n);
+	}
+}
+
+static const char *arg(int argc, char **argv, const char *name)
+{
+	for (int i = 2; i + 1 < argc; i++)
+		if (strcmp(argv[i], name) == 0)
+			return argv[i + 1];
+	return NULL;
+}
+
+static int has_flag(int argc, char **argv, const char *name)
+{
+	for (int i = 2; i < argc; i++)
+		if (strcmp(argv[i], name) == 0)
+			return 1;
+	return 0;
+}
+
+static const char *need(int argc, char **argv, const char *name)
+{
+	const char *v = arg(argc, argv, name);
+	if (v == NULL) {
+		fprintf(stderr, "sp_test_client: %s is required\n", name);
+		exit(1);
+	}
+	return v;
+}
+
+static int command_keygen(const char *path)
+{
+	EVP_PKEY *key = NULL;
+	int created = 0;
+	if (sp_key_load_or_create(path, &key, &created, NULL) < 0)
+		die("cannot create the key");
+	char jkt[SP_JWK_THUMBPRINT_LEN + 1];
+	char *pem = NULL;
+	size_t pem_len = 0;
+	sp_jwk_thumbprint(key, jkt);
+	sp_key_public_pem(key, &pem, &pem_len);
+	json_t *o = json_pack("{s:s, s:s%}", "jkt", jkt, "public_key_pem", pem, pem_len);
+	char *text = json_dumps(o, JSON_COMPACT);
+	printf("%s\n", text);
+	free(text);
+	json_decref(o);
+	sp_key_free_pem(pem, pem_len);
+	EVP_PKEY_free(key);
+	return 0;
+}
+
+/* Grant + the connector of the resource's network, as {"grant", "direct", "digest"}; NULL
+ * (after printing "grant refused: CODE") when the controller refuses the grant. */
+static json_t *fetch_grant_and_connector(int argc, char **argv, const char *url,
+					 const char *resource, EVP_PKEY *device_key)
+{
+	char jkt[SP_JWK_THUMBPRINT_LEN + 1];
+	sp_jwk_thumbprint(device_key, jkt);
+	char *access = mint_access_token(need(argc, argv, "--db"), url, need(argc, argv, "--user"),
+					 need(argc, argv, "--session"), need(argc, argv, "--device"),
+					 jkt);
+
+	char body[256];
+	snprintf(body, sizeof(body), "{\"resource_id\":\"%s\"}", resource);
+	json_t *answer = NULL;
+	long status = http(url, "/api/client/v1/grants", body, access, &answer);
+	if (status != 200) {
+		const char *code = json_string_value(
+		    json_object_get(json_object_get(answer, "error"), "code"));
+		fprintf(stderr, "grant refused: %s (HTTP %ld)\n", code != NULL ? code : "?", status);
+		json_decref(answer);
+		free(access);
+		return NULL;
+	}
+	char *grant = strdup(json_string_value(json_object_get(answer, "grant")));
+	json_decref(answer);
+	status = http(url, "/api/client/v1/resources", NULL, access, &answer);
+	if (status != 200)
+		die("resource list refused");
+	json_t *list = jws_payload(json_string_value(json_object_get(answer, "document")));
+	json_decref(answer);
+	/* the resource's network, then its first connector with a direct address */
+	const char *network = NULL, *direct = NULL, *digest = NULL;
+	size_t i;
+	json_t *item;
+	json_array_foreach(json_object_get(list, "resources"), i, item)
+	{
+		if (strcmp(json_string_value(json_object_get(item, "id")), resource) == 0)
+			network = json_string_value(json_object_get(item, "network_id"));
+	}
+	const char *want_network = arg(argc, argv, "--network");
+	if (network == NULL)
+		network = want_network; /* a resource outside the list: say which network */
+	json_array_foreach(json_object_get(list, "networks"), i, item)
+	{
+		if (network == NULL || strcmp(json_string_value(json_object_get(item, "id")), network) != 0)
+			continue;
+		json_t *conn = json_array_get(json_object_get(item, "connectors"), 0);
+		direct = json_string_value(json_object_get(conn, "direct_address"));
+		digest = json_string_value(json_object_get(conn, "public_key_digest"));
+	}
+	if (direct == NULL || digest == NULL)
+		die("no connector with a direct address for the resource's network");
+	json_t *out = json_pack("{s:s, s:s, s:s}", "grant", grant, "direct", direct, "digest", digest);
+	free(grant);
+	free(access);
+	json_decref(list);
+	return out;
+}
+
+static int command_connect(int argc, char **argv)
+{
+	const char *url = need(argc, argv, "--url");
+	const char *target = need(argc, argv, "--target");
+	const char *resource = need(argc, argv, "--resource");
+	EVP_PKEY *device_key = NULL, *tls_key = NULL;
+	if (sp_key_load_private(need(argc, argv, "--device-key"), &device_key, NULL) < 0)
+		die("cannot load --device-key");
+	const char *tls_path = arg(argc, argv, "--tls-key");
+	if (tls_path != NULL && sp_key_load_private(tls_path, &tls_key, NULL) < 0)
+		die("cannot load --tls-key");
+	/* --load FILE: reuse a grant and connector saved by an earlier run (--save FILE), so
+	 * a flow can be opened while the controller is away. */
+	const char *load = arg(argc, argv, "--load");
+	json_t *saved = NULL;
+	if (load != NULL) {
+		saved = json_load_file(load, 0, NULL);
+		if (saved == NULL)
+			die("cannot read --load file");
+	} else {
+		saved = fetch_grant_and_connector(argc, argv, url, resource, device_key);
+		if (saved == NULL) {
+			EVP_PKEY_free(device_key);
+			EVP_PKEY_free(tls_key);
+			return 4;
+		}
+		const char *save = arg(argc, argv, "--save");
+		if (save != NULL && json_dump_file(saved, save, 0) < 0)
+			die("cannot write --save file");
+	}
+	const char *grant = json_string_value(json_object_get(saved, "grant"));
+	const char *direct = json_string_value(json_object_get(saved, "direct"));
+	const char *digest = json_string_value(json_object_get(saved, "digest"));
+	if (grant == NULL || direct == NULL || digest == NULL)
+		die("no grant or no connector with a direct address");
+	uint8_t pin[SP_KEY_SPKI_DIGEST_LEN];
+	if (hex_to_bytes(digest, pin, sizeof(pin)) < 0)
+		die("bad public_key_digest");
+
+	const char *alpn[] = {SP_TLS_ALPN_SALLYPORT_1};
+	struct sp_tls_options o = {.alpn = alpn, .alpn_count = 1, .now = (int64_t)time(NULL)};
+	SSL_CTX *ctx = NULL;
+	SSL *ssl = NULL;
+	struct sp_diag d = {{0}};
+	if (sp_tls_client_ctx_new(tls_key != NULL ? tls_key : device_key, &o, &ctx, &d) < 0 ||
+	    sp_tls_conn_new_memory(ctx, &ssl) < 0 || sp_tls_set_expected_peer(ssl, pin) < 0)
+		die(d.message[0] ? d.message : "tls setup failed");
+	struct client c = {0};
+	struct sp_tunnel_callbacks cb = {.on_open_result = on_open_result,
+					 .on_data = on_data,
+					 .on_remote_end = on_remote_end,
+					 .on_closed = on_closed};
+	struct sp_tunnel *t = NULL;
+	struct sp_tunnel_tls *tt = NULL;
+	if (sp_tunnel_new(SP_TUNNEL_CLIENT, &cb, &c, NULL, &t) < 0 || sp_tunnel_tls_new(ssl, t, &tt) < 0)
+		die("tunnel setup failed");
+	c.tunnel = t;
+	char flow_id[SP_TUNNEL_FLOW_ID_LEN + 1];
+	uint8_t rnd[16];
+	RAND_bytes(rnd, sizeof(rnd));
+	for (size_t k = 0; k < 16; k++)
+		snprintf(flow_id + 2 * k, 3, "%02x", rnd[k]);
+	struct sp_tunnel_open_request req = {.authority = target,
+					     .proto = SP_TUNNEL_PROTO_TCP,
+					     .grant = grant,
+					     .flow_id = flow_id};
+	int fd = dial(direct);
+	c.opened_at = mono();
+	if (sp_tunnel_open(t, &req, &c.stream, &d) < 0)
+		die(d.message);
+	pump_out(fd, tt);
+
+	int stdin_open = 1;
+	int ended = 0;
+	uint8_t buf[65536];
+	int rc = 0;
+	while (!c.closed) {
+		struct pollfd p[2] = {{.fd = fd, .events = POLLIN},
+				      {.fd = 0, .events = POLLIN}};
+		int n_fds = stdin_open && c.status == 200 ? 2 : 1;
+		if (poll(p, (nfds_t)n_fds, 30000) == -1 && errno != EINTR)
+			die("poll failed");
+		if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+			ssize_t n = recv(fd, buf, sizeof(buf), 0);
+			if (n == 0) {
+				fprintf(stderr, "connection closed by the connector\n");
+				rc = 5;
+				break;
+			}
+			if (n > 0) {
+				size_t off = 0;
+				while (off < (size_t)n) {
+					size_t used = 0;
+					if (sp_tunnel_tls_recv(tt, buf + off, (size_t)n - off, &used, &d) < 0) {
+						fprintf(stderr, "tunnel error: %s\n", d.message);
+						return 1;
+					}
+					off += used;
+					pump_out(fd, tt);
+				}
+			}
+		}
+		if (n_fds == 2 && (p[1].revents & (POLLIN | POLLHUP))) {
+			ssize_t n = read(0, buf, 16384);
+			if (n <= 0) {
+				stdin_open = 0;
+				if (!has_flag(argc, argv, "--hold") && !ended) {
+					sp_tunnel_end(t, c.stream);
+					ended = 1;
+				}
+			} else {
+				size_t acc = 0;
+				sp_tunnel_write(t, c.stream, buf, (size_t)n, &acc);
+			}
+		}
+		/* the service finished: with --hold our side ends now */
+		if (c.remote_ended && !ended && !c.closed) {
+			sp_tunnel_end(t, c.stream);
+			ended = 1;
+		}
+		pump_out(fd, tt);
+	}
+	if (c.status != 200 && c.status != 0) {
+		fprintf(stderr, "refused: %s\n", sp_tunnel_reason_name(c.reason));
+		rc = 3;
+	} else if (c.closed && c.close_code != 0) {
+		fprintf(stderr, "reset: %u\n", c.close_code);
+		rc = 5;
+	} else if (c.status == 0 && rc == 0) {
+		fprintf(stderr, "closed without an answer\n");
+		rc = 5;
+	}
+	if (has_flag(argc, argv, "--stats")) {
+		double end = mono();
+		fprintf(stderr, "stats: first_byte_ms=%.2f bytes=%llu seconds=%.3f MiB/s=%.1f\n",
+			c.first_byte_at > 0 ? (c.first_byte_at - c.opened_at) * 1000 : -1.0,
+			(unsigned long long)c.bytes, end - c.opened_at,
+			(double)c.bytes / (1024.0 * 1024.0) / (end - c.opened_at));
+	}
+	sp_tunnel_tls_free(tt);
+	sp_tunnel_free(t);
+	SSL_free(ssl);
+	SSL_CTX_free(ctx);
+	close(fd);
+	json_decref(saved);
+	EVP_PKEY_free(device_key);
+	EVP_PKEY_free(tls_key);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc >= 3 && strcmp(argv[1], "keygen") == 0)
+		return command_keygen(argv[2]);
+	if (argc >= 2 && strcmp(argv[1], "connect") == 0) {
+		curl_global_init(CURL_GLOBAL_DEFAULT);
+		int rc = command_connect(argc, argv);
+		curl_global_cleanup();
+		return rc;
+	}
+	fprintf(stderr, "usage: sp_test_client keygen KEYFILE | connect --url ... (see source)\n");
+	return 1;
+}
