@@ -295,6 +295,26 @@ def main():
             c = by_id.get(0x0C0C)
             check("TCP protected AAAA", c and c["answers"] and c["answers"][0][0] == TYPE_AAAA)
 
+        # TCP client cap (64): connections beyond it are closed, the rest keep working.
+        conns = []
+        for _ in range(70):
+            conns.append(socket.create_connection(("127.0.0.1", stub_port), timeout=2))
+        time.sleep(0.5)
+        closed = 0
+        for c in conns:
+            c.setblocking(False)
+            try:
+                if c.recv(1) == b"":
+                    closed += 1
+            except (BlockingIOError, ConnectionResetError):
+                pass
+        check("TCP clients beyond 64 are closed", closed == 6, f"closed={closed}")
+        for c in conns:
+            c.close()
+        time.sleep(0.2)
+        replies = tcp_ask(stub_port, [build_query(0x0D0D, "app.corp.test", TYPE_A)])
+        check("TCP serves again after the cap", len(replies) == 1)
+
         # Malformed input.
         check("truncated header gets no answer", udp_ask(stub_port, b"\x12\x34\x01\x00\x00", 0.5) is None)
         loop = struct.pack(">HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0) + b"\xc0\x0c" + struct.pack(">HH", 1, 1)
