@@ -160,6 +160,7 @@ def start_dnsmasq(tmp, port):
         [DNSMASQ, "--keep-in-foreground", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
          f"--port={port}", "--listen-address=127.0.0.1", "--bind-interfaces",
          "--address=/example.test/127.0.0.7", f"--address=/corp.test/{INTERNAL}",
+         "--txt-record=big.example.test," + ",".join(['"' + c * 200 + '"' for c in "xyz"]),
          f"--pid-file={tmp}/dnsmasq.pid", "--cache-size=0"],
         stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "dnsmasq.log"), "w"))
     procs.append(proc)
@@ -294,6 +295,18 @@ def main():
             check("TCP forwarded A", b and b["answers"] and b["answers"][0][2] == "127.0.0.7")
             c = by_id.get(0x0C0C)
             check("TCP protected AAAA", c and c["answers"] and c["answers"][0][0] == TYPE_AAAA)
+
+        # A reply too big for UDP: relayed truncated, then whole over TCP.
+        TYPE_TXT = 16
+        data = udp_ask(stub_port, build_query(0x7171, "big.example.test", TYPE_TXT))
+        check("big reply over UDP is relayed with TC",
+              data is not None and parse_reply(data)["tc"] and parse_reply(data)["id"] == 0x7171,
+              repr(data and data[:16]))
+        replies = tcp_ask(stub_port, [build_query(0x7272, "big.example.test", TYPE_TXT)])
+        big = parse_reply(replies[0]) if replies else None
+        check("big reply over TCP is whole",
+              big is not None and not big["tc"] and big["id"] == 0x7272 and len(big["answers"]) == 1
+              and len(replies[0]) > 600, repr(big and len(big["raw"])))
 
         # TCP client cap (64): connections beyond it are closed, the rest keep working.
         conns = []
