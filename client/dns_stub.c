@@ -387,20 +387,27 @@ static void on_upstream_answer(void *arg, int status, int timeouts, unsigned cha
 	pending_release(stub, p);
 }
 
+/* Runs the deadline sweep while queries are pending; an idle stub sets no timers. */
+static void sweep_schedule(struct dns_stub *stub)
+{
+	struct timeval interval = {0, SWEEP_INTERVAL_MS * 1000};
+	if (stub->pending_count > 0 && !evtimer_pending(stub->sweep, NULL))
+		evtimer_add(stub->sweep, &interval);
+}
+
 /* The hard deadline: a client waits at most deadline_ms, whatever c-ares still tries. */
 static void on_sweep(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
 	struct dns_stub *stub = arg;
-	if (stub->pending_count == 0)
-		return;
 	int64_t now = monotonic_ns();
-	for (size_t i = 0; i < stub->max_pending; i++) {
+	for (size_t i = 0; i < stub->max_pending && stub->pending_count > 0; i++) {
 		struct stub_pending *p = &stub->pending[i];
 		if (p->in_use && !p->answered && now - p->start_ns > stub->deadline_ns)
 			pending_fail(stub, p);
 	}
+	sweep_schedule(stub);
 }
 
 /* ---- queries ---- */
@@ -464,6 +471,7 @@ static void forward(struct dns_stub *stub, uint8_t *msg, size_t len, const struc
 	p->query = *q;
 	id_set(ch, id, 1);
 	ch->active++;
+	sweep_schedule(stub);
 	sp_metric_add(&stub->m_forwarded, 1);
 	(void)sp_dns_set_id(msg, len, id);
 	/* The callback may run before ares_send returns: p must not be touched after. */
@@ -638,6 +646,10 @@ static int bind_socket(int type, const struct sockaddr_storage *ss, socklen_t le
 	if (fd == -1)
 		return sp_diag_set(diag, SP_ERR_IO, "socket: %s", strerror(errno));
 	int one = 1;
+	/* Room for bursts: 1 MiB of queries queued (the kernel may cap it lower). */
+	int rcvbuf = 1 << 20;
+	if (type == SOCK_DGRAM)
+		(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
 	if (type == SOCK_STREAM &&
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1) {
 		int e = errno;
@@ -905,7 +917,7 @@ int dns_stub_new(struct event_base *base, const struct dns_stub_config *cfg,
 	r = SP_ERR_NOMEM;
 	stub->pending = calloc(stub->max_pending, sizeof(*stub->pending));
 	stub->tcp_clients = calloc(stub->max_tcp_clients, sizeof(*stub->tcp_clients));
-	stub->sweep = event_new(base, -1, EV_PERSIST, on_sweep, stub);
+	stub->sweep = evtimer_new(base, on_sweep, stub);
 	if (stub->pending == NULL || stub->tcp_clients == NULL || stub->sweep == NULL) {
 		sp_diag_set(diag, r, "out of memory for the DNS stub's tables");
 		goto out;
@@ -913,11 +925,6 @@ int dns_stub_new(struct event_base *base, const struct dns_stub_config *cfg,
 	for (size_t i = 0; i < stub->max_pending; i++)
 		stub->pending[i].next_free = i + 1 < stub->max_pending ? i + 1 : NONE;
 	stub->pending_free = 0;
-	struct timeval sweep = {0, SWEEP_INTERVAL_MS * 1000};
-	if (event_add(stub->sweep, &sweep) == -1) {
-		sp_diag_set(diag, r, "cannot start the DNS stub's deadline timer");
-		goto out;
-	}
 
 	if (ares_library_init(ARES_LIB_INIT_ALL) != ARES_SUCCESS) {
 		r = sp_diag_set(diag, SP_ERR_INTERNAL, "c-ares did not initialise");

@@ -3,7 +3,8 @@
  *
  *   sallyport-dnsstub [--listen ADDR[:PORT]] [--upstream ADDR[:PORT],...]
  *                     [--resources FILE] [--synthetic-v4 CIDR] [--synthetic-v6 CIDR|off]
- *                     [--ttl SECONDS] [--log-level L] [--log-format text|json]
+ *                     [--ttl SECONDS] [--deadline-ms MS] [--log-level L]
+ *                     [--log-format text|json]
  *
  * SIGHUP reloads the resource file (a bad file keeps the old set), SIGUSR1 writes the
  * metrics to stderr, SIGTERM and SIGINT stop the stub.
@@ -47,6 +48,8 @@ static void usage(FILE *out)
 		"  --synthetic-v4 CIDR      default " SYNTHETIC_DEFAULT_V4 "\n"
 		"  --synthetic-v6 CIDR|off  default " SYNTHETIC_DEFAULT_V6 "\n"
 		"  --ttl SECONDS            TTL of synthetic answers (default 30)\n"
+		"  --deadline-ms MS         longest wait for an upstream answer before SERVFAIL\n"
+		"                           (default 4000)\n"
 		"  --log-level LEVEL        debug, info, warn, error (default info)\n"
 		"  --log-format FORMAT      text or json (default text)\n"
 		"  --help, --version\n");
@@ -177,6 +180,13 @@ int main(int argc, char **argv)
 			if (errno != 0 || *end != '\0' || ttl < 1 || ttl > 86400)
 				return fail_usage("--ttl wants 1..86400 seconds", value);
 			cfg.answer_ttl = (uint32_t)ttl;
+		} else if (strcmp(arg, "--deadline-ms") == 0) {
+			char *end = NULL;
+			errno = 0;
+			long ms = strtol(value, &end, 10);
+			if (errno != 0 || *end != '\0' || ms < 100 || ms > 60000)
+				return fail_usage("--deadline-ms wants 100..60000", value);
+			cfg.deadline_ms = (unsigned)ms;
 		} else if (strcmp(arg, "--log-level") == 0) {
 			if (sp_log_level_parse(value, &log.level, &diag) < 0)
 				return fail_usage(diag.message, NULL);
