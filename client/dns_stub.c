@@ -31,6 +31,26 @@ static int reply_error(struct sp_buf *out, const struct sp_dns_query *q, uint16_
 	return sp_dns_build_error(out, q, rcode);
 }
 
+/* The reply for a protected name: synthetic A/AAAA, or NODATA for anything else. */
+static int build_protected(struct sp_buf *out, const struct sp_dns_query *q,
+			   struct synthetic *synthetic, const char *name, size_t name_len,
+			   int64_t resource_id, uint32_t ttl)
+{
+	uint16_t qtype = q->question.qtype;
+	uint16_t qclass = q->question.qclass;
+	if ((qclass != SP_DNS_CLASS_IN && qclass != SP_DNS_CLASS_ANY) ||
+	    (qtype != SP_DNS_TYPE_A && qtype != SP_DNS_TYPE_AAAA && qtype != SP_DNS_TYPE_ANY))
+		return sp_dns_build_nodata(out, q, NULL, 0);
+	struct synthetic_mapping m;
+	int r = synthetic_assign(synthetic, name, name_len, resource_id, &m);
+	if (r < 0)
+		return r;
+	if (qtype == SP_DNS_TYPE_AAAA)
+		return m.has_v6 ? sp_dns_build_addresses(out, q, SP_DNS_TYPE_AAAA, m.v6, 16, ttl)
+				: sp_dns_build_nodata(out, q, NULL, 0);
+	return sp_dns_build_addresses(out, q, SP_DNS_TYPE_A, m.v4, 4, ttl);
+}
+
 struct dns_stub_decision dns_stub_decide(const struct sp_resource_index *index,
 					 struct synthetic *synthetic, uint32_t ttl,
 					 const uint8_t *msg, size_t len, int over_tcp,
@@ -58,27 +78,73 @@ struct dns_stub_decision dns_stub_decide(const struct sp_resource_index *index,
 	}
 	/* A protected name: answered here, whatever happens; never sent upstream. */
 	d.protected_name = 1;
-	uint16_t qtype = q->question.qtype;
-	uint16_t qclass = q->question.qclass;
-	int r;
-	if ((qclass == SP_DNS_CLASS_IN || qclass == SP_DNS_CLASS_ANY) &&
-	    (qtype == SP_DNS_TYPE_A || qtype == SP_DNS_TYPE_AAAA || qtype == SP_DNS_TYPE_ANY)) {
-		struct synthetic_mapping m;
-		r = synthetic_assign(synthetic, q->question.name.text, q->question.name.text_len,
-				     res->id, &m);
-		if (r == 0 && qtype == SP_DNS_TYPE_AAAA)
-			r = m.has_v6 ? sp_dns_build_addresses(out, q, SP_DNS_TYPE_AAAA, m.v6, 16, ttl)
-				     : sp_dns_build_nodata(out, q, NULL, 0);
-		else if (r == 0)
-			r = sp_dns_build_addresses(out, q, SP_DNS_TYPE_A, m.v4, 4, ttl);
-	} else {
-		r = sp_dns_build_nodata(out, q, NULL, 0);
-	}
+	int r = build_protected(out, q, synthetic, q->question.name.text,
+				q->question.name.text_len, res->id, ttl);
 	if (r < 0)
 		r = reply_error(out, q, SP_DNS_RCODE_SERVFAIL);
 	if (r == 0)
 		d.action = DNS_STUB_REPLY;
 	return d;
+}
+
+int dns_stub_scan_upstream(const struct sp_resource_index *index, const uint8_t *msg,
+			   size_t len, struct dns_stub_leak *leak)
+{
+	memset(leak, 0, sizeof(*leak));
+	struct sp_reader rd;
+	sp_reader_init(&rd, msg, len);
+	uint16_t counts[6];
+	for (size_t i = 0; i < 6; i++) {
+		int r = sp_reader_u16be(&rd, &counts[i]);
+		if (r < 0)
+			return r;
+	}
+	if (index == NULL)
+		return 0;
+	size_t offset = SP_DNS_HEADER_LEN;
+	struct sp_dns_name name;
+	for (unsigned i = 0; i < counts[2]; i++) {
+		int r = sp_dns_name_from_wire(msg, len, offset, &name, &offset);
+		if (r < 0)
+			return r;
+		if (len - offset < 4)
+			return SP_ERR_TRUNCATED;
+		offset += 4;
+	}
+	for (int section = 1; section <= 3; section++) {
+		for (unsigned i = 0; i < counts[2 + section]; i++) {
+			int r = sp_dns_name_from_wire(msg, len, offset, &name, &offset);
+			uint16_t rrtype = 0, rrclass = 0, rdlength = 0;
+			uint32_t ttl = 0;
+			if (r == 0)
+				r = sp_reader_seek(&rd, offset);
+			if (r == 0)
+				r = sp_reader_u16be(&rd, &rrtype);
+			if (r == 0)
+				r = sp_reader_u16be(&rd, &rrclass);
+			if (r == 0)
+				r = sp_reader_u32be(&rd, &ttl);
+			if (r == 0)
+				r = sp_reader_u16be(&rd, &rdlength);
+			if (r == 0)
+				r = sp_reader_skip(&rd, rdlength);
+			if (r < 0)
+				return r;
+			offset = rd.pos;
+			if (rrtype != SP_DNS_TYPE_A && rrtype != SP_DNS_TYPE_AAAA)
+				continue;
+			const struct sp_resource *res =
+			    sp_resource_index_match_name(index, name.text);
+			if (res != NULL) {
+				leak->section = section;
+				leak->rrtype = rrtype;
+				leak->owner = name;
+				leak->resource = res;
+				return 1;
+			}
+		}
+	}
+	return 0;
 }
 
 /* ---- the I/O side ---- */
@@ -353,6 +419,38 @@ static void pending_release(struct dns_stub *stub, struct stub_pending *p)
 	stub->pending_count--;
 }
 
+/*
+ * Relays an upstream reply with the client's ID, unless it carries an address of a
+ * protected name: then the client gets that name's synthetic address (an A/AAAA
+ * question answered in the answer section, i.e. a CNAME chain into a protected name),
+ * or SERVFAIL.
+ */
+static void relay(struct dns_stub *stub, struct stub_pending *p, const uint8_t *reply,
+		  size_t len)
+{
+	struct dns_stub_leak leak;
+	int found = dns_stub_scan_upstream(stub->index, reply, len, &leak);
+	if (found == 0) {
+		memcpy(stub->reply, reply, len);
+		(void)sp_dns_set_id(stub->reply, len, p->query.header.id);
+		pending_deliver(stub, p, stub->reply, len);
+		return;
+	}
+	uint16_t qtype = p->query.question.qtype;
+	if (found == 1 && leak.section == 1 &&
+	    (qtype == SP_DNS_TYPE_A || qtype == SP_DNS_TYPE_AAAA || qtype == SP_DNS_TYPE_ANY)) {
+		struct sp_buf out;
+		sp_buf_init_fixed(&out, stub->reply, sizeof(stub->reply));
+		sp_metric_add(&stub->m_protected, 1);
+		if (build_protected(&out, &p->query, stub->synthetic, leak.owner.text,
+				    leak.owner.text_len, leak.resource->id, stub->ttl) == 0) {
+			pending_deliver(stub, p, out.data, out.len);
+			return;
+		}
+	}
+	pending_fail(stub, p);
+}
+
 static void on_upstream_answer(void *arg, int status, int timeouts, unsigned char *abuf,
 			       int alen)
 {
@@ -379,9 +477,7 @@ static void on_upstream_answer(void *arg, int status, int timeouts, unsigned cha
 				pending_fail(stub, p);
 			}
 		} else {
-			memcpy(stub->reply, abuf, len);
-			(void)sp_dns_set_id(stub->reply, len, p->query.header.id);
-			pending_deliver(stub, p, stub->reply, len);
+			relay(stub, p, abuf, len);
 		}
 	}
 	pending_release(stub, p);

@@ -14,7 +14,10 @@
  *     resolvers with c-ares, and the answer relayed with the client's ID. UDP queries go
  *     upstream over UDP and a truncated answer is relayed truncated (the application
  *     retries over TCP, as it would without us); TCP queries go upstream over TCP.
- *     No answer within the deadline, or upstream failure: SERVFAIL.
+ *     No answer within the deadline, or upstream failure: SERVFAIL. A reply that holds
+ *     an address record of a protected name (a CNAME chain into one) is not relayed:
+ *     for an A/AAAA question with the record in the answer section the client gets the
+ *     protected name's synthetic address instead, otherwise SERVFAIL.
  *
  * Bounds: pending forwarded queries (max_pending; above it SERVFAIL at once), TCP
  * clients (max_tcp_clients; more are closed), queries in flight per TCP client, bytes
@@ -127,5 +130,26 @@ struct dns_stub_decision dns_stub_decide(const struct sp_resource_index *index,
 					 struct synthetic *synthetic, uint32_t ttl,
 					 const uint8_t *msg, size_t len, int over_tcp,
 					 struct sp_dns_query *q, struct sp_buf *out);
+
+/*
+ * An upstream reply that carries an address of a protected name: an unprotected name
+ * that is a CNAME of a protected one, resolved by the upstream to the internal address.
+ */
+struct dns_stub_leak {
+	int section;		     /* 1 answer, 2 authority, 3 additional */
+	uint16_t rrtype;	     /* A or AAAA */
+	struct sp_dns_name owner;    /* the protected name that owns the record */
+	const struct sp_resource *resource;
+};
+
+/*
+ * Walks every record of an upstream reply (names through shared/dns.h, the fixed
+ * fields through sp_reader) and looks for an A or AAAA record owned by a protected
+ * name. Returns 0 when there is none, 1 with *leak filled for the first one, or
+ * SP_ERR_TRUNCATED / SP_ERR_INVALID when the reply cannot be walked (the stub then
+ * sends SERVFAIL rather than relay what it could not check). `index` may be NULL (0).
+ */
+int dns_stub_scan_upstream(const struct sp_resource_index *index, const uint8_t *msg,
+			   size_t len, struct dns_stub_leak *leak);
 
 #endif

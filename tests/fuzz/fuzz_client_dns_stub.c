@@ -6,6 +6,8 @@
  * only 8 names, so eviction runs constantly. Properties: a reply echoes the query's ID
  * and reads back as a response; a protected name is never forwarded; every mapped
  * address lies in the synthetic range and reverses to a name that is still mapped.
+ * The same bytes are also scanned as an upstream reply: a reported leak names an A/AAAA
+ * record owned by a protected name.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -87,5 +89,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	}
 	REQUIRE(synthetic_count(synthetic_) <= 8);
+	struct dns_stub_leak leak;
+	int found = dns_stub_scan_upstream(index_, data + 1, size - 1, &leak);
+	REQUIRE(found == 0 || found == 1 || found == SP_ERR_TRUNCATED || found == SP_ERR_INVALID);
+	if (found == 1) {
+		REQUIRE(leak.section >= 1 && leak.section <= 3);
+		REQUIRE(leak.rrtype == SP_DNS_TYPE_A || leak.rrtype == SP_DNS_TYPE_AAAA);
+		REQUIRE(leak.resource == sp_resource_index_match_name(index_, leak.owner.text));
+	}
 	return 0;
 }

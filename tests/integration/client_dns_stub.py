@@ -161,6 +161,7 @@ def start_dnsmasq(tmp, port):
          f"--port={port}", "--listen-address=127.0.0.1", "--bind-interfaces",
          "--address=/example.test/127.0.0.7", f"--address=/corp.test/{INTERNAL}",
          "--txt-record=big.example.test," + ",".join(['"' + c * 200 + '"' for c in "xyz"]),
+         f"--host-record=app.corp.test,{INTERNAL}", "--cname=alias.other.test,app.corp.test",
          f"--pid-file={tmp}/dnsmasq.pid", "--cache-size=0"],
         stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "dnsmasq.log"), "w"))
     procs.append(proc)
@@ -281,6 +282,19 @@ def main():
         r, _ = query(stub_port, "wild.corp.test")
         check("wildcard parent is not protected",
               r and r["answers"] and r["answers"][0][2] == INTERNAL, repr(r))
+
+        # An unprotected name that is a CNAME of a protected one: dnsmasq resolves it to the
+        # internal address; the stub must answer with the protected name's synthetic one.
+        direct = parse_reply(udp_ask(upstream_port, build_query(0x6161, "alias.other.test", TYPE_A)))
+        check("dnsmasq resolves the CNAME to the internal address",
+              any(a[2] == INTERNAL for a in direct["answers"]), repr(direct["answers"]))
+        r, _ = query(stub_port, "alias.other.test", TYPE_A, qid=0x6262)
+        check("CNAME into a protected name gets the synthetic address",
+              r and r["id"] == 0x6262 and [a[2] for a in r["answers"]] == [app_addr],
+              repr(r and r["answers"]))
+        r, _ = query(stub_port, "alias.other.test", TYPE_AAAA)
+        check("CNAME into a protected name never shows the internal address (AAAA)",
+              r is not None and all(a[2] != INTERNAL for a in r["answers"]), repr(r))
 
         # TCP: protected and forwarded on one connection, in order.
         replies = tcp_ask(stub_port, [build_query(0x0A0A, "app.corp.test", TYPE_A),

@@ -263,6 +263,97 @@ static void test_tcp_limit_and_tiny_buffer(void **state)
 	assert_int_equal(small.len, 0);
 }
 
+/* Appends a name in wire form (no compression). */
+static size_t put_name(uint8_t *buf, size_t n, const char *name)
+{
+	const char *p = name;
+	while (*p != '\0') {
+		const char *dot = strchr(p, '.');
+		size_t len = dot != NULL ? (size_t)(dot - p) : strlen(p);
+		buf[n++] = (uint8_t)len;
+		memcpy(buf + n, p, len);
+		n += len;
+		p += len + (dot != NULL ? 1 : 0);
+	}
+	buf[n++] = 0;
+	return n;
+}
+
+static size_t put_rr_head(uint8_t *buf, size_t n, uint16_t type, uint16_t rdlength)
+{
+	const uint8_t head[10] = {(uint8_t)(type >> 8), (uint8_t)type, 0, 1, 0, 0, 0, 60,
+				  (uint8_t)(rdlength >> 8), (uint8_t)rdlength};
+	memcpy(buf + n, head, 10);
+	return n + 10;
+}
+
+/* alias.other.test CNAME app.corp.test; app.corp.test A 10.1.2.3 (in `section`). */
+static size_t make_cname_reply(uint8_t *buf, int section)
+{
+	const uint8_t header[12] = {0, 1, 0x81, 0x80, 0, 1, 0, section == 1 ? 2 : 1,
+				    0, 0, 0, section == 3 ? 1 : 0};
+	memcpy(buf, header, 12);
+	size_t n = put_name(buf, 12, "alias.other.test");
+	const uint8_t qtail[4] = {0, 1, 0, 1};
+	memcpy(buf + n, qtail, 4);
+	n += 4;
+	buf[n++] = 0xc0;
+	buf[n++] = 12;
+	size_t target_len = strlen("app.corp.test") + 2;
+	n = put_rr_head(buf, n, SP_DNS_TYPE_CNAME, (uint16_t)target_len);
+	size_t target = n;
+	n = put_name(buf, n, "app.corp.test");
+	buf[n++] = (uint8_t)(0xc0 | (target >> 8));
+	buf[n++] = (uint8_t)target;
+	n = put_rr_head(buf, n, SP_DNS_TYPE_A, 4);
+	const uint8_t internal[4] = {10, 1, 2, 3};
+	memcpy(buf + n, internal, 4);
+	return n + 4;
+}
+
+static void test_scan_upstream_finds_protected_addresses(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t msg[512];
+	struct dns_stub_leak leak;
+	size_t len = make_cname_reply(msg, 1);
+	assert_int_equal(dns_stub_scan_upstream(f->index, msg, len, &leak), 1);
+	assert_int_equal(leak.section, 1);
+	assert_int_equal(leak.rrtype, SP_DNS_TYPE_A);
+	assert_string_equal(leak.owner.text, "app.corp.test");
+	assert_non_null(leak.resource);
+	assert_string_equal(leak.resource->address.name, "app.corp.test");
+	/* The same record in the additional section. */
+	len = make_cname_reply(msg, 3);
+	assert_int_equal(dns_stub_scan_upstream(f->index, msg, len, &leak), 1);
+	assert_int_equal(leak.section, 3);
+	/* No protected owner: clean. */
+	len = make_cname_reply(msg, 1);
+	assert_int_equal(dns_stub_scan_upstream(NULL, msg, len, &leak), 0);
+	uint8_t clean[512];
+	const uint8_t header[12] = {0, 1, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0};
+	memcpy(clean, header, 12);
+	size_t n = put_name(clean, 12, "example.test");
+	const uint8_t tail[4] = {0, 1, 0, 1};
+	memcpy(clean + n, tail, 4);
+	n += 4;
+	clean[n++] = 0xc0;
+	clean[n++] = 12;
+	n = put_rr_head(clean, n, SP_DNS_TYPE_A, 4);
+	memset(clean + n, 7, 4);
+	n += 4;
+	assert_int_equal(dns_stub_scan_upstream(f->index, clean, n, &leak), 0);
+	/* Cut anywhere: an error, never a read past the end. */
+	len = make_cname_reply(msg, 1);
+	for (size_t cut = 0; cut < len; cut++) {
+		int r = dns_stub_scan_upstream(f->index, msg, cut, &leak);
+		assert_true(r == SP_ERR_TRUNCATED || r == SP_ERR_INVALID);
+	}
+	/* A record claiming more data than there is. */
+	n -= 4;
+	assert_int_equal(dns_stub_scan_upstream(f->index, clean, n, &leak), SP_ERR_TRUNCATED);
+}
+
 static void test_resource_list_shapes_and_errors(void **state)
 {
 	(void)state;
@@ -319,6 +410,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_unprotected_is_forwarded, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_tcp_limit_and_tiny_buffer, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_scan_upstream_finds_protected_addresses, setup,
+					    teardown),
 	    cmocka_unit_test(test_resource_list_shapes_and_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
