@@ -898,6 +898,70 @@ def case_oidc_unverified_email_real_idp():
     users_unchanged(W.ctl, users)
 
 
+def case_oidc_login_flood():
+    """An unauthenticated flood of GET /auth/login (1,100 from 127.0.0.2, more than the
+    1,024-slot pending table) must not lock people out of signing in: every flood request
+    is answered 302 (never 503 busy), a sign-in begun before the flood from 127.0.0.1
+    still completes (auth.sign_in success audited), and a new one works. Found: the
+    table filled and every sign-in was refused with 503 for ten minutes (fixed in
+    controller/auth.c, auth_pending_slot: a per-address quota replacing that address's
+    oldest)."""
+    st, hdrs, _ = oi.request("GET", W.ctl.url + "/auth/login")
+    expect(st == 302, f"login: {st}")
+    cookies, idp_url = oi.set_cookies(hdrs), oi.header(hdrs, "Location")[0]
+    conn = http.client.HTTPConnection("127.0.0.1", W.ctl.port, timeout=20,
+                                      source_address=("127.0.0.2", 0))
+    statuses = {}
+    for _ in range(1100):
+        conn.request("GET", "/auth/login")
+        r = conn.getresponse()
+        r.read()
+        statuses[r.status] = statuses.get(r.status, 0) + 1
+    conn.close()
+    expect(statuses == {302: 1100}, f"flood answers: {statuses}")
+    out = oi.drive("--url", idp_url, "--username", "eng-user", "--password", "eng-pass")
+    expect("redirect" in out, f"IdP: {out}")
+    mark = audit_mark(W.ctl)
+    st, hdrs, body = oi.request("GET", out["redirect"], cookies=cookies)
+    expect(st == 302, f"the sign-in begun before the flood: {st} {body}")
+    secret("console cookie", oi.set_cookies(hdrs).get("sp_console"))
+    ev = audits_since(W.ctl, mark, "auth.sign_in")
+    expect(len(ev) == 1 and ev[0]["outcome"] == "success", f"audit: {ev}")
+    console_sign_in()
+
+
+def case_device_code_flood():
+    """An unauthenticated flood of POST /auth/device/code (300 from 127.0.0.2, more than
+    the 256-slot device table) must not lock the device flow: every flood request gets a
+    code (200, never 503 busy), a device code issued before the flood from 127.0.0.1
+    still polls as authorization_pending, and a new one is issued. Not audited (no
+    sign-in happened). Found: the table filled and the device flow answered 503 for up
+    to twenty minutes (fixed in controller/auth_device.c, auth_device_slot)."""
+    _, pub = new_key("device-flood")
+    st, before = call(W.ctl, "POST", "/auth/device/code", {"device_public_key_pem": pub})
+    expect(st == 200, f"device code: {st} {before}")
+    secret("device code", before["device_code"])
+    conn = http.client.HTTPConnection("127.0.0.1", W.ctl.port, timeout=20,
+                                      source_address=("127.0.0.2", 0))
+    statuses = {}
+    data = json.dumps({"device_public_key_pem": pub})
+    for _ in range(300):
+        conn.request("POST", "/auth/device/code", body=data,
+                     headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        answer = r.read()
+        if r.status == 200:
+            secret("device code", json.loads(answer)["device_code"])
+        statuses[r.status] = statuses.get(r.status, 0) + 1
+    conn.close()
+    expect(statuses == {200: 300}, f"flood answers: {statuses}")
+    st, body = call(W.ctl, "POST", "/auth/device/token", {"device_code": before["device_code"]})
+    refused(st, body, 400, "authorization_pending")
+    st, body = call(W.ctl, "POST", "/auth/device/code", {"device_public_key_pem": pub})
+    expect(st == 200, f"a new device code: {st} {body}")
+    secret("device code", body["device_code"])
+
+
 # ---- admin API ----
 
 ADMIN_TABLES = ("groups", "resources", "remote_networks", "api_keys", "users")
@@ -1225,7 +1289,7 @@ CASES = [
     case_client_unknown_kid_and_crit, case_client_grant_refused, case_cross_api_tokens,
     case_connector_disabled,
     case_oidc_state_mismatch, case_oidc_replayed_code, *EVIL_CASES,
-    case_oidc_unverified_email_real_idp,
+    case_oidc_unverified_email_real_idp, case_oidc_login_flood, case_device_code_flood,
     case_admin_no_key, case_admin_auditor_writes, case_admin_revoked_key,
     case_admin_expired_key, case_audit_source_not_spoofable,
     case_admin_sql_metacharacters, case_admin_oversize_body, case_admin_malformed_json,
