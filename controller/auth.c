@@ -375,6 +375,14 @@ void auth_amr_text(const json_t *claims, char *out, size_t size)
 	free(text);
 }
 
+void auth_console_end_user(struct controller *c, const char *user_id)
+{
+	struct auth_state *a = c->auth;
+	for (size_t i = 0; a != NULL && i < AUTH_CONSOLE_MAX; i++)
+		if (a->console[i].in_use && strcmp(a->console[i].user_id, user_id) == 0)
+			OPENSSL_cleanse(&a->console[i], sizeof(a->console[i]));
+}
+
 int auth_console_create(struct controller *c, const char *user_id,
                         char secret[SP_SECRET_TEXT_MAX], char csrf[33])
 {
