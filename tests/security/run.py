@@ -962,6 +962,40 @@ def case_device_code_flood():
     secret("device code", body["device_code"])
 
 
+def case_oidc_native_redirect_uri():
+    """A native sign-in whose redirect_uri only looks like loopback (127.0.0.1.evil.example,
+    127.0.0.1@evil.example, https, localhost, no port) or a state with markup: 400
+    invalid_request naming the rule, no redirect to the IdP, not audited (nothing was
+    attempted at the IdP); audit log unchanged."""
+    mark = audit_mark(W.ctl)
+    base = {"client": "native", "code_challenge": "A" * 43, "code_challenge_method": "S256",
+            "state": "s"}
+    for uri in ("http://127.0.0.1.evil.example:8000/cb", "http://127.0.0.1@evil.example/cb",
+                "https://127.0.0.1:8000/cb", "http://localhost:8000/cb", "http://127.0.0.1/cb",
+                "http://127.0.0.1:8000/cb#frag"):
+        st, body = call(W.ctl, "GET", "/auth/login?" + urllib.parse.urlencode(
+            dict(base, redirect_uri=uri)))
+        refused(st, body, 400, "invalid_request", "loopback")
+    st, body = call(W.ctl, "GET", "/auth/login?" + urllib.parse.urlencode(
+        dict(base, redirect_uri="http://127.0.0.1:8000/cb", state="<script>")))
+    refused(st, body, 400, "invalid_request", "state")
+    expect(audit_mark(W.ctl) == mark, "audited")
+
+
+def case_device_page_no_reflection():
+    """The device page given a user_code full of markup: 400 HTML page that does not
+    reflect the input (no <script>, no attribute break-out), served nosniff and unframable.
+    Nothing to audit; nothing changed."""
+    for q in ("<script>alert(1)</script>", 'BBBB-BBBB"><img src=x onerror=alert(1)>'):
+        st, hdrs, text = oi.request("GET", W.ctl.url + "/auth/device?user_code=" +
+                                    urllib.parse.quote(q))
+        expect(st == 400 and "<script>" not in text and "<img" not in text and
+               "alert" not in text, f"{st} {text[:200]}")
+        expect(oi.header(hdrs, "X-Content-Type-Options") == ["nosniff"], "no nosniff")
+        csp = " ".join(oi.header(hdrs, "Content-Security-Policy"))
+        expect("frame-ancestors 'none'" in csp, f"CSP: {csp}")
+
+
 # ---- admin API ----
 
 ADMIN_TABLES = ("groups", "resources", "remote_networks", "api_keys", "users")
@@ -1210,6 +1244,44 @@ def case_console_csrf():
     expect(st == 201, f"the right token: {st} {body}")
 
 
+def case_console_role_revoked():
+    """A console session outlives its permission by nothing: after an admin demotes the
+    person to role user, the same cookie gets 403 forbidden "no console role"; after the
+    person is disabled, 401 unauthorized, and still 401 after the person is enabled
+    again (a cookie taken meanwhile must not come back to life). The changes are audited
+    (user.update); the refused calls change nothing. Found: enabling the person revived
+    the old console session (fixed: disabling ends console sessions, auth_console_end_user
+    called from controller/admin_identity.c)."""
+    _, cookie, csrf = console_sign_in()
+    st, body = call(W.ctl, "GET", "/auth/session", cookies=cookie)
+    uid = body["user"]["id"]
+    mark = audit_mark(W.ctl)
+    try:
+        st, body = admin("PATCH", f"/api/v1/users/{uid}", {"role": "user"})
+        expect(st == 200, f"demote: {st} {body}")
+        before = snapshot(W.ctl, *ADMIN_TABLES)
+        st, body = call(W.ctl, "GET", "/api/v1/groups", cookies=cookie)
+        refused(st, body, 403, "forbidden", "no console role")
+        st, body = call(W.ctl, "POST", "/api/v1/groups", {"name": "demoted"}, cookies=cookie,
+                        headers={"X-CSRF-Token": csrf})
+        refused(st, body, 403, "forbidden", "no console role")
+        st, body = admin("PATCH", f"/api/v1/users/{uid}", {"role": "admin", "disabled": True})
+        expect(st == 200, f"disable: {st} {body}")
+        before = snapshot(W.ctl, *ADMIN_TABLES)
+        st, body = call(W.ctl, "GET", "/api/v1/groups", cookies=cookie)
+        refused(st, body, 401, "unauthorized", "console session")
+        unchanged(W.ctl, before, *ADMIN_TABLES)
+        ev = audits_since(W.ctl, mark, "user.update")
+        expect(len(ev) == 2 and all(e["target_id"] == uid for e in ev), f"audit: {ev}")
+        # Enabling the person again must not bring the old console session back.
+        st, body = admin("PATCH", f"/api/v1/users/{uid}", {"disabled": False})
+        expect(st == 200, f"enable: {st} {body}")
+        st, body = call(W.ctl, "GET", "/api/v1/groups", cookies=cookie)
+        refused(st, body, 401, "unauthorized", "console session")
+    finally:
+        admin("PATCH", f"/api/v1/users/{uid}", {"role": "admin", "disabled": False})
+
+
 # ---- files ----
 
 def mode(path):
@@ -1290,11 +1362,13 @@ CASES = [
     case_connector_disabled,
     case_oidc_state_mismatch, case_oidc_replayed_code, *EVIL_CASES,
     case_oidc_unverified_email_real_idp, case_oidc_login_flood, case_device_code_flood,
+    case_oidc_native_redirect_uri, case_device_page_no_reflection,
     case_admin_no_key, case_admin_auditor_writes, case_admin_revoked_key,
     case_admin_expired_key, case_audit_source_not_spoofable,
     case_admin_sql_metacharacters, case_admin_oversize_body, case_admin_malformed_json,
     case_admin_unknown_field, case_admin_unknown_query_parameter,
     case_admin_control_characters, case_admin_path_traversal, case_console_csrf,
+    case_console_role_revoked,
     case_files_modes, case_files_db_world_readable,
     case_logs_hold_no_secrets,
 ]
