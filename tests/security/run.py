@@ -1348,6 +1348,30 @@ def case_logs_hold_no_secrets():
     expect(not found, "; ".join(sorted(set(found))))
 
 
+def case_audit_and_public_documents_hold_no_secrets():
+    """The audit log (every column of every event, both controllers) and the public
+    documents (/.well-known/jwks.json, /metrics, /healthz, /readyz) hold none of the
+    secrets the suite handled; the JWKS holds public keys only (no "d" member, EC P-256,
+    each with kid)."""
+    st, jwks = call(W.ctl, "GET", "/.well-known/jwks.json")
+    expect(st == 200 and jwks["keys"], "no JWKS")
+    for k in jwks["keys"]:
+        expect(set(k) <= {"kty", "crv", "x", "y", "kid", "alg", "use"} and k["kty"] == "EC" and
+               k["crv"] == "P-256" and k.get("kid"), f"JWKS key: {sorted(k)}")
+    texts = {}
+    for ctl in (W.ctl, W.ctl_evil):
+        rows = ctl.db("SELECT * FROM audit_events")
+        expect(len(rows) >= 7, f"{ctl.name}: only {len(rows)} audit events")
+        texts[ctl.name + " audit_events"] = json.dumps(rows)
+        for path in ("/.well-known/jwks.json", "/metrics", "/healthz", "/readyz"):
+            texts[ctl.name + " " + path] = oi.request("GET", ctl.url + path)[2]
+    expect(W.group["id"] in texts["ctl-main audit_events"], "scan sees no audited id")
+    found = [f"{label.split('#')[0]} in {where}" for label, value in SECRETS.items()
+             for where, text in texts.items() if value in text]
+    found += [f"PEM marker in {w}" for w, t in texts.items() if "PRIVATE KEY" in t]
+    expect(not found, "; ".join(sorted(set(found))))
+
+
 CASES = [
     case_client_control, case_client_forged_signature, case_client_expired_access_token,
     case_client_other_audience, case_client_alg_none, case_client_hs256_public_key,
@@ -1370,7 +1394,7 @@ CASES = [
     case_admin_control_characters, case_admin_path_traversal, case_console_csrf,
     case_console_role_revoked,
     case_files_modes, case_files_db_world_readable,
-    case_logs_hold_no_secrets,
+    case_logs_hold_no_secrets, case_audit_and_public_documents_hold_no_secrets,
 ]
 
 
@@ -1385,7 +1409,8 @@ def main():
         setup()
         for case in CASES:
             name = case.__name__[len("case_"):]
-            if only and name not in only | {"client_control", "logs_hold_no_secrets"}:
+            if only and name not in only | {"client_control", "logs_hold_no_secrets",
+                                            "audit_and_public_documents_hold_no_secrets"}:
                 continue
             began = time.monotonic()
             try:
