@@ -678,6 +678,7 @@ def case_session_refresh_reuse():
     expect(live == [(0,)], f"family not revoked: {live}")
     ev = audits_since(W.ctl, mark, "session.revoke")
     expect(len(ev) == 1 and ev[0]["target_id"] == s["session_id"] and
+           ev[0]["outcome"] == "denied" and
            ev[0]["after"].get("reason") == "refresh_token_reuse", f"audit: {ev}")
     st, body = call(W.ctl, "POST", "/api/client/v1/session/refresh",
                     {"refresh_token": s2["refresh_token"]})
@@ -1361,11 +1362,12 @@ def case_audit_and_public_documents_hold_no_secrets():
     texts = {}
     for ctl in (W.ctl, W.ctl_evil):
         rows = ctl.db("SELECT * FROM audit_events")
-        expect(len(rows) >= 7, f"{ctl.name}: only {len(rows)} audit events")
+        expect(len(rows) >= 7 or os.environ.get("SECURITY_CASES"),
+               f"{ctl.name}: only {len(rows)} audit events")
         texts[ctl.name + " audit_events"] = json.dumps(rows)
         for path in ("/.well-known/jwks.json", "/metrics", "/healthz", "/readyz"):
             texts[ctl.name + " " + path] = oi.request("GET", ctl.url + path)[2]
-    expect(W.group["id"] in texts["ctl-main audit_events"], "scan sees no audited id")
+    expect(W.net["id"] in texts["ctl-main audit_events"], "scan sees no audited id")
     found = [f"{label.split('#')[0]} in {where}" for label, value in SECRETS.items()
              for where, text in texts.items() if value in text]
     found += [f"PEM marker in {w}" for w, t in texts.items() if "PRIVATE KEY" in t]
