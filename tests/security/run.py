@@ -34,6 +34,7 @@ if len(sys.argv) < 2:
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.environ.get("SALLYPORT_SOURCE_DIR") or os.path.dirname(os.path.dirname(HERE))
 os.environ.setdefault("SALLYPORT_SOURCE_DIR", SRC)
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(SRC, "tests", "integration"))
 import controller_oidc as oi  # noqa: E402  (reads sys.argv[1] as the controller binary)
 
