@@ -488,6 +488,20 @@ static void list_rows(struct http_request *req, struct controller *c,
 	sp_buf_init(&sql, 8192);
 	sp_buf_init(&lines, 0);
 
+	/* An unknown or repeated parameter is refused: a misspelt filter would otherwise
+	 * widen the listing to everything (and a script acting on it with it). */
+	const char *known[40] = {"format", "limit", "cursor"};
+	size_t nknown = 3;
+	for (size_t i = 0; i < coll->filter_count && nknown + 1 < sizeof(known) / sizeof(known[0]);
+	     i++)
+		known[nknown++] = coll->filters[i].param;
+	known[nknown] = NULL;
+	const char *unexpected = http_query_unexpected(req, known);
+	if (unexpected != NULL) {
+		http_reply_error(req, 400, "invalid", "query parameter \"%.64s\" is unknown here or "
+		                 "given twice", unexpected);
+		goto out;
+	}
 	const char *format = http_query(req, "format");
 	int jsonl = 0;
 	if (format != NULL) {

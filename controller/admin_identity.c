@@ -22,6 +22,7 @@
 
 #include "controller/admin_api.h"
 #include "controller/apikey.h"
+#include "controller/auth.h"
 #include "controller/routes.h"
 #include "controller/store.h"
 #include "shared/keys.h"
@@ -90,12 +91,15 @@ static const struct admin_filter user_filters[] = {
 
 static const char *const user_bool_columns[] = {"email_verified", "disabled", NULL};
 
-/* Disabling a user ends their sessions now, not at the next refresh. */
+/* Disabling a user ends their sessions now, not at the next refresh, and their console
+ * sessions for good (enabling them again must not revive a cookie taken meanwhile). */
 static int user_after_update(struct controller *c, struct http_request *req, const char *id,
 			     const json_t *before, const json_t *after, struct sp_diag *diag)
 {
 	(void)req;
 	(void)diag;
+	if (json_is_true(json_object_get(after, "disabled")))
+		auth_console_end_user(c, id);
 	if (json_is_true(json_object_get(after, "disabled")) &&
 	    !json_is_true(json_object_get(before, "disabled")))
 		return exec_now_id(c,

@@ -164,6 +164,36 @@ void auth_purge_expired(struct auth_state *a, int64_t now)
 			OPENSSL_cleanse(&a->devices[i], sizeof(a->devices[i]));
 }
 
+struct pending_login *auth_pending_slot(struct pending_login *table, size_t n,
+                                        const char *address)
+{
+	struct pending_login *free_slot = NULL, *own_oldest = NULL, *used_oldest = NULL,
+	                     *oldest = NULL;
+	size_t own = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct pending_login *p = &table[i];
+		if (!p->in_use) {
+			if (free_slot == NULL)
+				free_slot = p;
+			continue;
+		}
+		if (strcmp(p->address, address) == 0) {
+			own++;
+			if (own_oldest == NULL || p->expires < own_oldest->expires)
+				own_oldest = p;
+		}
+		if (p->used && (used_oldest == NULL || p->expires < used_oldest->expires))
+			used_oldest = p;
+		if (oldest == NULL || p->expires < oldest->expires)
+			oldest = p;
+	}
+	if (own >= AUTH_PENDING_PER_ADDRESS && own_oldest != NULL)
+		return own_oldest;
+	if (free_slot != NULL)
+		return free_slot;
+	return used_oldest != NULL ? used_oldest : oldest;
+}
+
 /* ---- GET /auth/login ---- */
 
 static void handle_login(struct http_request *req, void *app)
@@ -236,14 +266,10 @@ void auth_start_login(struct controller *c, struct http_request *req,
 		return;
 	}
 	auth_purge_expired(a, now);
-	struct pending_login *p = NULL;
-	for (size_t i = 0; i < AUTH_PENDING_MAX && p == NULL; i++)
-		if (!a->pending[i].in_use)
-			p = &a->pending[i];
-	if (p == NULL) {
-		http_reply_error(req, 503, "busy", "too many sign-ins in progress; try again shortly");
-		return;
-	}
+	struct pending_login *p = auth_pending_slot(a->pending, AUTH_PENDING_MAX, req->client_address);
+	if (p->in_use && strcmp(p->address, req->client_address) != 0)
+		SP_LOG(SP_LOG_WARN, "pending sign-in table full: replacing the oldest",
+		       SP_LOG_STR("client", req->client_address));
 	/* The browser binding: the callback must come from the browser that started here. */
 	char binding[SP_SECRET_TEXT_MAX];
 	const char *presented = http_cookie(req, AUTH_LOGIN_COOKIE);
@@ -257,6 +283,7 @@ void auth_start_login(struct controller *c, struct http_request *req,
 	fresh.in_use = 1;
 	fresh.used = 0;
 	fresh.expires = now + AUTH_PENDING_TTL_S;
+	snprintf(fresh.address, sizeof(fresh.address), "%s", req->client_address);
 	if (sp_random_hex(16, fresh.state, sizeof(fresh.state)) < 0 ||
 	    sp_random_hex(16, fresh.nonce, sizeof(fresh.nonce)) < 0 || oidc_pkce_new(&pkce) < 0 ||
 	    sp_secret_hash(binding, strlen(binding), fresh.browser_hash) < 0)
@@ -346,6 +373,14 @@ void auth_amr_text(const json_t *claims, char *out, size_t size)
 	if (text != NULL && strlen(text) < size && strlen(text) <= 1024)
 		snprintf(out, size, "%s", text);
 	free(text);
+}
+
+void auth_console_end_user(struct controller *c, const char *user_id)
+{
+	struct auth_state *a = c->auth;
+	for (size_t i = 0; a != NULL && i < AUTH_CONSOLE_MAX; i++)
+		if (a->console[i].in_use && strcmp(a->console[i].user_id, user_id) == 0)
+			OPENSSL_cleanse(&a->console[i], sizeof(a->console[i]));
 }
 
 int auth_console_create(struct controller *c, const char *user_id,

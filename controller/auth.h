@@ -78,6 +78,10 @@ int auth_console_authenticate(struct controller *c, struct http_request *req,
 int auth_console_create(struct controller *c, const char *user_id,
                         char secret[SP_SECRET_TEXT_MAX], char csrf[33]);
 
+/* Ends every console session of user_id (its cookies stop working for good), as
+ * disabling the user does: enabling the user again later does not revive them. */
+void auth_console_end_user(struct controller *c, const char *user_id);
+
 /* RFC 8252 loopback redirect: http://127.0.0.1:PORT/... or http://[::1]:PORT/..., no
  * userinfo, query allowed, no fragment, at most 512 bytes. 1 when acceptable. Pure. */
 int auth_loopback_redirect_ok(const char *uri);

@@ -15,6 +15,7 @@
 #include "controller/auth_internal.h"
 #include "controller/store.h"
 #include "shared/keys.h"
+#include "shared/log.h"
 
 #define DEVICE_CODE_KIND "spd"
 #define DEVICE_CODE_ALPHABET "BCDFGHJKLMNPQRSTVWXZ" /* no vowels: no words, no 0/O, 1/I */
@@ -150,17 +151,14 @@ void auth_handle_device_code(struct http_request *req, void *app)
 	}
 	int64_t now = c->now();
 	auth_purge_expired(a, now);
-	struct device_grant *slot = NULL;
-	for (size_t i = 0; i < AUTH_DEVICE_MAX && slot == NULL; i++)
-		if (!a->devices[i].in_use)
-			slot = &a->devices[i];
-	if (slot == NULL) {
-		http_reply_error(req, 503, "busy", "too many device sign-ins in progress; try again "
-		                 "shortly");
-		goto out;
-	}
+	struct device_grant *slot = auth_device_slot(a->devices, AUTH_DEVICE_MAX,
+	                                             req->client_address);
+	if (slot->in_use && strcmp(slot->address, req->client_address) != 0)
+		SP_LOG(SP_LOG_WARN, "device grant table full: replacing the oldest",
+		       SP_LOG_STR("client", req->client_address));
 	struct device_grant fresh = {.in_use = 1, .expires = now + AUTH_DEVICE_TTL_S,
 	                             .interval = AUTH_DEVICE_INTERVAL_S};
+	snprintf(fresh.address, sizeof(fresh.address), "%s", req->client_address);
 	/* 8 characters of 20 (about 2^34 codes), unbiased: bytes >= 240 are dropped. */
 	for (int attempt = 0; attempt < 8; attempt++) {
 		uint8_t rnd[32];
@@ -371,4 +369,29 @@ void auth_handle_device_token(struct http_request *req, void *app)
 out:
 	session_grant_clear(&sg);
 	json_decref(body);
+}
+
+struct device_grant *auth_device_slot(struct device_grant *table, size_t n,
+                                      const char *address)
+{
+	struct device_grant *free_slot = NULL, *own_oldest = NULL, *oldest = NULL;
+	size_t own = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct device_grant *g = &table[i];
+		if (!g->in_use) {
+			if (free_slot == NULL)
+				free_slot = g;
+			continue;
+		}
+		if (strcmp(g->address, address) == 0) {
+			own++;
+			if (own_oldest == NULL || g->expires < own_oldest->expires)
+				own_oldest = g;
+		}
+		if (oldest == NULL || g->expires < oldest->expires)
+			oldest = g;
+	}
+	if (own >= AUTH_DEVICE_PER_ADDRESS && own_oldest != NULL)
+		return own_oldest;
+	return free_slot != NULL ? free_slot : oldest;
 }

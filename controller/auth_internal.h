@@ -36,7 +36,20 @@ struct pending_login {
 	char redirect_uri[513];  /* native: the client's loopback listener */
 	char challenge[64];      /* native: the client's PKCE S256 challenge */
 	char client_state[257];  /* native: the client's state, echoed back */
+	char address[64];        /* the client address that started it (slot quota) */
 };
+
+/* At most this many pending sign-ins per client address; past it, that address's oldest
+ * is replaced, so one source cannot fill the table and lock everyone out of signing in. */
+#define AUTH_PENDING_PER_ADDRESS (AUTH_PENDING_MAX / 8)
+
+/*
+ * The slot a new pending sign-in from `address` takes: the address's oldest when it holds
+ * AUTH_PENDING_PER_ADDRESS already; else a free slot; else (the table full from many
+ * addresses) the oldest completed one, else the oldest of all. Never NULL for n > 0. Pure.
+ */
+struct pending_login *auth_pending_slot(struct pending_login *table, size_t n,
+                                        const char *address);
 
 enum { LOGIN_CONSOLE = 0, LOGIN_NATIVE = 1, LOGIN_DEVICE = 2 };
 extern const char *const auth_login_kind_names[]; /* by kind */
@@ -61,8 +74,20 @@ struct device_grant {
 	char email[321];
 	int64_t auth_time;
 	char amr[1025];
+	char address[64];           /* the client address that asked for it (slot quota) */
 };
 enum { DEVICE_PENDING = 0, DEVICE_SIGNED_IN = 1, DEVICE_APPROVED = 2, DEVICE_DENIED = 3 };
+
+/* The device-grant counterpart of AUTH_PENDING_PER_ADDRESS. */
+#define AUTH_DEVICE_PER_ADDRESS (AUTH_DEVICE_MAX / 8)
+
+/*
+ * The slot a new device grant from `address` takes: the address's oldest when it holds
+ * AUTH_DEVICE_PER_ADDRESS already; else a free slot; else the one that expires first
+ * (lingering expired grants go before live ones). Never NULL for n > 0. Pure.
+ */
+struct device_grant *auth_device_slot(struct device_grant *table, size_t n,
+                                      const char *address);
 
 /* A one-time code for a native client, redeemed at POST /api/client/v1/session. */
 struct native_code {

@@ -10,6 +10,7 @@
 #include "controller/apikey.h"
 #include "controller/app.h"
 #include "controller/auth.h"
+#include "controller/session.h"
 #include "shared/jwk.h"
 #include "shared/keys.h"
 #include "shared/log.h"
@@ -197,9 +198,7 @@ static int gate_connector(struct controller *c, struct http_request *req)
 		r = sp_token_check_claims(claims, &e, &d);
 	}
 	if (r == 0) {
-		const json_t *iat = json_object_get(claims, "iat");
-		const json_t *exp = json_object_get(claims, "exp");
-		if (!json_is_integer(iat) || json_integer_value(exp) - json_integer_value(iat) > 300)
+		if (!session_lifetime_within(claims, 300))
 			r = sp_diag_set(&d, SP_ERR_CLAIM, "connector tokens must have iat and live at "
 			                "most 300 seconds");
 	}

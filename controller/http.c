@@ -176,6 +176,44 @@ const char *http_query(struct http_request *req, const char *name)
 	return MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, name);
 }
 
+struct query_check {
+	const char *const *known;
+	const char *seen[32];
+	size_t seen_count;
+	const char *bad;
+};
+
+static enum MHD_Result query_check_one(void *cls, enum MHD_ValueKind kind, const char *key,
+                                       const char *value)
+{
+	(void)kind;
+	(void)value;
+	struct query_check *q = cls;
+	size_t i = 0;
+	while (q->known[i] != NULL && strcmp(q->known[i], key) != 0)
+		i++;
+	if (q->known[i] == NULL || q->seen_count == sizeof(q->seen) / sizeof(q->seen[0])) {
+		q->bad = key;
+		return MHD_NO;
+	}
+	for (size_t j = 0; j < q->seen_count; j++) {
+		if (q->seen[j] == q->known[i]) {
+			q->bad = key;
+			return MHD_NO;
+		}
+	}
+	q->seen[q->seen_count++] = q->known[i];
+	return MHD_YES;
+}
+
+const char *http_query_unexpected(struct http_request *req, const char *const *known)
+{
+	struct query_check q = {.known = known};
+	(void)MHD_get_connection_values(req->connection, MHD_GET_ARGUMENT_KIND, query_check_one,
+	                                &q);
+	return q.bad;
+}
+
 const char *http_cookie(struct http_request *req, const char *name)
 {
 	return MHD_lookup_connection_value(req->connection, MHD_COOKIE_KIND, name);

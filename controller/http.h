@@ -107,6 +107,9 @@ void http_server_stop(struct http_server *server);
 /* Request accessors (server thread only). */
 const char *http_header(struct http_request *req, const char *name);
 const char *http_query(struct http_request *req, const char *name);
+/* The name of the first query parameter that is not in the NULL-terminated list `known`,
+ * or that appears more than once; NULL when every parameter is known and single. */
+const char *http_query_unexpected(struct http_request *req, const char *const *known);
 const char *http_cookie(struct http_request *req, const char *name);
 
 /* Response helpers. Each replaces any previous response body. */

@@ -636,11 +636,8 @@ int session_service_verify(struct controller *c, const char *assertion, const ch
 		r = sp_token_check_claims(claims, &e, diag);
 	}
 	if (r == 0) {
-		const json_t *iat = json_object_get(claims, "iat");
-		const json_t *e = json_object_get(claims, "exp");
 		const json_t *id = json_object_get(claims, "jti");
-		if (!json_is_integer(iat) ||
-		    json_integer_value(e) - json_integer_value(iat) > SESSION_SERVICE_MAX_LIFETIME_S)
+		if (!session_lifetime_within(claims, SESSION_SERVICE_MAX_LIFETIME_S))
 			r = sp_diag_set(diag, SP_ERR_CLAIM, "the assertion must have iat and live at most "
 			                "%d seconds", SESSION_SERVICE_MAX_LIFETIME_S);
 		else if (!json_is_string(id) || json_string_length(id) < 16 ||
@@ -649,7 +646,7 @@ int session_service_verify(struct controller *c, const char *assertion, const ch
 			                "characters");
 		else {
 			snprintf(jti, 129, "%s", json_string_value(id));
-			*exp = (int64_t)json_integer_value(e);
+			*exp = (int64_t)json_integer_value(json_object_get(claims, "exp"));
 		}
 	}
 	json_decref(claims);
@@ -661,4 +658,17 @@ int session_service_verify(struct controller *c, const char *assertion, const ch
 	(void)run(c->db, "UPDATE service_account_keys SET last_used_at = ? WHERE id = ?", "is", now,
 	          kid);
 	return 0;
+}
+
+int session_lifetime_within(const json_t *claims, int64_t max_s)
+{
+	const json_t *iat = json_object_get(claims, "iat");
+	const json_t *exp = json_object_get(claims, "exp");
+	if (!json_is_integer(iat) || !json_is_integer(exp) || max_s < 0)
+		return 0;
+	int64_t from = (int64_t)json_integer_value(iat), to = (int64_t)json_integer_value(exp);
+	if (to < from)
+		return 0;
+	/* to >= from, so the unsigned difference is exact even across the sign. */
+	return (uint64_t)to - (uint64_t)from <= (uint64_t)max_s;
 }

@@ -115,6 +115,13 @@ int session_sign_access_token(struct controller *c, struct session_grant *g);
  *  "user": {"id","email","display_name","role"}} (user looked up by g->user_id). */
 json_t *session_response(struct controller *c, const struct session_grant *g);
 
+/*
+ * 1 when the claims hold integer iat and exp with iat <= exp and exp - iat <= max_s, else
+ * 0. The span is computed without signed overflow, so an iat near INT64_MIN cannot wrap
+ * the difference below the limit. Used for connector tokens and service assertions. Pure.
+ */
+int session_lifetime_within(const json_t *claims, int64_t max_s);
+
 /* 1 when email (any case) is in the comma-separated list. Pure. */
 int session_email_listed(const char *list, const char *email);
 

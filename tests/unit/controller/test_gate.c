@@ -199,6 +199,12 @@ static void test_console_sessions(void **state)
 	assert_int_equal(send_request("POST", "/write", admin, admin_csrf, NULL, &r), 403);
 	assert_int_equal(send_request("GET", "/read", admin, NULL, NULL, &r), 200);
 
+	/* Ending a person's console sessions (as disabling does) is for good: the row being
+	 * fine again does not bring the cookie back; other people's sessions stay. */
+	auth_console_end_user(&ctl, ADMIN);
+	assert_int_equal(send_request("GET", "/read", admin, NULL, NULL, &r), 401);
+	assert_int_equal(send_request("GET", "/read", auditor, NULL, NULL, &r), 200);
+
 	/* API keys need no CSRF token: a browser never sends them on its own. */
 	char key[SP_SECRET_TEXT_MAX], id[33];
 	assert_int_equal(apikey_create(ctl.db, "ops", "admin", wall(), key, id, NULL), 0);

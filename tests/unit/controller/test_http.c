@@ -32,6 +32,12 @@ static void handle_echo(struct http_request *req, void *app)
 static void handle_hello(struct http_request *req, void *app)
 {
 	(void)app;
+	static const char *const known[] = {"who", NULL};
+	const char *unexpected = http_query_unexpected(req, known);
+	if (unexpected != NULL) {
+		http_reply_error(req, 400, "invalid", "unexpected %s", unexpected);
+		return;
+	}
 	const char *who = http_query(req, "who");
 	http_reply_json(req, 200, json_pack("{s:s}", "hello", who != NULL ? who : "world"));
 }
@@ -162,6 +168,14 @@ static void test_routes_and_errors(void **state)
 	request(port, "GET", "/hello?who=ann", NULL, NULL, 0, &r);
 	assert_int_equal(r.status, 200);
 	assert_string_equal(r.body, "{\"hello\":\"ann\"}");
+	request(port, "GET", "/hello", NULL, NULL, 0, &r);
+	assert_int_equal(r.status, 200);
+	request(port, "GET", "/hello?who=ann&whom=bob", NULL, NULL, 0, &r);
+	assert_int_equal(r.status, 400);
+	assert_non_null(strstr(r.body, "unexpected whom"));
+	request(port, "GET", "/hello?who=ann&who=bob", NULL, NULL, 0, &r);
+	assert_int_equal(r.status, 400);
+	assert_non_null(strstr(r.body, "unexpected who"));
 
 	request(port, "POST", "/things/t1", "application/json", "{\"a\":1}", 7, &r);
 	assert_int_equal(r.status, 201);

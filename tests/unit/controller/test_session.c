@@ -381,6 +381,40 @@ static void test_id_token_claims(void **state)
 	json_decref(c);
 }
 
+/* Connector tokens and service assertions: exp - iat <= limit without signed overflow (an
+ * iat near INT64_MIN once wrapped the span negative and passed any limit). */
+static void test_lifetime_within(void **state)
+{
+	(void)state;
+	struct {
+		json_int_t iat, exp;
+		int want;
+	} cases[] = {
+	    {T0, T0 + 300, 1},
+	    {T0, T0, 1},
+	    {T0, T0 + 301, 0},
+	    {T0 + 10, T0, 0},
+	    {INT64_MIN, T0 + 86400, 0},
+	    {INT64_MIN, INT64_MAX, 0},
+	    {-((json_int_t)1 << 62), ((json_int_t)1 << 62) + T0, 0},
+	    {INT64_MAX - 300, INT64_MAX, 1},
+	    {INT64_MIN, INT64_MIN + 300, 1},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		json_t *c = json_pack("{s:I, s:I}", "iat", cases[i].iat, "exp", cases[i].exp);
+		assert_int_equal(session_lifetime_within(c, 300), cases[i].want);
+		json_decref(c);
+	}
+	json_t *c = json_pack("{s:I}", "exp", (json_int_t)T0);
+	assert_int_equal(session_lifetime_within(c, 300), 0);
+	json_object_set_new(c, "iat", json_real((double)T0));
+	assert_int_equal(session_lifetime_within(c, 300), 0);
+	json_object_set_new(c, "iat", json_integer(T0));
+	json_object_set_new(c, "exp", json_string("1"));
+	assert_int_equal(session_lifetime_within(c, 300), 0);
+	json_decref(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -391,6 +425,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_devices, setup, teardown),
 		cmocka_unit_test(test_loopback_redirects),
 		cmocka_unit_test(test_id_token_claims),
+		cmocka_unit_test(test_lifetime_within),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
