@@ -299,7 +299,9 @@ int sp_token_verify_max(const char *jws, size_t len, size_t max_len, const struc
 	const char *header_text = jws, *sig_text = jws + dots[1] + 1;
 	size_t header_len = dots[0], payload_text_len = dots[1] - dots[0] - 1;
 	size_t sig_len = len - dots[1] - 1;
-	if (header_len == 0 || payload_text_len == 0 || sig_len == 0)
+	/* An empty signature is judged after the header, so an unsigned "alg":"none" token is
+	 * refused for its algorithm, which is what a person reading the log needs to know. */
+	if (header_len == 0 || payload_text_len == 0)
 		return sp_diag_set(diag, SP_ERR_INVALID, "token has an empty part");
 
 	if ((r = decode_json_object(header_text, header_len, &header)) < 0) {
@@ -308,6 +310,10 @@ int sp_token_verify_max(const char *jws, size_t len, size_t max_len, const struc
 	}
 	if ((r = check_header(header, keys, expected_alg, want, &entry, diag)) < 0)
 		goto out;
+	if (sig_len == 0) {
+		r = sp_diag_set(diag, SP_ERR_INVALID, "token has an empty part");
+		goto out;
+	}
 	if ((r = check_signature_shape(sig_text, sig_len, entry, diag)) < 0)
 		goto out;
 

@@ -415,12 +415,12 @@ def case_client_other_audience():
 
 
 def case_client_alg_none():
-    """alg none: with the RFC's empty signature, 401 "token has an empty part"; with any
-    signature bytes, 401 naming the refused algorithm "none". Not audited; store
-    unchanged."""
+    """alg none: with the RFC's empty signature and with any signature bytes, 401 naming
+    the refused algorithm "none" (the header is judged before the signature). Not
+    audited; store unchanged."""
     head = b64u(json.dumps({"alg": "none", "typ": "JWT"}).encode())
     token = head + "." + b64u(json.dumps(access_claims(W.session)).encode()) + "."
-    client_refused(token, "empty part")
+    client_refused(token, 'algorithm "none" refused')
     client_refused(token + b64u(b"\0" * 64), 'algorithm "none" refused')
 
 
