@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cjose/base64.h>
 #include <cjose/util.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
@@ -41,8 +40,6 @@ static int base64url_value(char c)
 int sp_jwk_base64url_decode(const char *text, size_t len, uint8_t *out, size_t out_max,
 			    size_t *out_len)
 {
-	uint8_t *decoded = NULL;
-	size_t decoded_len = 0;
 	int last = 0;
 
 	*out_len = 0;
@@ -65,39 +62,49 @@ int sp_jwk_base64url_decode(const char *text, size_t len, uint8_t *out, size_t o
 	size_t need = (len / 4) * 3 + (len % 4 == 0 ? 0 : len % 4 - 1);
 	if (need > out_max)
 		return SP_ERR_TOO_LARGE;
-	if (!cjose_base64url_decode(text, len, &decoded, &decoded_len, NULL))
-		return SP_ERR_INVALID;
-	int r = SP_ERR_INTERNAL;
-	if (decoded_len == need) {
-		memcpy(out, decoded, decoded_len);
-		*out_len = decoded_len;
-		r = 0;
+	/* The text is valid now; decoding in place cannot fail (and allocates nothing). */
+	uint32_t acc = 0;
+	unsigned bits = 0;
+	size_t n = 0;
+	for (size_t i = 0; i < len; i++) {
+		acc = (acc << 6) | (uint32_t)base64url_value(text[i]);
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			out[n++] = (uint8_t)(acc >> bits);
+			acc &= (1u << bits) - 1u;
+		}
 	}
-	OPENSSL_cleanse(decoded, decoded_len);
-	cjose_get_dealloc()(decoded);
-	return r;
+	*out_len = n;
+	return 0;
 }
 
 int sp_jwk_base64url_encode(const uint8_t *data, size_t len, char *out, size_t out_size)
 {
-	char *encoded = NULL;
-	size_t encoded_len = 0;
+	static const char alphabet[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 	if (out_size == 0)
 		return SP_ERR_TOO_LARGE;
 	out[0] = '\0';
-	if (!cjose_base64url_encode(data, len, &encoded, &encoded_len, NULL))
-		return SP_ERR_NOMEM;
-	int r = SP_ERR_TOO_LARGE;
-	if (encoded_len < out_size) {
-		memcpy(out, encoded, encoded_len);
-		out[encoded_len] = '\0';
-		r = 0;
+	if (B64URL_LEN(len) >= out_size)
+		return SP_ERR_TOO_LARGE;
+	size_t n = 0;
+	uint32_t acc = 0;
+	unsigned bits = 0;
+	for (size_t i = 0; i < len; i++) {
+		acc = (acc << 8) | data[i];
+		bits += 8;
+		while (bits >= 6) {
+			bits -= 6;
+			out[n++] = alphabet[(acc >> bits) & 0x3f];
+		}
+		acc &= (1u << bits) - 1u;
 	}
-	/* The input may be secret (PKCE verifiers, bearer tokens): wipe cjose's copy too. */
-	OPENSSL_cleanse(encoded, encoded_len);
-	cjose_get_dealloc()(encoded);
-	return r;
+	if (bits > 0)
+		out[n++] = alphabet[(acc << (6 - bits)) & 0x3f];
+	out[n] = '\0';
+	return 0;
 }
 
 /* ---- small helpers -------------------------------------------------------------- */

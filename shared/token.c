@@ -8,6 +8,7 @@
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
+#include <openssl/err.h>
 
 #include "shared/keys.h"
 
@@ -99,6 +100,7 @@ int sp_token_signer_new(EVP_PKEY *priv, const char *kid, struct sp_token_signer 
 	uint8_t x[SP_KEY_COORD_LEN], y[SP_KEY_COORD_LEN];
 	if ((r = sp_key_public_coordinates(priv, x, y)) < 0)
 		return r;
+	r = SP_ERR_CRYPTO;
 	if (EVP_PKEY_get_bn_param(priv, OSSL_PKEY_PARAM_PRIV_KEY, &bn_d) != 1) {
 		/* A public key cannot sign; an allocation failure inside OpenSSL looks alike,
 		 * so only a key that has no private part is called invalid. */
@@ -359,6 +361,13 @@ static int verify_signature(const struct sp_jwks_entry *entry, const char *input
 	int v = EVP_DigestVerify(ctx, to_verify, to_verify_len, (const unsigned char *)input,
 				 input_len);
 	r = v == 1 ? 0 : v == 0 ? SP_ERR_BAD_SIGNATURE : SP_ERR_CRYPTO;
+	if (r < 0) {
+		/* OpenSSL may answer "does not verify" when it only ran out of memory. */
+		unsigned long e;
+		while ((e = ERR_get_error()) != 0)
+			if (ERR_GET_REASON(e) == ERR_R_MALLOC_FAILURE)
+				r = SP_ERR_NOMEM;
+	}
 out:
 	EVP_MD_CTX_free(ctx);
 	OPENSSL_free(der);

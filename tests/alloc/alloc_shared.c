@@ -50,6 +50,8 @@ static int run_jwks_parse(void *ctx)
 	memset(&set, 0xa5, sizeof(set));
 	struct sp_diag diag;
 	int r = sp_jwks_parse(jwks_doc, jwks_doc_len, &set, &diag);
+	if (r < 0 && getenv("ALLOC_DEBUG") != NULL)
+		fprintf(stderr, "    jwks_parse: %d %s\n", r, diag.message);
 	if (r < 0) {
 		if (set.count != 0 || set.entries != NULL)
 			WRONG("jwks_parse failed (%d) with %zu keys left", r, set.count);
@@ -72,6 +74,8 @@ static int run_token_verify(void *ctx)
 	json_t *out = (json_t *)&out; /* must be cleared */
 	struct sp_diag diag;
 	int r = sp_token_verify(token, strlen(token), &jwks, "ES256", &out, &diag);
+	if (r < 0 && getenv("ALLOC_DEBUG") != NULL)
+		fprintf(stderr, "    token_verify: %d %s\n", r, diag.message);
 	if (r < 0) {
 		if (out != NULL)
 			WRONG("token_verify failed (%d) with claims set", r);
@@ -107,6 +111,8 @@ static int run_token_sign(void *ctx)
 			WRONG("signer_new failed (%d) with *out set", r);
 		return r;
 	}
+	if (signer == NULL)
+		WRONG("signer_new succeeded without a signer");
 	char *jws = (char *)&jws;
 	r = sp_token_signer_sign(signer, claims, &jws);
 	sp_token_signer_free(signer);
