@@ -66,7 +66,7 @@ struct sp_jwks_entry {
 	char kid[SP_JWK_KID_MAX + 1];
 	enum sp_jwk_alg alg;
 	EVP_PKEY *key;		/* the public key */
-	cjose_jwk_t *cjose_key; /* the same key in cjose's form, built once for verifying */
+	cjose_jwk_t *cjose_key; /* the same key in cjose's form (token.c verifies with `key`) */
 };
 
 /* A set of public keys looked up by kid. See the ownership note above. */

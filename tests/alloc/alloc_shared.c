@@ -536,6 +536,9 @@ static int run_tunnel(void *ctx)
 				degraded = 1;
 			else
 				wrong = 1;
+			if (degraded && getenv("ALLOC_DEBUG") != NULL)
+				fprintf(stderr, "    tunnel: stream ended: status %d code %u\n",
+					c.status, c.close_code);
 		}
 	}
 	if (wrong)
