@@ -1,8 +1,8 @@
 /*
  * bench/micro_token.c — ES256 signing and verifying through shared/token.c next to
  * raw OpenSSL ECDSA P-256 / SHA-256 over a message of the same length, in the same
- * run, so the ratio shows what the JOSE layer (JSON, base64url, header checks,
- * cjose) costs on top of the curve arithmetic.
+ * run, so the ratio shows what the JOSE layer (JSON, base64url, header checks)
+ * costs on top of the curve arithmetic.
  */
 #include <stdio.h>
 #include <stdlib.h>

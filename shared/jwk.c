@@ -5,8 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cjose/base64.h>
-#include <cjose/util.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -41,8 +39,6 @@ static int base64url_value(char c)
 int sp_jwk_base64url_decode(const char *text, size_t len, uint8_t *out, size_t out_max,
 			    size_t *out_len)
 {
-	uint8_t *decoded = NULL;
-	size_t decoded_len = 0;
 	int last = 0;
 
 	*out_len = 0;
@@ -65,39 +61,49 @@ int sp_jwk_base64url_decode(const char *text, size_t len, uint8_t *out, size_t o
 	size_t need = (len / 4) * 3 + (len % 4 == 0 ? 0 : len % 4 - 1);
 	if (need > out_max)
 		return SP_ERR_TOO_LARGE;
-	if (!cjose_base64url_decode(text, len, &decoded, &decoded_len, NULL))
-		return SP_ERR_INVALID;
-	int r = SP_ERR_INTERNAL;
-	if (decoded_len == need) {
-		memcpy(out, decoded, decoded_len);
-		*out_len = decoded_len;
-		r = 0;
+	/* The text is valid now; decoding in place cannot fail (and allocates nothing). */
+	uint32_t acc = 0;
+	unsigned bits = 0;
+	size_t n = 0;
+	for (size_t i = 0; i < len; i++) {
+		acc = (acc << 6) | (uint32_t)base64url_value(text[i]);
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			out[n++] = (uint8_t)(acc >> bits);
+			acc &= (1u << bits) - 1u;
+		}
 	}
-	OPENSSL_cleanse(decoded, decoded_len);
-	cjose_get_dealloc()(decoded);
-	return r;
+	*out_len = n;
+	return 0;
 }
 
 int sp_jwk_base64url_encode(const uint8_t *data, size_t len, char *out, size_t out_size)
 {
-	char *encoded = NULL;
-	size_t encoded_len = 0;
+	static const char alphabet[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 	if (out_size == 0)
 		return SP_ERR_TOO_LARGE;
 	out[0] = '\0';
-	if (!cjose_base64url_encode(data, len, &encoded, &encoded_len, NULL))
-		return SP_ERR_NOMEM;
-	int r = SP_ERR_TOO_LARGE;
-	if (encoded_len < out_size) {
-		memcpy(out, encoded, encoded_len);
-		out[encoded_len] = '\0';
-		r = 0;
+	if (B64URL_LEN(len) >= out_size)
+		return SP_ERR_TOO_LARGE;
+	size_t n = 0;
+	uint32_t acc = 0;
+	unsigned bits = 0;
+	for (size_t i = 0; i < len; i++) {
+		acc = (acc << 8) | data[i];
+		bits += 8;
+		while (bits >= 6) {
+			bits -= 6;
+			out[n++] = alphabet[(acc >> bits) & 0x3f];
+		}
+		acc &= (1u << bits) - 1u;
 	}
-	/* The input may be secret (PKCE verifiers, bearer tokens): wipe cjose's copy too. */
-	OPENSSL_cleanse(encoded, encoded_len);
-	cjose_get_dealloc()(encoded);
-	return r;
+	if (bits > 0)
+		out[n++] = alphabet[(acc << (6 - bits)) & 0x3f];
+	out[n] = '\0';
+	return 0;
 }
 
 /* ---- small helpers -------------------------------------------------------------- */
@@ -358,10 +364,8 @@ void sp_jwks_free(struct sp_jwks *set)
 {
 	if (set == NULL)
 		return;
-	for (size_t i = 0; i < set->count; i++) {
-		cjose_jwk_release(set->entries[i].cjose_key);
+	for (size_t i = 0; i < set->count; i++)
 		EVP_PKEY_free(set->entries[i].key);
-	}
 	free(set->entries);
 	memset(set, 0, sizeof(*set));
 }
@@ -374,50 +378,6 @@ const struct sp_jwks_entry *sp_jwks_find(const struct sp_jwks *set, const char *
 		if (strcmp(set->entries[i].kid, kid) == 0)
 			return &set->entries[i];
 	return NULL;
-}
-
-/* The key in cjose's form, for cjose_jws_verify. Only public parts are copied. */
-static int cjose_key_from_public(EVP_PKEY *key, enum sp_jwk_alg alg, cjose_jwk_t **out)
-{
-	*out = NULL;
-	if (alg == SP_JWK_ALG_ES256) {
-		uint8_t x[SP_KEY_COORD_LEN], y[SP_KEY_COORD_LEN];
-		int r = sp_key_public_coordinates(key, x, y);
-		if (r < 0)
-			return r;
-		cjose_jwk_ec_keyspec spec = {
-		    .crv = CJOSE_JWK_EC_P_256,
-		    .x = x,
-		    .xlen = sizeof(x),
-		    .y = y,
-		    .ylen = sizeof(y),
-		};
-		*out = cjose_jwk_create_EC_spec(&spec, NULL);
-		return *out != NULL ? 0 : SP_ERR_CRYPTO;
-	}
-	if (alg == SP_JWK_ALG_RS256) {
-		uint8_t n[RSA_MAX_BYTES], e[RSA_EXPONENT_MAX_BYTES];
-		BIGNUM *bn_n = NULL, *bn_e = NULL;
-		int r = SP_ERR_CRYPTO;
-		if (EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_RSA_N, &bn_n) == 1 &&
-		    EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_RSA_E, &bn_e) == 1 &&
-		    BN_num_bytes(bn_n) <= (int)sizeof(n) && BN_num_bytes(bn_e) <= (int)sizeof(e)) {
-			int n_len = BN_bn2bin(bn_n, n);
-			int e_len = BN_bn2bin(bn_e, e);
-			cjose_jwk_rsa_keyspec spec = {
-			    .n = n,
-			    .nlen = (size_t)n_len,
-			    .e = e,
-			    .elen = (size_t)e_len,
-			};
-			*out = cjose_jwk_create_RSA_spec(&spec, NULL);
-			r = *out != NULL ? 0 : SP_ERR_CRYPTO;
-		}
-		BN_free(bn_n);
-		BN_free(bn_e);
-		return r;
-	}
-	return SP_ERR_INTERNAL;
 }
 
 /* Adds an entry; on success the set owns `key`, on failure the caller still does. */
@@ -441,9 +401,6 @@ static int jwks_append(struct sp_jwks *set, const char *kid, enum sp_jwk_alg alg
 	}
 	struct sp_jwks_entry *entry = &set->entries[set->count];
 	memset(entry, 0, sizeof(*entry));
-	int r = cjose_key_from_public(key, alg, &entry->cjose_key);
-	if (r < 0)
-		return r;
 	memcpy(entry->kid, kid, strlen(kid) + 1);
 	entry->alg = alg;
 	entry->key = key;

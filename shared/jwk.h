@@ -34,7 +34,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <cjose/jwk.h>
 #include <jansson.h>
 #include <openssl/evp.h>
 
@@ -66,7 +65,6 @@ struct sp_jwks_entry {
 	char kid[SP_JWK_KID_MAX + 1];
 	enum sp_jwk_alg alg;
 	EVP_PKEY *key;		/* the public key */
-	cjose_jwk_t *cjose_key; /* the same key in cjose's form, built once for verifying */
 };
 
 /* A set of public keys looked up by kid. See the ownership note above. */

@@ -12,11 +12,17 @@
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
+#include <openssl/err.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-int sp_key_is_p256(EVP_PKEY *key)
+/*
+ * 1 for a P-256 key in named-curve form, 0 for any other key, SP_ERR_CRYPTO when an EC
+ * key's curve cannot be read (OpenSSL failed, e.g. out of memory): that must not be
+ * reported as "not P-256".
+ */
+static int p256_check(EVP_PKEY *key)
 {
 	char group[32];
 	char encoding[32];
@@ -25,7 +31,7 @@ int sp_key_is_p256(EVP_PKEY *key)
 		return 0;
 	if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
 	                                   &len) != 1)
-		return 0;
+		return SP_ERR_CRYPTO;
 	if (strcmp(group, "prime256v1") != 0 && strcmp(group, "P-256") != 0)
 		return 0;
 	/* A key spelled with explicit curve parameters has another SPKI (and so another pin):
@@ -35,6 +41,11 @@ int sp_key_is_p256(EVP_PKEY *key)
 	    strcmp(encoding, OSSL_PKEY_EC_ENCODING_GROUP) != 0)
 		return 0;
 	return 1;
+}
+
+int sp_key_is_p256(EVP_PKEY *key)
+{
+	return p256_check(key) == 1;
 }
 
 int sp_key_generate(EVP_PKEY **out)
@@ -310,7 +321,10 @@ int sp_key_public_coordinates(EVP_PKEY *key, uint8_t x[SP_KEY_COORD_LEN],
 	BIGNUM *bx = NULL, *by = NULL;
 	memset(x, 0, SP_KEY_COORD_LEN);
 	memset(y, 0, SP_KEY_COORD_LEN);
-	if (!sp_key_is_p256(key))
+	int p256 = p256_check(key);
+	if (p256 < 0)
+		return p256;
+	if (p256 == 0)
 		return SP_ERR_UNSUPPORTED;
 	if (EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_EC_PUB_X, &bx) != 1 ||
 	    EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_EC_PUB_Y, &by) != 1)
@@ -323,6 +337,21 @@ out:
 	BN_free(bx);
 	BN_free(by);
 	return r;
+}
+
+/*
+ * What a refusal by OpenSSL means: SP_ERR_NOMEM when its error queue holds an allocation
+ * failure (OpenSSL cannot otherwise tell "out of memory" from "this point is not on the
+ * curve"), else `refusal`. Empties the queue.
+ */
+static int openssl_refusal(int refusal)
+{
+	int nomem = 0;
+	unsigned long e;
+	while ((e = ERR_get_error()) != 0)
+		if (ERR_GET_REASON(e) == ERR_R_MALLOC_FAILURE)
+			nomem = 1;
+	return nomem ? SP_ERR_NOMEM : refusal;
 }
 
 int sp_key_from_coordinates(const uint8_t x[SP_KEY_COORD_LEN], const uint8_t y[SP_KEY_COORD_LEN],
@@ -348,15 +377,15 @@ int sp_key_from_coordinates(const uint8_t x[SP_KEY_COORD_LEN], const uint8_t y[S
 	    EVP_PKEY_fromdata_init(ctx) != 1) 
 		goto out;
 	if (EVP_PKEY_fromdata(ctx, out, EVP_PKEY_PUBLIC_KEY, params) != 1) {
-		r = SP_ERR_INVALID;
+		r = openssl_refusal(SP_ERR_INVALID);
 		goto out;
 	}
 	/* fromdata decodes the point; make sure it is on the curve before anyone verifies with it. */
 	if ((check = EVP_PKEY_CTX_new_from_pkey(NULL, *out, NULL)) == NULL ||
 	    EVP_PKEY_public_check(check) != 1) {
+		r = openssl_refusal(check == NULL ? SP_ERR_NOMEM : SP_ERR_INVALID);
 		EVP_PKEY_free(*out);
 		*out = NULL;
-		r = SP_ERR_INVALID;
 		goto out;
 	}
 	r = 0;

@@ -4,11 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cjose/header.h>
-#include <cjose/jws.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
 
 #include "shared/keys.h"
 
@@ -16,10 +16,17 @@
 #define ES256_SIGNATURE_LEN 64
 #define RSA_SIGNATURE_MAX (SP_JWK_RSA_MAX_BITS / 8)
 
+/* {"alg":"ES256","kid":"<kid, each '"' and '\\' escaped>","typ":"JWT"} */
+#define HEADER_JSON_MAX (sizeof("{\"alg\":\"ES256\",\"kid\":\"\",\"typ\":\"JWT\"}") + 2 * SP_JWK_KID_MAX)
+#define HEADER_B64_MAX (HEADER_JSON_MAX / 3 * 4 + 8)
+#define ES256_SIGNATURE_B64_LEN 86
+
 struct sp_token_signer {
-	/* Holds its own copy of the private key; cjose wipes it on release. */
-	cjose_jwk_t *cjose_key;
-	char kid[SP_JWK_KID_MAX + 1];
+	/* Its own copy of the private key (OpenSSL clears it when freed). */
+	EVP_PKEY *key;
+	/* base64url of the protected header, the same for every token of this signer. */
+	char header_b64[HEADER_B64_MAX];
+	size_t header_b64_len;
 };
 
 /* ---- helpers -------------------------------------------------------------------- */
@@ -55,44 +62,64 @@ static int kid_is_usable(const char *kid)
 
 /* ---- signing -------------------------------------------------------------------- */
 
+
+/*
+ * The header is fixed per signer, so it is written once, by hand: no JSON library runs
+ * between the caller's kid and the signed bytes. Signing uses OpenSSL directly.
+ */
+static int header_b64_for(const char *kid, char out[HEADER_B64_MAX])
+{
+	char json[HEADER_JSON_MAX];
+	size_t n = 0;
+	const char *head = "{\"alg\":\"ES256\",\"kid\":\"";
+	const char *tail = "\",\"typ\":\"JWT\"}";
+	memcpy(json, head, strlen(head));
+	n = strlen(head);
+	for (const char *c = kid; *c != '\0'; c++) {
+		if (*c == '"' || *c == '\\')
+			json[n++] = '\\';
+		json[n++] = *c;
+	}
+	memcpy(json + n, tail, strlen(tail));
+	n += strlen(tail);
+	return sp_jwk_base64url_encode((const uint8_t *)json, n, out, HEADER_B64_MAX);
+}
+
 int sp_token_signer_new(EVP_PKEY *priv, const char *kid, struct sp_token_signer **out)
 {
 	int r = SP_ERR_CRYPTO;
-	uint8_t d[SP_KEY_COORD_LEN], x[SP_KEY_COORD_LEN], y[SP_KEY_COORD_LEN];
 	BIGNUM *bn_d = NULL;
 	struct sp_token_signer *signer = NULL;
 
 	*out = NULL;
 	if (kid == NULL || !kid_is_usable(kid))
 		return SP_ERR_INVALID;
+	if (priv == NULL)
+		return SP_ERR_INVALID;
+	/* SP_ERR_UNSUPPORTED for another curve; SP_ERR_CRYPTO when OpenSSL fails. */
+	uint8_t x[SP_KEY_COORD_LEN], y[SP_KEY_COORD_LEN];
 	if ((r = sp_key_public_coordinates(priv, x, y)) < 0)
 		return r;
-	if (EVP_PKEY_get_bn_param(priv, OSSL_PKEY_PARAM_PRIV_KEY, &bn_d) != 1)
-		return SP_ERR_INVALID; /* a public key cannot sign */
 	r = SP_ERR_CRYPTO;
-	if (BN_bn2binpad(bn_d, d, sizeof(d)) != (int)sizeof(d))
+	if (EVP_PKEY_get_bn_param(priv, OSSL_PKEY_PARAM_PRIV_KEY, &bn_d) != 1) {
+		/* A public key cannot sign; an allocation failure inside OpenSSL looks alike,
+		 * so only a key that has no private part is called invalid. */
+		r = sp_key_has_private(priv) ? SP_ERR_CRYPTO : SP_ERR_INVALID;
 		goto out;
+	}
 	if ((signer = calloc(1, sizeof(*signer))) == NULL) {
 		r = SP_ERR_NOMEM;
 		goto out;
 	}
-	cjose_jwk_ec_keyspec spec = {
-	    .crv = CJOSE_JWK_EC_P_256,
-	    .d = d,
-	    .dlen = sizeof(d),
-	    .x = x,
-	    .xlen = sizeof(x),
-	    .y = y,
-	    .ylen = sizeof(y),
-	};
-	if ((signer->cjose_key = cjose_jwk_create_EC_spec(&spec, NULL)) == NULL)
+	if ((signer->key = EVP_PKEY_dup(priv)) == NULL)
 		goto out;
-	memcpy(signer->kid, kid, strlen(kid) + 1);
+	if ((r = header_b64_for(kid, signer->header_b64)) < 0)
+		goto out;
+	signer->header_b64_len = strlen(signer->header_b64);
 	*out = signer;
 	signer = NULL;
 	r = 0;
 out:
-	OPENSSL_cleanse(d, sizeof(d));
 	BN_clear_free(bn_d);
 	sp_token_signer_free(signer);
 	return r;
@@ -102,8 +129,39 @@ void sp_token_signer_free(struct sp_token_signer *signer)
 {
 	if (signer == NULL)
 		return;
-	cjose_jwk_release(signer->cjose_key);
+	EVP_PKEY_free(signer->key);
 	free(signer);
+}
+
+/* ES256 over input: R || S as 86 base64url characters into out (NUL-terminated). */
+static int es256_sign_b64(EVP_PKEY *key, const char *input, size_t input_len,
+			  char out[ES256_SIGNATURE_B64_LEN + 1])
+{
+	int r = SP_ERR_CRYPTO;
+	EVP_MD_CTX *ctx = NULL;
+	unsigned char der[80];
+	size_t der_len = sizeof(der);
+	ECDSA_SIG *sig = NULL;
+	uint8_t raw[ES256_SIGNATURE_LEN];
+
+	if ((ctx = EVP_MD_CTX_new()) == NULL ||
+	    EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, key) != 1 ||
+	    EVP_DigestSign(ctx, der, &der_len, (const unsigned char *)input, input_len) != 1)
+		goto out;
+	const unsigned char *p = der;
+	if ((sig = d2i_ECDSA_SIG(NULL, &p, (long)der_len)) == NULL)
+		goto out;
+	const BIGNUM *br = NULL, *bs = NULL;
+	ECDSA_SIG_get0(sig, &br, &bs);
+	if (BN_bn2binpad(br, raw, ES256_SIGNATURE_LEN / 2) != ES256_SIGNATURE_LEN / 2 ||
+	    BN_bn2binpad(bs, raw + ES256_SIGNATURE_LEN / 2, ES256_SIGNATURE_LEN / 2) !=
+		ES256_SIGNATURE_LEN / 2)
+		goto out;
+	r = sp_jwk_base64url_encode(raw, sizeof(raw), out, ES256_SIGNATURE_B64_LEN + 1);
+out:
+	ECDSA_SIG_free(sig);
+	EVP_MD_CTX_free(ctx);
+	return r;
 }
 
 int sp_token_signer_sign_max(struct sp_token_signer *signer, const json_t *claims, size_t max_len,
@@ -111,12 +169,12 @@ int sp_token_signer_sign_max(struct sp_token_signer *signer, const json_t *claim
 {
 	int r = SP_ERR_NOMEM;
 	char *payload = NULL;
-	cjose_header_t *header = NULL;
-	cjose_jws_t *jws = NULL;
-	const char *compact = NULL;
+	char *jws = NULL;
+	json_t *back = NULL;
+	json_error_t jerr;
 
 	*out_jws = NULL;
-	if (!json_is_object(claims))
+	if (signer == NULL || !json_is_object(claims))
 		return SP_ERR_INVALID;
 	if ((payload = json_dumps(claims, JSON_COMPACT)) == NULL)
 		return SP_ERR_NOMEM;
@@ -126,27 +184,38 @@ int sp_token_signer_sign_max(struct sp_token_signer *signer, const json_t *claim
 		r = SP_ERR_TOO_LARGE;
 		goto out;
 	}
-	if ((header = cjose_header_new(NULL)) == NULL ||
-	    !cjose_header_set(header, CJOSE_HDR_ALG, CJOSE_HDR_ALG_ES256, NULL) ||
-	    !cjose_header_set(header, CJOSE_HDR_KID, signer->kid, NULL) ||
-	    !cjose_header_set(header, "typ", "JWT", NULL))
-		goto out;
-	jws =
-	    cjose_jws_sign(signer->cjose_key, header, (const uint8_t *)payload, payload_len, NULL);
-	if (jws == NULL || !cjose_jws_export(jws, &compact, NULL)) {
-		r = SP_ERR_CRYPTO;
-		goto out;
-	}
-	if (strlen(compact) > max_len) {
+	/*
+	 * jansson can lose a member or a key while serialising when an allocation fails and
+	 * still return text, so the text is read back and compared before it is signed: we
+	 * never sign what is not exactly the claims.
+	 */
+	back = json_loadb(payload, payload_len, JSON_ALLOW_NUL, &jerr);
+	if (back == NULL || !json_equal(back, claims))
+		goto out; /* SP_ERR_NOMEM */
+	size_t payload_b64_len = (payload_len + 2) / 3 * 4;
+	size_t total = signer->header_b64_len + 1 + payload_b64_len + 1 + ES256_SIGNATURE_B64_LEN;
+	if (total > max_len) {
 		r = SP_ERR_TOO_LARGE;
 		goto out;
 	}
-	if ((*out_jws = strdup(compact)) == NULL)
+	if ((jws = malloc(total + 1)) == NULL)
 		goto out;
+	memcpy(jws, signer->header_b64, signer->header_b64_len);
+	size_t n = signer->header_b64_len;
+	jws[n++] = '.';
+	if ((r = sp_jwk_base64url_encode((const uint8_t *)payload, payload_len, jws + n,
+					 total + 1 - n)) < 0)
+		goto out;
+	n += strlen(jws + n);
+	if ((r = es256_sign_b64(signer->key, jws, n, jws + n + 1)) < 0)
+		goto out;
+	jws[n] = '.';
+	*out_jws = jws;
+	jws = NULL;
 	r = 0;
 out:
-	cjose_jws_release(jws);
-	cjose_header_release(header);
+	json_decref(back);
+	free(jws);
 	free(payload);
 	return r;
 }
@@ -237,21 +306,75 @@ static int check_header(const json_t *header, const struct sp_jwks *keys, const 
 
 /*
  * The signature must be canonical base64url of exactly the length the algorithm
- * produces. cjose splits whatever it is given, so a signature with extra bytes
- * could otherwise verify as a second spelling of the same token.
+ * produces, so a signature with extra bytes can never verify as a second spelling of
+ * the same token. Decodes it into sig (RSA_SIGNATURE_MAX bytes) and sets *sig_len.
  */
-static int check_signature_shape(const char *text, size_t len, const struct sp_jwks_entry *entry,
-				 struct sp_diag *diag)
+static int decode_signature(const char *text, size_t len, const struct sp_jwks_entry *entry,
+			    uint8_t *sig, size_t *sig_len, struct sp_diag *diag)
 {
-	uint8_t sig[RSA_SIGNATURE_MAX];
 	size_t n = 0;
 	size_t want = entry->alg == SP_JWK_ALG_ES256 ? ES256_SIGNATURE_LEN
 						     : (size_t)EVP_PKEY_get_size(entry->key);
-	int r = sp_jwk_base64url_decode(text, len, sig, sizeof(sig), &n);
+	*sig_len = 0;
+	int r = sp_jwk_base64url_decode(text, len, sig, RSA_SIGNATURE_MAX, &n);
 	if (r < 0 || n != want)
 		return sp_diag_set(diag, SP_ERR_BAD_SIGNATURE,
 				   "token signature is not %zu bytes of canonical base64url", want);
+	*sig_len = n;
 	return 0;
+}
+
+/*
+ * Checks the signature over the signing input (header '.' payload, as sent) with
+ * OpenSSL directly. ES256 signatures are R || S and are re-encoded as the DER
+ * ECDSA-Sig-Value OpenSSL verifies; RS256 is PKCS#1 v1.5 with SHA-256. Returns 0,
+ * SP_ERR_BAD_SIGNATURE, or SP_ERR_CRYPTO when OpenSSL could not do the work.
+ */
+static int verify_signature(const struct sp_jwks_entry *entry, const char *input,
+			    size_t input_len, const uint8_t *sig, size_t sig_len)
+{
+	int r = SP_ERR_CRYPTO;
+	EVP_MD_CTX *ctx = NULL;
+	ECDSA_SIG *ecdsa = NULL;
+	BIGNUM *br = NULL, *bs = NULL;
+	unsigned char *der = NULL;
+	const unsigned char *to_verify = sig;
+	size_t to_verify_len = sig_len;
+
+	if (entry->alg == SP_JWK_ALG_ES256) {
+		if ((ecdsa = ECDSA_SIG_new()) == NULL ||
+		    (br = BN_bin2bn(sig, ES256_SIGNATURE_LEN / 2, NULL)) == NULL ||
+		    (bs = BN_bin2bn(sig + ES256_SIGNATURE_LEN / 2, ES256_SIGNATURE_LEN / 2,
+				    NULL)) == NULL ||
+		    ECDSA_SIG_set0(ecdsa, br, bs) != 1)
+			goto out;
+		br = bs = NULL; /* owned by ecdsa now */
+		int der_len = i2d_ECDSA_SIG(ecdsa, &der);
+		if (der_len <= 0)
+			goto out;
+		to_verify = der;
+		to_verify_len = (size_t)der_len;
+	}
+	if ((ctx = EVP_MD_CTX_new()) == NULL ||
+	    EVP_DigestVerifyInit(ctx, NULL, EVP_sha256(), NULL, entry->key) != 1)
+		goto out;
+	int v = EVP_DigestVerify(ctx, to_verify, to_verify_len, (const unsigned char *)input,
+				 input_len);
+	r = v == 1 ? 0 : v == 0 ? SP_ERR_BAD_SIGNATURE : SP_ERR_CRYPTO;
+	if (r < 0) {
+		/* OpenSSL may answer "does not verify" when it only ran out of memory. */
+		unsigned long e;
+		while ((e = ERR_get_error()) != 0)
+			if (ERR_GET_REASON(e) == ERR_R_MALLOC_FAILURE)
+				r = SP_ERR_NOMEM;
+	}
+out:
+	EVP_MD_CTX_free(ctx);
+	OPENSSL_free(der);
+	ECDSA_SIG_free(ecdsa);
+	BN_free(br);
+	BN_free(bs);
+	return r;
 }
 
 int sp_token_verify_max(const char *jws, size_t len, size_t max_len, const struct sp_jwks *keys,
@@ -262,10 +385,8 @@ int sp_token_verify_max(const char *jws, size_t len, size_t max_len, const struc
 	size_t dots[2] = {0, 0}, ndots = 0;
 	json_t *header = NULL, *claims = NULL;
 	const struct sp_jwks_entry *entry = NULL;
-	cjose_jws_t *parsed = NULL;
-	uint8_t *payload = NULL;
-	size_t payload_len = 0;
-	json_error_t jerr;
+	uint8_t sig[RSA_SIGNATURE_MAX];
+	size_t sig_bytes = 0;
 
 	*claims_out = NULL;
 	if (expected_alg != NULL && strcmp(expected_alg, "ES256") == 0)
@@ -314,28 +435,22 @@ int sp_token_verify_max(const char *jws, size_t len, size_t max_len, const struc
 		r = sp_diag_set(diag, SP_ERR_INVALID, "token has an empty part");
 		goto out;
 	}
-	if ((r = check_signature_shape(sig_text, sig_len, entry, diag)) < 0)
+	if ((r = decode_signature(sig_text, sig_len, entry, sig, &sig_bytes, diag)) < 0)
 		goto out;
 
-	/* The bytes are now known to be well formed; cjose checks the signature. */
-	if ((parsed = cjose_jws_import(jws, len, NULL)) == NULL) {
-		r = sp_diag_set(diag, SP_ERR_INVALID, "token cannot be parsed as a JWS");
-		goto out;
-	}
-	if (!cjose_jws_verify(parsed, entry->cjose_key, NULL)) {
-		r = sp_diag_set(diag, SP_ERR_BAD_SIGNATURE,
-				"token signature does not verify with key "
-				"\"%s\"",
+	/* The bytes are now known to be well formed; OpenSSL checks the signature. */
+	r = verify_signature(entry, jws, dots[1], sig, sig_bytes);
+	if (r == SP_ERR_BAD_SIGNATURE) {
+		r = sp_diag_set(diag, r, "token signature does not verify with key \"%s\"",
 				entry->kid);
 		goto out;
 	}
-	if (!cjose_jws_get_plaintext(parsed, &payload, &payload_len, NULL)) {
-		r = sp_diag_set(diag, SP_ERR_INVALID, "token payload cannot be read");
+	if (r < 0) {
+		r = sp_diag_set(diag, r, "token signature could not be checked");
 		goto out;
 	}
-	claims = json_loadb((const char *)payload, payload_len, JSON_REJECT_DUPLICATES, &jerr);
-	if (!json_is_object(claims)) {
-		r = sp_diag_set(diag, SP_ERR_INVALID, "token payload is not a JSON object");
+	if ((r = decode_json_object(jws + dots[0] + 1, payload_text_len, &claims)) < 0) {
+		r = sp_diag_set(diag, r, "token payload is not a base64url JSON object");
 		goto out;
 	}
 	*claims_out = claims;
@@ -343,7 +458,6 @@ int sp_token_verify_max(const char *jws, size_t len, size_t max_len, const struc
 	r = 0;
 out:
 	json_decref(claims);
-	cjose_jws_release(parsed);
 	json_decref(header);
 	return r;
 }

@@ -45,11 +45,10 @@
 #define SP_TOKEN_MAX_AUDIENCES 16
 
 /*
- * An ES256 signing key with its cjose form built once, so each signature does not
- * rebuild the key. Made by sp_token_signer_new, released by sp_token_signer_free
- * (safe on NULL). It keeps its own copy of the private scalar inside cjose (which
- * clears it on release) and no reference to the caller's EVP_PKEY. Use from one
- * thread at a time (one signer per thread is cheap).
+ * An ES256 signing key with its protected header encoded once. Made by
+ * sp_token_signer_new, released by sp_token_signer_free (safe on NULL). It keeps its
+ * own copy of the private key (OpenSSL clears it on release) and no reference to the
+ * caller's EVP_PKEY. Use from one thread at a time (one signer per thread is cheap).
  */
 struct sp_token_signer;
 
@@ -60,8 +59,10 @@ void sp_token_signer_free(struct sp_token_signer *signer);
 /*
  * Signs the claims (a JSON object) as a compact JWS with the protected header
  * {"alg":"ES256","kid":...,"typ":"JWT"}. *out_jws is NUL-terminated and freed by
- * the caller with free(). A token longer than SP_TOKEN_MAX_LEN is SP_ERR_TOO_LARGE:
- * we never mint what we would refuse to verify.
+ * the caller with free(). The serialised claims are read back and compared with
+ * `claims` before signing (jansson may lose a member when an allocation fails while
+ * serialising); a difference is SP_ERR_NOMEM. A token longer than SP_TOKEN_MAX_LEN is
+ * SP_ERR_TOO_LARGE: we never mint what we would refuse to verify.
  */
 int sp_token_signer_sign(struct sp_token_signer *signer, const json_t *claims, char **out_jws);
 

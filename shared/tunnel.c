@@ -45,6 +45,7 @@ struct request_fields {
 	enum sp_tunnel_proto proto;
 	unsigned seen;
 	int bad;	   /* something was wrong: answer 400 */
+	int nomem;	   /* we could not keep a field: answer 503 (overloaded), not 400 */
 	size_t list_bytes; /* header list size so far (name + value + 32 per field) */
 	int status;	   /* client: :status */
 	enum sp_tunnel_reason reason;
@@ -91,6 +92,7 @@ struct sp_tunnel {
 	uint8_t *spill;
 	size_t spill_len, spill_off;
 	int failed;	      /* a fatal error: nothing more is accepted */
+	int failed_nomem;     /* ... and it was ours: an allocation failed (SP_ERR_NOMEM) */
 	int shutdown;	      /* we sent (or queued) GOAWAY */
 	int peer_goaway;      /* the peer sent GOAWAY */
 	int writable_pending; /* some write_blocked stream has room again */
@@ -515,7 +517,7 @@ static int field_value_ok(const uint8_t *value, size_t len)
 static void request_field(struct sp_tunnel *t, struct request_fields *f, const uint8_t *name,
 			  size_t namelen, const uint8_t *value, size_t valuelen)
 {
-	if (f->bad)
+	if (f->bad || f->nomem)
 		return;
 	f->list_bytes += namelen + valuelen + 32;
 	if (f->list_bytes > t->opts.max_header_list || !field_name_ok(name, namelen) ||
@@ -558,7 +560,8 @@ static void request_field(struct sp_tunnel *t, struct request_fields *f, const u
 			} else {
 				f->grant = malloc(valuelen + 1);
 				if (f->grant == NULL) {
-					f->bad = 1;
+					f->nomem = 1; /* our failure, not the client's */
+					return;
 				} else {
 					memcpy(f->grant, value, valuelen);
 					f->grant[valuelen] = '\0';
@@ -668,8 +671,9 @@ static int request_complete(struct sp_tunnel *t, struct tunnel_stream *s)
 	    .grant = f->grant,
 	    .flow_id = f->flow_id,
 	};
-	int bad = f->bad || (f->seen & need) != need || sp_tunnel_request_check(&req, NULL) < 0;
-	if (bad || t->shutdown) {
+	int bad = !f->nomem && (f->bad || (f->seen & need) != need ||
+				sp_tunnel_request_check(&req, NULL) < 0);
+	if (bad || f->nomem || t->shutdown) {
 		s->fields = NULL;
 		fields_free(f);
 		int r =
@@ -783,8 +787,14 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
 {
 	struct sp_tunnel *t = user_data;
 	if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR) {
-		/* nghttp2 found a connection error in what the peer sent: this is our last word. */
+		/*
+		 * nghttp2 found a connection error in what the peer sent: this is our last word.
+		 * INTERNAL_ERROR is never the peer's fault: nghttp2 sends it when it could not
+		 * build a frame of ours (an allocation failed while packing headers).
+		 */
 		t->failed = 1;
+		if (frame->goaway.error_code == NGHTTP2_INTERNAL_ERROR)
+			t->failed_nomem = 1;
 		if (t->error[0] == '\0')
 			snprintf(t->error, sizeof(t->error), "connection error %u",
 				 frame->goaway.error_code);
@@ -953,7 +963,8 @@ int sp_tunnel_recv(struct sp_tunnel *t, const void *in, size_t len, struct sp_di
 	if (t == NULL || (in == NULL && len > 0))
 		return SP_ERR_INVALID;
 	if (t->failed)
-		return sp_diag_set(diag, SP_ERR_INVALID, "tunnel already failed: %s", t->error);
+		return sp_diag_set(diag, t->failed_nomem ? SP_ERR_NOMEM : SP_ERR_INVALID,
+				   "tunnel already failed: %s", t->error);
 	ssize_t n = nghttp2_session_mem_recv(t->session, in, len);
 	if (n < 0) {
 		t->failed = 1;

@@ -168,7 +168,9 @@ void sp_tunnel_free(struct sp_tunnel *t);
  * frame: the diag says which) after which the tunnel accepts nothing more: send what
  * sp_tunnel_send still gives and close. Some connection errors are answered with a
  * GOAWAY first: recv returns 0, sp_tunnel_send gives the GOAWAY, and from then on
- * sp_tunnel_is_done is 1 and recv returns SP_ERR_INVALID. SP_ERR_NOMEM.
+ * sp_tunnel_is_done is 1 and recv returns SP_ERR_INVALID. SP_ERR_NOMEM when an allocation
+ * failed, here or earlier (nghttp2 ends the connection with GOAWAY INTERNAL_ERROR when it
+ * cannot build a frame of ours; later calls then return SP_ERR_NOMEM).
  */
 int sp_tunnel_recv(struct sp_tunnel *t, const void *in, size_t len, struct sp_diag *diag);
 /*

@@ -221,6 +221,56 @@ static void test_signer_reuse(void **state)
 	json_decref(claims);
 }
 
+/*
+ * The signer writes its protected header itself (no JSON library between the kid and the
+ * signed bytes): exactly {"alg":"ES256","kid":...,"typ":"JWT"}, with '"' and '\\' in a kid
+ * escaped, and a kid of the longest allowed length.
+ */
+static void test_signer_header_bytes(void **state)
+{
+	(void)state;
+	const char *kids[] = {"k1", "a\"b\\c d", NULL};
+	char longest[SP_JWK_KID_MAX + 1];
+	memset(longest, '"', SP_JWK_KID_MAX);
+	longest[SP_JWK_KID_MAX] = '\0';
+	kids[2] = longest;
+	const char *want[] = {"{\"alg\":\"ES256\",\"kid\":\"k1\",\"typ\":\"JWT\"}",
+			      "{\"alg\":\"ES256\",\"kid\":\"a\\\"b\\\\c d\",\"typ\":\"JWT\"}", NULL};
+	json_t *claims = grant_claims();
+	for (size_t i = 0; i < 3; i++) {
+		struct sp_token_signer *signer = NULL;
+		char *token = NULL;
+		assert_int_equal(sp_token_signer_new(controller_key, kids[i], &signer), 0);
+		assert_int_equal(sp_token_signer_sign(signer, claims, &token), 0);
+		sp_token_signer_free(signer);
+		const char *dot = strchr(token, '.');
+		uint8_t header[512];
+		size_t n = 0;
+		assert_int_equal(sp_jwk_base64url_decode(token, (size_t)(dot - token), header,
+							 sizeof(header) - 1, &n),
+				 0);
+		header[n] = '\0';
+		if (want[i] != NULL)
+			assert_string_equal((const char *)header, want[i]);
+		char kid[SP_JWK_KID_MAX + 1];
+		assert_int_equal(sp_token_header_string(token, strlen(token), "kid", kid, sizeof(kid)),
+				 0);
+		assert_string_equal(kid, kids[i]);
+		/* It verifies under that kid. */
+		struct sp_jwks set;
+		sp_jwks_init(&set);
+		assert_int_equal(sp_jwks_add_es256(&set, kids[i], controller_key), 0);
+		json_t *out = NULL;
+		struct sp_diag d;
+		assert_int_equal(sp_token_verify(token, strlen(token), &set, "ES256", &out, &d), 0);
+		assert_true(json_equal(out, claims));
+		json_decref(out);
+		sp_jwks_free(&set);
+		free(token);
+	}
+	json_decref(claims);
+}
+
 /* Signed documents may pass the 16 KiB token bound only through the *_max forms. */
 static void test_document_bound(void **state)
 {
@@ -945,6 +995,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_sign_verify_roundtrip),
 	    cmocka_unit_test(test_signer_reuse),
+	    cmocka_unit_test(test_signer_header_bytes),
 	    cmocka_unit_test(test_document_bound),
 	    cmocka_unit_test(test_header_string),
 	    cmocka_unit_test(test_sign_refusals),
