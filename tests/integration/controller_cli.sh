@@ -50,7 +50,7 @@ url="http://127.0.0.1:$port"
 "$bin" serve --state-dir "$state" --http-listen "127.0.0.1:$port" --public-url "$url" \
   --log-format json 2>"$work/serve.log" &
 pid=$!
-for _ in $(seq 100); do curl -s "$url/healthz" >/dev/null && break; sleep 0.05; done
+for _ in $(seq 600); do curl -s "$url/healthz" >/dev/null && break; sleep 0.05; done
 check "healthz" bash -c "curl -sf '$url/healthz' | grep -q '\"ok\"'"
 check "readyz" bash -c "curl -sf '$url/readyz' | grep -q '\"ready\"'"
 check "jwks has one ES256 key" bash -c \
