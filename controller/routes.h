@@ -26,5 +26,7 @@ extern const struct route admin_events_routes[];
 extern const size_t admin_events_route_count;
 extern const struct route auth_routes[];
 extern const size_t auth_route_count;
+extern const struct route relay_api_routes[];
+extern const size_t relay_api_route_count;
 
 #endif
