@@ -419,11 +419,22 @@ try:
     direct_s = float(r.stdout.split()[-1]) if "echo ok" in r.stdout else 0
     line, echo_line = client(ticket()[1]["ticket"], send=big)
     relay_s = float(echo_line.split()[-1]) if echo_line.startswith("echo ok") else 0
-    check("throughput transfers complete", direct_s > 0 and relay_s > 0, f"{r.stdout} {echo_line}")
-    if direct_s > 0 and relay_s > 0:
+    # The same two hops without the relay protocol: two chained plain splice forwarders.
+    fwd2 = start(["forward", "--listen", "127.0.0.1:0", "--target", f"127.0.0.1:{echo_port}"])
+    fwd2_port = int(fwd2.stdout.readline().split()[1])
+    fwd1 = start(["forward", "--listen", "127.0.0.1:0", "--target", f"127.0.0.1:{fwd2_port}"])
+    fwd1_port = int(fwd1.stdout.readline().split()[1])
+    r2 = subprocess.run([PEER, "client", "--direct", f"127.0.0.1:{fwd1_port}", "--send", str(big)],
+                        capture_output=True, text=True, timeout=600)
+    hops_s = float(r2.stdout.split()[-1]) if "echo ok" in r2.stdout else 0
+    check("throughput transfers complete", direct_s > 0 and relay_s > 0 and hops_s > 0,
+          f"{r.stdout} {echo_line} {r2.stdout}")
+    if direct_s > 0 and relay_s > 0 and hops_s > 0:
         mib = big / (1 << 20)
         print(f"throughput ({mib:.0f} MiB echoed): direct {mib / direct_s:.0f} MiB/s, relayed "
-              f"{mib / relay_s:.0f} MiB/s, relayed/direct = {direct_s / relay_s:.2f}", flush=True)
+              f"{mib / relay_s:.0f} MiB/s (relayed/direct = {direct_s / relay_s:.2f}), two plain "
+              f"splice forwarders {mib / hops_s:.0f} MiB/s (relayed/forwarders = "
+              f"{hops_s / relay_s:.2f})", flush=True)
 
     # ---- shutdown ----
     peer1_rc = None

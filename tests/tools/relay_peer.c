@@ -14,12 +14,17 @@
  *       its standard input closes.
  *   relay_peer echo --listen HOST:PORT
  *       an echo server (one thread per connection); prints "listening PORT".
+ *   relay_peer forward --listen HOST:PORT --target HOST:PORT
+ *       a plain TCP forwarder (splice, one thread per direction): chained twice it is the
+ *       same path as relay + connector without the relay protocol, the throughput baseline
+ *       for "what the relay costs beyond the hops"; prints "listening PORT".
  *
  * Exit status: 0 success, 1 failure (a refused status, a mismatch, an I/O error),
  * 2 usage.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -122,19 +127,58 @@ struct copy {
 	int from, to;
 };
 
+/* Kernel-side copy through a pipe, like the relay, so the peer costs little in the
+ * throughput figures. Returns 0 at the end of the stream, -1 when splice is unusable
+ * before any byte moved (the caller copies in user space then). */
+static int splice_copy(int from, int to)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -1;
+	(void)fcntl(p[1], F_SETPIPE_SZ, IO_BUF);
+	int moved = 0, rc = 0;
+	for (;;) {
+		ssize_t n = splice(from, NULL, p[1], NULL, IO_BUF, SPLICE_F_MOVE);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && !moved && (errno == EINVAL || errno == ENOSYS)) {
+			rc = -1;
+			break;
+		}
+		if (n <= 0)
+			break;
+		moved = 1;
+		size_t left = (size_t)n;
+		while (left > 0) {
+			ssize_t w = splice(p[0], NULL, to, NULL, left, SPLICE_F_MOVE);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0)
+				goto out;
+			left -= (size_t)w;
+		}
+	}
+out:
+	close(p[0]);
+	close(p[1]);
+	return rc;
+}
+
 static void *copy_thread(void *arg)
 {
 	struct copy *c = arg;
-	uint8_t *buf = malloc(IO_BUF);
-	if (buf != NULL)
-		for (;;) {
-			ssize_t n = recv(c->from, buf, IO_BUF, 0);
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n <= 0 || write_all(c->to, buf, (size_t)n) < 0)
-				break;
-		}
-	free(buf);
+	if (splice_copy(c->from, c->to) < 0) {
+		uint8_t *buf = malloc(IO_BUF);
+		if (buf != NULL)
+			for (;;) {
+				ssize_t n = recv(c->from, buf, IO_BUF, 0);
+				if (n < 0 && errno == EINTR)
+					continue;
+				if (n <= 0 || write_all(c->to, buf, (size_t)n) < 0)
+					break;
+			}
+		free(buf);
+	}
 	(void)shutdown(c->to, SHUT_WR);
 	return NULL;
 }
@@ -400,7 +444,20 @@ static void *echo_one(void *arg)
 	return NULL;
 }
 
-static int run_echo(const char *listen_address)
+/* forward mode: joins each accepted connection with a new one to the target. */
+static void *forward_one(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	int target = dial(target_address);
+	if (target < 0) {
+		close(fd);
+		return NULL;
+	}
+	join_sockets(fd, target);
+	return NULL;
+}
+
+static int run_listener(const char *listen_address, void *(*serve)(void *))
 {
 	char host[256], port[16];
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res = NULL;
@@ -430,7 +487,7 @@ static int run_echo(const char *listen_address)
 		}
 		(void)setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		pthread_t t;
-		if (pthread_create(&t, NULL, echo_one, (void *)(intptr_t)c) != 0) {
+		if (pthread_create(&t, NULL, serve, (void *)(intptr_t)c) != 0) {
 			close(c);
 			continue;
 		}
@@ -445,7 +502,8 @@ static int usage(void)
 	        "[--ignore-dials]\n"
 	        "       relay_peer client (--relay HOST:PORT --ticket-file F | --direct HOST:PORT) "
 	        "[--send BYTES] [--hold]\n"
-	        "       relay_peer echo --listen HOST:PORT\n");
+	        "       relay_peer echo --listen HOST:PORT\n"
+	        "       relay_peer forward --listen HOST:PORT --target HOST:PORT\n");
 	return 2;
 }
 
@@ -507,7 +565,12 @@ int main(int argc, char **argv)
 	if (strcmp(argv[1], "echo") == 0) {
 		if (listen_address == NULL)
 			return usage();
-		return run_echo(listen_address);
+		return run_listener(listen_address, echo_one);
+	}
+	if (strcmp(argv[1], "forward") == 0) {
+		if (listen_address == NULL || target_address == NULL)
+			return usage();
+		return run_listener(listen_address, forward_one);
 	}
 	return usage();
 }

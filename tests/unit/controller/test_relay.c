@@ -261,6 +261,17 @@ static void test_relay_takes_new_keys(void **state)
 	assert_int_equal(m.refused[SP_RELAY_BAD_TICKET].value, 1);
 	assert_int_equal(m.refused[SP_RELAY_REPLAYED].value, 1);
 	assert_int_equal(m.refused[SP_RELAY_CONNECTOR_UNAVAILABLE].value, 2);
+	/* A second relay on the same port cannot listen and says where. */
+	char taken[32];
+	snprintf(taken, sizeof(taken), "127.0.0.1:%u", relay_port(r));
+	struct relay_options o2 = o;
+	o2.listen = taken;
+	struct relay *r2 = (struct relay *)&o2;
+	assert_int_equal(relay_start(&o2, &r2, &d), SP_ERR_IO);
+	assert_null(r2);
+	assert_non_null(strstr(d.message, taken));
+	o2.listen = "not an address";
+	assert_int_equal(relay_start(&o2, &r2, &d), SP_ERR_INVALID);
 	relay_stop(r);
 	relay_sync_keys(r, doc, len); /* still safe between stop and free */
 	relay_free(r);
