@@ -171,9 +171,11 @@ def start(args, **kw):
     return p
 
 
-def client(ticket, send=0, timeout=600):
+def client(ticket, send=0, timeout=600, source=None):
     """(status line, echo line or "") of one client run."""
     args = ["client", "--relay", RELAY, "--ticket-file", write_file("ticket-" + new_id(), ticket)]
+    if source:
+        args += ["--source", source]
     if send:
         args += ["--send", str(send)]
     r = subprocess.run([PEER] + args, capture_output=True, text=True, timeout=timeout)
@@ -395,9 +397,28 @@ try:
     check("after they close, a connection is paired again",
           line == "status 0 paired" and echo_line.startswith("echo ok"), f"{line} {echo_line}")
 
+    # ---- many clients at once, each from its own loopback address (the per-client limit
+    # counts addresses) ----
+    crowd = 100
+    each = (256 << 10) if SANITIZED else (4 << 20)
+    crowd_tickets = [ticket()[1]["ticket"] for _ in range(crowd)]
+    runners = []
+    t0 = time.time()
+    for i, tk in enumerate(crowd_tickets):
+        args = ["client", "--relay", RELAY, "--ticket-file", write_file(f"crowd{i}", tk),
+                "--send", str(each), "--source", f"127.0.{1 + i // 250}.{2 + i % 250}"]
+        runners.append(subprocess.Popen([PEER] + args, stdout=subprocess.PIPE, text=True))
+    outputs = [r.communicate(timeout=300)[0] for r in runners]
+    crowd_s = time.time() - t0
+    ok = sum(1 for o in outputs if o.startswith("status 0 paired") and f"echo ok {each} " in o)
+    check(f"{crowd} concurrent clients from {crowd} addresses all echoed", ok == crowd,
+          f"{ok} ok; e.g. {[o for o in outputs if 'echo ok' not in o][:2]}")
+    print(f"{crowd} concurrent relayed clients x {each >> 10} KiB echoed in {crowd_s:.2f} s",
+          flush=True)
+
     # ---- metrics ----
     m = metrics()
-    check("metric: paired", metric(m, "sallyport_relay_paired_total") == 5,
+    check("metric: paired", metric(m, "sallyport_relay_paired_total") == 5 + crowd,
           str(metric(m, "sallyport_relay_paired_total")))
     check("metric: bytes up", metric(m, "sallyport_relay_bytes_total", 'direction="up"') >= size + (1 << 20))
     check("metric: refused replayed",

@@ -7,11 +7,12 @@
  *       registers with the token, prints "status N" once the relay answers, then answers
  *       each dial with a data connection joined to a new TCP connection to the target.
  *   relay_peer client (--relay HOST:PORT --ticket-file F | --direct HOST:PORT)
- *                     [--send BYTES] [--hold]
+ *                     [--send BYTES] [--hold] [--source IPV4]
  *       sends the client preamble (not with --direct), prints "status N", then either
  *       sends BYTES and checks that exactly the same bytes come back (an echo target),
  *       printing "echo ok BYTES SECONDS", or with --hold keeps the connection open until
- *       its standard input closes.
+ *       its standard input closes. --source connects from that local address (loopback
+ *       tests use 127.0.0.N to look like N different clients).
  *   relay_peer echo --listen HOST:PORT
  *       an echo server (one thread per connection); prints "listening PORT".
  *   relay_peer forward --listen HOST:PORT --target HOST:PORT
@@ -48,6 +49,7 @@
 #define PATTERN_LEN ((1u << 20) + 7u)
 
 static const char *target_address;
+static const char *source_address; /* client mode: local address to connect from */
 static const char *relay_address;
 static int ignore_dials;
 
@@ -79,6 +81,14 @@ static int dial(const char *address)
 	    getaddrinfo(host, port, &hints, &res) != 0)
 		return -1;
 	int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0 && source_address != NULL && res->ai_family == AF_INET) {
+		struct sockaddr_in local = {.sin_family = AF_INET};
+		if (inet_pton(AF_INET, source_address, &local.sin_addr) != 1 ||
+		    bind(fd, (struct sockaddr *)&local, sizeof(local)) < 0) {
+			close(fd);
+			fd = -1;
+		}
+	}
 	if (fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) < 0) {
 		close(fd);
 		fd = -1;
@@ -501,7 +511,7 @@ static int usage(void)
 	        "usage: relay_peer connector --relay HOST:PORT --token-file F --target HOST:PORT "
 	        "[--ignore-dials]\n"
 	        "       relay_peer client (--relay HOST:PORT --ticket-file F | --direct HOST:PORT) "
-	        "[--send BYTES] [--hold]\n"
+	        "[--send BYTES] [--hold] [--source IPV4]\n"
 	        "       relay_peer echo --listen HOST:PORT\n"
 	        "       relay_peer forward --listen HOST:PORT --target HOST:PORT\n");
 	return 2;
@@ -539,6 +549,8 @@ int main(int argc, char **argv)
 			target_address = v;
 		else if (strcmp(a, "--direct") == 0)
 			direct = v;
+		else if (strcmp(a, "--source") == 0)
+			source_address = v;
 		else if (strcmp(a, "--listen") == 0)
 			listen_address = v;
 		else if (strcmp(a, "--send") == 0) {
