@@ -457,6 +457,41 @@ try:
               f"splice forwarders {mib / hops_s:.0f} MiB/s (relayed/forwarders = "
               f"{hops_s / relay_s:.2f})", flush=True)
 
+    # ---- the standalone relay (sallyport-relay), keys fetched from the controller ----
+    standalone = os.path.join(os.path.dirname(os.path.abspath(BIN)), "sallyport-relay")
+    check("standalone relay built", os.access(standalone, os.X_OK), standalone)
+    relay2 = f"127.0.0.1:{free_port()}"
+    slog = open(os.path.join(WORK, "relay.log"), "w")
+    sproc = subprocess.Popen([standalone, "--controller-url", URL, "--relay-listen", relay2,
+                              "--relay-max-per-client", "2"], stderr=slog)
+    procs.append(sproc)
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", int(relay2.split(":")[1])), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    status, resp = call("POST", "/api/connector/v1/relay-token", {},
+                        token=connector_token(keys["c1"], ids["c1"]))
+    speer = start(["connector", "--relay", relay2, "--token-file", write_file("rt1b", resp["token"]),
+                   "--target", f"127.0.0.1:{echo_port}"])
+    check("connector registers at the standalone relay", speer.stdout.readline().strip() ==
+          "status 0 paired")
+    st = ticket()[1]["ticket"]
+    r = subprocess.run([PEER, "client", "--relay", relay2, "--ticket-file", write_file("st", st),
+                        "--send", str(8 << 20)], capture_output=True, text=True, timeout=120)
+    check("8 MiB echoed through the standalone relay",
+          r.stdout.startswith("status 0 paired") and f"echo ok {8 << 20} " in r.stdout, r.stdout)
+    r = subprocess.run([PEER, "client", "--relay", relay2, "--ticket-file", write_file("st2", st)],
+                       capture_output=True, text=True, timeout=60)
+    check("standalone relay refuses a replay", r.stdout.startswith("status 3 replayed"), r.stdout)
+    r = subprocess.run([PEER, "client", "--relay", relay2, "--ticket-file",
+                        write_file("st3", forged)], capture_output=True, text=True, timeout=60)
+    check("standalone relay refuses a forged ticket", r.stdout.startswith("status 1 bad_ticket"),
+          r.stdout)
+    sproc.terminate()
+    check("standalone relay stops cleanly", sproc.wait(timeout=30) == 0)
+
     # ---- shutdown ----
     peer1_rc = None
     proc.terminate()
