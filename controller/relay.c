@@ -94,14 +94,101 @@ static void ktab_remove(struct ktab *t, const uint8_t key[32])
 	}
 }
 
-/* Drops entries whose num (an expiry) is before now. */
-static void ktab_expire(struct ktab *t, int64_t now)
+/*
+ * Ticket ids seen: an open-addressing hash set of SHA-256(jti) with each ticket's exp.
+ * Slots are never emptied one by one (an expired entry stays in its probe chain and may be
+ * overwritten by a new id); when `max` slots are used the set is rebuilt without expired
+ * entries. At most `max` live ids: beyond that, tickets are refused (overloaded).
+ */
+struct seen {
+	uint8_t key[32];
+	int64_t exp;
+	int used;
+};
+
+struct seen_set {
+	struct seen *slot;
+	size_t cap;  /* a power of two, at least 4 * max */
+	size_t used; /* slots holding an entry, live or expired */
+	size_t max;
+};
+
+static size_t seen_hash(const uint8_t key[32], size_t cap)
 {
-	size_t k = 0;
-	for (size_t i = 0; i < t->n; i++)
-		if (t->e[i].num >= now)
-			t->e[k++] = t->e[i];
-	t->n = k;
+	uint64_t h;
+	memcpy(&h, key, sizeof(h)); /* the key is a SHA-256 digest: uniform already */
+	return (size_t)(h & (cap - 1));
+}
+
+static int seen_init(struct seen_set *s, size_t max)
+{
+	size_t cap = 16;
+	while (cap < 4 * max)
+		cap *= 2;
+	s->slot = calloc(cap, sizeof(*s->slot));
+	s->cap = cap;
+	s->used = 0;
+	s->max = max;
+	return s->slot != NULL ? 0 : SP_ERR_NOMEM;
+}
+
+/* Drops expired entries: rebuilds the table in place through a fresh array. */
+static void seen_rebuild(struct seen_set *s, int64_t now)
+{
+	struct seen *fresh = calloc(s->cap, sizeof(*fresh));
+	if (fresh == NULL)
+		return;
+	size_t used = 0;
+	for (size_t i = 0; i < s->cap; i++) {
+		if (!s->slot[i].used || s->slot[i].exp < now)
+			continue;
+		size_t k = seen_hash(s->slot[i].key, s->cap);
+		while (fresh[k].used)
+			k = (k + 1) & (s->cap - 1);
+		fresh[k] = s->slot[i];
+		used++;
+	}
+	free(s->slot);
+	s->slot = fresh;
+	s->used = used;
+}
+
+/*
+ * Records key until exp. SP_RELAY_PAIRED when new, SP_RELAY_REPLAYED when a live entry
+ * has it, SP_RELAY_OVERLOADED when `max` ids are live. At most max slots are used, so the
+ * table is never more than a quarter full.
+ */
+static int seen_add(struct seen_set *s, const uint8_t key[32], int64_t exp, int64_t now)
+{
+	size_t k = seen_hash(key, s->cap), reuse = s->cap;
+	while (s->slot[k].used) {
+		if (memcmp(s->slot[k].key, key, 32) == 0) {
+			if (s->slot[k].exp >= now)
+				return SP_RELAY_REPLAYED;
+			reuse = k;
+			break;
+		}
+		if (reuse == s->cap && s->slot[k].exp < now)
+			reuse = k; /* an expired id: its slot can take this one */
+		k = (k + 1) & (s->cap - 1);
+	}
+	if (reuse == s->cap) {
+		if (s->used >= s->max) {
+			seen_rebuild(s, now);
+			if (s->used >= s->max)
+				return SP_RELAY_OVERLOADED;
+			/* The key is not in the rebuilt set: find the end of its probe chain. */
+			k = seen_hash(key, s->cap);
+			while (s->slot[k].used)
+				k = (k + 1) & (s->cap - 1);
+		}
+		reuse = k;
+		s->used++;
+	}
+	memcpy(s->slot[reuse].key, key, 32);
+	s->slot[reuse].exp = exp;
+	s->slot[reuse].used = 1;
+	return SP_RELAY_PAIRED;
 }
 
 /* ---- connections ---- */
@@ -173,7 +260,8 @@ struct relay {
 	size_t unidentified;
 	struct pair *pairs;
 	size_t clients; /* waiting + paired */
-	struct ktab replay, connectors, pending, per_ip;
+	struct seen_set replay;
+	struct ktab connectors, pending, per_ip;
 };
 
 static int64_t relay_now(const struct relay *r)
@@ -783,18 +871,11 @@ static void on_client(struct conn *c, const struct sp_relay_client_hello *h)
 	}
 	uint8_t jkey[32];
 	SHA256((const unsigned char *)t.jti, strlen(t.jti), jkey);
-	if (ktab_find(&r->replay, jkey) != NULL) {
-		refuse(c, SP_RELAY_REPLAYED);
+	status = seen_add(&r->replay, jkey, t.exp, now);
+	if (status != SP_RELAY_PAIRED) {
+		refuse(c, (uint8_t)status);
 		return;
 	}
-	if (r->replay.n >= r->replay.max)
-		ktab_expire(&r->replay, now);
-	struct kent *seen = ktab_insert(&r->replay, jkey);
-	if (seen == NULL) {
-		refuse(c, SP_RELAY_OVERLOADED);
-		return;
-	}
-	seen->num = t.exp;
 	struct kent *ce = ktab_find(&r->connectors, t.cid);
 	if (ce == NULL) {
 		refuse(c, SP_RELAY_CONNECTOR_UNAVAILABLE);
@@ -999,7 +1080,7 @@ static void relay_destroy(struct relay *r)
 			close(r->wake_pipe[i]);
 	if (r->base != NULL)
 		event_base_free(r->base);
-	free(r->replay.e);
+	free(r->replay.slot);
 	free(r->connectors.e);
 	free(r->pending.e);
 	free(r->per_ip.e);
@@ -1043,11 +1124,14 @@ int relay_start(const struct relay_options *o, struct relay **out, struct sp_dia
 	r->o.listen = NULL;
 	r->o.jwks_document = NULL;
 	r->m = o->metrics;
-	r->replay.max = r->o.max_replay;
 	r->connectors.max = r->o.max_connectors;
 	r->pending.max = r->o.max_pending;
 	r->per_ip.max = r->o.max_connections;
 	int rc = SP_ERR_IO;
+	if (seen_init(&r->replay, r->o.max_replay) < 0) {
+		rc = sp_diag_set(diag, SP_ERR_NOMEM, "relay: out of memory");
+		goto fail;
+	}
 	if (o->jwks_document != NULL) {
 		relay_sync_keys(r, o->jwks_document, o->jwks_length);
 		if (r->synced_doc == NULL) {

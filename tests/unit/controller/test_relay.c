@@ -282,6 +282,61 @@ static void test_relay_takes_new_keys(void **state)
 	free(doc2);
 }
 
+static int64_t clock_now = NOW;
+
+static int64_t moving_now(void)
+{
+	return clock_now;
+}
+
+static char *ticket_with_jti(int64_t iat, int n)
+{
+	char jti[33];
+	snprintf(jti, sizeof(jti), "%032d", n);
+	json_t *c = ticket_claims(iat, iat + 60);
+	json_object_set_new(c, "jti", json_string(jti));
+	return sign(key1, "k1", c);
+}
+
+/* At most max_replay live ticket ids; expired ones make room again. */
+static void test_replay_table_bound(void **state)
+{
+	(void)state;
+	char *doc = NULL;
+	size_t len = 0;
+	assert_int_equal(sp_jwks_serialize(&keys1, &doc, &len), 0);
+	struct relay_options o = {.listen = "127.0.0.1:0", .jwks_document = doc, .jwks_length = len,
+	                          .max_replay = 4, .now = moving_now};
+	struct relay *r = NULL;
+	struct sp_diag d;
+	clock_now = NOW;
+	assert_int_equal(relay_start(&o, &r, &d), 0);
+	char *t[12];
+	for (int i = 0; i < 4; i++) {
+		t[i] = ticket_with_jti(NOW, i);
+		/* Accepted by the replay check; no connector is registered. */
+		assert_int_equal(hello(relay_port(r), t[i]), SP_RELAY_CONNECTOR_UNAVAILABLE);
+	}
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(hello(relay_port(r), t[i]), SP_RELAY_REPLAYED);
+	t[4] = ticket_with_jti(NOW, 4);
+	assert_int_equal(hello(relay_port(r), t[4]), SP_RELAY_OVERLOADED);
+	/* 61 s later the first four have expired: new ids fit again, old ones are expired. */
+	clock_now = NOW + 61;
+	for (int i = 5; i < 9; i++) {
+		t[i] = ticket_with_jti(NOW + 61, i);
+		assert_int_equal(hello(relay_port(r), t[i]), SP_RELAY_CONNECTOR_UNAVAILABLE);
+	}
+	assert_int_equal(hello(relay_port(r), t[0]), SP_RELAY_EXPIRED);
+	assert_int_equal(hello(relay_port(r), t[5]), SP_RELAY_REPLAYED);
+	t[9] = ticket_with_jti(NOW + 61, 9);
+	assert_int_equal(hello(relay_port(r), t[9]), SP_RELAY_OVERLOADED);
+	relay_free(r);
+	for (int i = 0; i < 10; i++)
+		free(t[i]);
+	free(doc);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -289,6 +344,7 @@ int main(void)
 		cmocka_unit_test(test_connector_token_and_claims),
 		cmocka_unit_test(test_ticket_allowed),
 		cmocka_unit_test(test_relay_takes_new_keys),
+		cmocka_unit_test(test_replay_table_bound),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
