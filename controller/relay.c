@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
@@ -245,6 +246,7 @@ struct relay {
 	struct event_base *base;
 	struct evconnlistener *listener;
 	struct event *wake;
+	struct event *resume;  /* re-enables accepting after running out of descriptors */
 	int wake_pipe[2];
 	pthread_t thread;
 	int thread_started;
@@ -1019,6 +1021,28 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	event_add(c->rev, &tv);
 }
 
+/* Out of file descriptors: stop accepting for 100 ms rather than spin on accept. */
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+	struct relay *r = arg;
+	int e = EVUTIL_SOCKET_ERROR();
+	if (e != EMFILE && e != ENFILE && e != ENOBUFS && e != ENOMEM)
+		return;
+	SP_LOG(SP_LOG_WARN, "relay: out of descriptors, pausing accept",
+	       SP_LOG_UINT("connections", r->clients));
+	evconnlistener_disable(l);
+	struct timeval tv = {0, 100 * 1000};
+	event_add(r->resume, &tv);
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct relay *r = arg;
+	evconnlistener_enable(r->listener);
+}
+
 /* ---- thread and life cycle ---- */
 
 static void on_wake(evutil_socket_t fd, short what, void *arg)
@@ -1075,6 +1099,8 @@ static void relay_destroy(struct relay *r)
 	relay_close_all(r);
 	if (r->wake != NULL)
 		event_free(r->wake);
+	if (r->resume != NULL)
+		event_free(r->resume);
 	for (int i = 0; i < 2; i++)
 		if (r->wake_pipe[i] >= 0)
 			close(r->wake_pipe[i]);
@@ -1162,6 +1188,19 @@ int relay_start(const struct relay_options *o, struct relay **out, struct sp_dia
 	if (r->listener == NULL) {
 		sp_diag_set(diag, rc, "relay: cannot listen on %s: %s", o->listen, strerror(errno));
 		goto fail;
+	}
+	r->resume = evtimer_new(r->base, on_resume, r);
+	if (r->resume == NULL) {
+		sp_diag_set(diag, rc, "relay: cannot create its event loop");
+		goto fail;
+	}
+	evconnlistener_set_error_cb(r->listener, on_accept_error);
+	/* Each relayed connection holds six descriptors (two sockets, two pipes): take the
+	 * hard limit rather than the usual soft 1024. */
+	struct rlimit nofile;
+	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+		nofile.rlim_cur = nofile.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &nofile);
 	}
 	struct sockaddr_storage bound;
 	socklen_t blen = sizeof(bound);

@@ -15,6 +15,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <cmocka.h>
@@ -337,6 +338,45 @@ static void test_replay_table_bound(void **state)
 	free(doc);
 }
 
+/* Out of descriptors: the relay pauses accepting, then serves again once some are free. */
+static void test_out_of_descriptors(void **state)
+{
+	(void)state;
+	char *doc = NULL;
+	size_t len = 0;
+	assert_int_equal(sp_jwks_serialize(&keys1, &doc, &len), 0);
+	struct relay_options o = {.listen = "127.0.0.1:0", .jwks_document = doc, .jwks_length = len,
+	                          .now = fixed_now};
+	struct relay *r = NULL;
+	struct sp_diag d;
+	assert_int_equal(relay_start(&o, &r, &d), 0);
+	struct rlimit saved, low;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
+	low = saved;
+	low.rlim_cur = 96;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(relay_port(r))};
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	int fds[256], n = 0;
+	while (n < 256) {
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		if (fd < 0)
+			break;
+		fds[n++] = fd;
+		assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	}
+	assert_true(n > 10 && n < 256); /* the limit was reached */
+	usleep(300 * 1000);             /* the relay hits it too and pauses */
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+	usleep(300 * 1000);
+	/* Serving again: a malformed ticket is answered. */
+	assert_int_equal(hello(relay_port(r), "x.y.z"), SP_RELAY_BAD_TICKET);
+	relay_free(r);
+	free(doc);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -345,6 +385,7 @@ int main(void)
 		cmocka_unit_test(test_ticket_allowed),
 		cmocka_unit_test(test_relay_takes_new_keys),
 		cmocka_unit_test(test_replay_table_bound),
+		cmocka_unit_test(test_out_of_descriptors),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
