@@ -416,9 +416,30 @@ try:
     print(f"{crowd} concurrent relayed clients x {each >> 10} KiB echoed in {crowd_s:.2f} s",
           flush=True)
 
+    # ---- a crowd held open at once: every connection paired, counted by the gauge ----
+    held = 200 if SANITIZED else 1000
+    t0 = time.time()
+    crowd_file = write_file("crowd-tickets", "\n".join(ticket()[1]["ticket"] for _ in range(held)))
+    tickets_s = time.time() - t0
+    cp = start(["crowd", "--relay", RELAY, "--ticket-file", crowd_file], stdin=subprocess.PIPE)
+    crowd_line = cp.stdout.readline().strip()
+    check(f"{held} connections held open at once, all paired and echoing",
+          crowd_line.startswith(f"crowd {held} paired {held} echoed {held} "), crowd_line)
+    gauge = metric(metrics(), "sallyport_relay_connections")
+    check("gauge counts the open relayed connections", gauge == held, str(gauge))
+    cp.stdin.close()
+    check("crowd exits cleanly", cp.wait(timeout=120) == 0)
+    print(f"{held} relayed connections open at once: {held} tickets in {tickets_s:.2f} s, "
+          f"{crowd_line}", flush=True)
+    for _ in range(100):
+        if metric(metrics(), "sallyport_relay_connections") == 0:
+            break
+        time.sleep(0.05)
+    check("gauge back to 0 once they close", metric(metrics(), "sallyport_relay_connections") == 0)
+
     # ---- metrics ----
     m = metrics()
-    check("metric: paired", metric(m, "sallyport_relay_paired_total") == 5 + crowd,
+    check("metric: paired", metric(m, "sallyport_relay_paired_total") == 5 + crowd + held,
           str(metric(m, "sallyport_relay_paired_total")))
     check("metric: bytes up", metric(m, "sallyport_relay_bytes_total", 'direction="up"') >= size + (1 << 20))
     check("metric: refused replayed",

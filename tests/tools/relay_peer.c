@@ -13,6 +13,10 @@
  *       printing "echo ok BYTES SECONDS", or with --hold keeps the connection open until
  *       its standard input closes. --source connects from that local address (loopback
  *       tests use 127.0.0.N to look like N different clients).
+ *   relay_peer crowd --relay HOST:PORT --ticket-file F
+ *       one client connection per ticket in F (one a line), each from its own loopback
+ *       address 127.1.x.y, all open at once; each echoes 1 KiB; prints
+ *       "crowd N paired P echoed E open_s S", then holds them until stdin closes.
  *   relay_peer echo --listen HOST:PORT
  *       an echo server (one thread per connection); prints "listening PORT".
  *   relay_peer forward --listen HOST:PORT --target HOST:PORT
@@ -434,6 +438,67 @@ static int run_client(const char *ticket_file, const char *direct, uint64_t send
 	return rc;
 }
 
+/* ---- crowd: many relayed connections held open at once ---- */
+
+static int run_crowd(const char *tickets_file)
+{
+	FILE *f = fopen(tickets_file, "r");
+	if (f == NULL)
+		return 1;
+	static char line[8192];
+	int *fds = calloc(65536, sizeof(int));
+	size_t n = 0, paired = 0, echoed = 0;
+	struct sp_buf hello;
+	sp_buf_init(&hello, 1 << 16);
+	char source[32];
+	source_address = source;
+	double start = seconds_now();
+	while (fds != NULL && n < 65536 && fgets(line, sizeof(line), f) != NULL) {
+		size_t len = strcspn(line, "\r\n");
+		if (len == 0)
+			continue;
+		/* Each connection from its own loopback address: 127.1.x.y. */
+		snprintf(source, sizeof(source), "127.1.%zu.%zu", n / 250, n % 250 + 1);
+		sp_buf_reset(&hello);
+		int fd = dial(relay_address);
+		if (fd < 0 || sp_relay_client_hello_encode((const uint8_t *)line, len, &hello) < 0 ||
+		    write_all(fd, hello.data, hello.len) < 0) {
+			fprintf(stderr, "relay_peer: crowd connection %zu failed\n", n);
+			if (fd >= 0)
+				close(fd);
+			break;
+		}
+		fds[n++] = fd;
+	}
+	fclose(f);
+	sp_buf_free(&hello);
+	for (size_t i = 0; i < n; i++) {
+		uint8_t status = 255;
+		if (recv(fds[i], &status, 1, MSG_WAITALL) == 1 && status == SP_RELAY_PAIRED)
+			paired++;
+	}
+	double open_s = seconds_now() - start;
+	/* Every connection carries 1 KiB both ways while all are open. */
+	uint8_t out[1024], back[1024];
+	for (size_t i = 0; i < n; i++) {
+		memset(out, (int)(i & 0xff), sizeof(out));
+		if (write_all(fds[i], out, sizeof(out)) < 0)
+			continue;
+		if (recv(fds[i], back, sizeof(back), MSG_WAITALL) == (ssize_t)sizeof(back) &&
+		    memcmp(out, back, sizeof(out)) == 0)
+			echoed++;
+	}
+	printf("crowd %zu paired %zu echoed %zu open_s %.3f\n", n, paired, echoed, open_s);
+	fflush(stdout);
+	char b[64];
+	while (read(STDIN_FILENO, b, sizeof(b)) > 0) {
+	}
+	for (size_t i = 0; i < n; i++)
+		close(fds[i]);
+	free(fds);
+	return paired == n && echoed == n && n > 0 ? 0 : 1;
+}
+
 /* ---- echo ---- */
 
 static void *echo_one(void *arg)
@@ -512,6 +577,7 @@ static int usage(void)
 	        "[--ignore-dials]\n"
 	        "       relay_peer client (--relay HOST:PORT --ticket-file F | --direct HOST:PORT) "
 	        "[--send BYTES] [--hold] [--source IPV4]\n"
+	        "       relay_peer crowd --relay HOST:PORT --ticket-file F\n"
 	        "       relay_peer echo --listen HOST:PORT\n"
 	        "       relay_peer forward --listen HOST:PORT --target HOST:PORT\n");
 	return 2;
@@ -573,6 +639,11 @@ int main(int argc, char **argv)
 		if ((direct == NULL) == (relay_address == NULL || ticket_file == NULL))
 			return usage();
 		return run_client(ticket_file, direct, send_bytes, hold);
+	}
+	if (strcmp(argv[1], "crowd") == 0) {
+		if (relay_address == NULL || ticket_file == NULL)
+			return usage();
+		return run_crowd(ticket_file);
 	}
 	if (strcmp(argv[1], "echo") == 0) {
 		if (listen_address == NULL)
