@@ -703,6 +703,8 @@ static void pair_up(struct conn *w, struct conn *data)
 		return;
 	}
 	p->relay = r;
+	/* Both directions must be safe for pair_free even when the first init fails. */
+	p->up.pipe[0] = p->up.pipe[1] = p->down.pipe[0] = p->down.pipe[1] = -1;
 	p->client_fd = w->fd;
 	p->data_fd = data->fd;
 	memcpy(p->ip, w->ip, sizeof(p->ip));
