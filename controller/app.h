@@ -21,6 +21,7 @@
 #include "controller/change_watch.h"
 #include "controller/feed.h"
 #include "controller/http.h"
+#include "controller/relay.h"
 #include "shared/metrics.h"
 
 /* Roles of an authenticated caller (http_request.actor_role). */
@@ -60,6 +61,8 @@ struct controller_settings {
 	char admin_emails[4096];
 	int64_t grant_ttl_s;
 	int64_t session_ttl_s;
+	int64_t relay_max_connections;
+	int64_t relay_max_per_client;
 };
 
 struct auth_state;
@@ -71,6 +74,7 @@ struct controller_metrics {
 	struct sp_metric sign_ins;
 	struct sp_metric sign_in_failures;
 	struct sp_metric feed_waiters;
+	struct relay_metrics relay;
 };
 
 struct policy_state;
@@ -93,6 +97,8 @@ struct controller {
 	/* Sign-in state: the IdP client, pending logins, one-time codes, console sessions
 	 * (controller/auth.h). Made by auth_open, released by auth_close. */
 	struct auth_state *auth;
+	/* The tunnel relay on its own thread (controller/relay.h); NULL when not running. */
+	struct relay *relay;
 };
 
 /* The route table of every module, assembled once (controller/routes.c). */

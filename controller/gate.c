@@ -252,6 +252,10 @@ int controller_gate(struct http_request *req, void *app)
 	struct sp_diag d;
 	if (authority_refresh(&c->authority, c->db, c->now(), &d) < 0)
 		SP_LOG(SP_LOG_WARN, "signing key rotation failed", SP_LOG_STR("reason", d.message));
+	/* The relay verifies with its own copy of the published keys: hand over a new set. */
+	size_t jwks_len = 0;
+	const char *jwks = authority_jwks(&c->authority, &jwks_len);
+	relay_sync_keys(c->relay, jwks, jwks_len);
 	unsigned flags = req->match.route->flags;
 	if (flags == ROUTE_PUBLIC)
 		return 0;

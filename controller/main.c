@@ -294,6 +294,7 @@ static void register_metrics(struct controller *c)
 	                           &m->sign_ins, &m->sign_in_failures, &m->feed_waiters};
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
 		(void)sp_metrics_register(&c->metrics_registry, all[i]);
+	relay_metrics_register(&m->relay, &c->metrics_registry);
 }
 
 static void count_response(struct http_request *req, void *app)
@@ -382,6 +383,23 @@ static int command_serve(struct controller *c, struct sp_config *cfg)
 			goto out;
 		}
 	}
+	/* The relay takes its own copy of the published keys; the gate hands it new ones after
+	 * each rotation. A relay that cannot listen leaves the controller serving the API and
+	 * direct tunnels, and says so. */
+	size_t jwks_len = 0;
+	const char *jwks = authority_jwks(&c->authority, &jwks_len);
+	struct relay_options ro = {.listen = c->settings.relay_listen,
+	                           .jwks_document = jwks,
+	                           .jwks_length = jwks_len,
+	                           .max_connections = (size_t)c->settings.relay_max_connections,
+	                           .max_per_client = (size_t)c->settings.relay_max_per_client,
+	                           .metrics = &c->metrics.relay,
+	                           .now = c->now};
+	if (relay_start(&ro, &c->relay, &d) < 0)
+		SP_LOG(SP_LOG_ERROR, "relay not started", SP_LOG_STR("reason", d.message));
+	else
+		SP_LOG(SP_LOG_INFO, "relay started", SP_LOG_STR("listen", c->settings.relay_listen),
+		       SP_LOG_INT("port", relay_port(c->relay)));
 	size_t route_count = 0;
 	const struct route *routes = controller_routes(&route_count);
 	struct http_server_options o = {.listen = c->settings.http_listen,
@@ -438,8 +456,11 @@ out:
 			feed_wake_all(c->feed);
 		}
 	}
+	relay_stop(c->relay); /* its connections end; the gate may still hand it keys */
 	auth_drain(c);             /* sign-in workers resume their requests first */
 	http_server_stop(c->http); /* finishes requests in flight */
+	relay_free(c->relay);
+	c->relay = NULL;
 	change_watch_stop(c->change_watch); /* publishes to the feed: stopped before it */
 	auth_close(c);
 	feed_free(c->feed);

@@ -20,6 +20,7 @@ static const struct route_module modules[] = {
 	{admin_events_routes, &admin_events_route_count},
 	{auth_routes, &auth_route_count},
 	{console_routes, &console_route_count},
+	{relay_api_routes, &relay_api_route_count},
 };
 
 /* Built once at start-up (before the server thread exists) and kept for the process. */

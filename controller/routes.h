@@ -28,5 +28,7 @@ extern const struct route auth_routes[];
 extern const size_t auth_route_count;
 extern const struct route console_routes[];
 extern const size_t console_route_count;
+extern const struct route relay_api_routes[];
+extern const size_t relay_api_route_count;
 
 #endif

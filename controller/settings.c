@@ -21,6 +21,11 @@ const struct sp_config_key controller_schema[] = {
 	 0, 0, 0, NULL},
 	{"relay_listen", SP_CONFIG_ADDRESS, "127.0.0.1:8443", "address:port of the tunnel relay", 0,
 	 0, 0, NULL},
+	{"relay_max_connections", SP_CONFIG_INT, "4096",
+	 "most client connections the relay carries at once", 0, 1, 1000000, NULL},
+	{"relay_max_per_client", SP_CONFIG_INT, "64",
+	 "most client connections the relay carries at once for one client IP address", 0, 1,
+	 1000000, NULL},
 	{"tls_cert", SP_CONFIG_PATH, NULL, "PEM certificate chain for HTTPS (with tls_key)", 0, 0,
 	 0, NULL},
 	{"tls_key", SP_CONFIG_PATH, NULL, "PEM private key for HTTPS, mode 0600", 0, 0, 0, NULL},
@@ -130,6 +135,8 @@ int settings_load(struct sp_config *cfg, int argc, char *const argv[], char *con
 	(void)sp_config_get_duration_ms(cfg, "session_ttl", &ms);
 	out->session_ttl_s = ms / 1000;
 	(void)sp_config_get_bool(cfg, "plain_http", &out->plain_http);
+	(void)sp_config_get_int(cfg, "relay_max_connections", &out->relay_max_connections);
+	(void)sp_config_get_int(cfg, "relay_max_per_client", &out->relay_max_per_client);
 
 	if ((out->tls_cert[0] == '\0') != (out->tls_key[0] == '\0'))
 		return sp_diag_set(diag, SP_ERR_INVALID, "tls_cert and tls_key must be set together");

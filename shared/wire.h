@@ -18,6 +18,8 @@
 #define SP_WIRE_VERSION 1
 #define SP_RELAY_TICKET_MAX 4096
 #define SP_RELAY_PAIRING_ID_LEN 16
+#define SP_RELAY_TOKEN_MAX 4096
+#define SP_RELAY_DIAL_LEN (1 + SP_RELAY_PAIRING_ID_LEN)
 #define SP_UDP_DATAGRAM_MAX 65507
 
 /* Relay answer to a client (one byte). */
@@ -48,6 +50,24 @@ int sp_relay_connector_hello_encode(const uint8_t pairing_id[SP_RELAY_PAIRING_ID
                                     struct sp_buf *out);
 int sp_relay_connector_hello_decode(const uint8_t *data, size_t len,
                                     uint8_t pairing_id[SP_RELAY_PAIRING_ID_LEN]);
+
+/* A connector's control connection: "SPRK", version, token length, relay-connector token. */
+struct sp_relay_register {
+	uint8_t version;
+	const uint8_t *token; /* points into the decoder's input */
+	size_t token_len;
+};
+
+int sp_relay_register_encode(const uint8_t *token, size_t token_len, struct sp_buf *out);
+/* Returns bytes consumed, SP_ERR_AGAIN, SP_ERR_INVALID (bad magic), SP_ERR_VERSION or
+ * SP_ERR_TOO_LARGE (token length 0 or over SP_RELAY_TOKEN_MAX). */
+int sp_relay_register_decode(const uint8_t *data, size_t len, struct sp_relay_register *out);
+
+/* Relay -> connector on the control connection: "D" then a pairing id. */
+int sp_relay_dial_encode(const uint8_t pairing_id[SP_RELAY_PAIRING_ID_LEN], struct sp_buf *out);
+/* Returns SP_RELAY_DIAL_LEN, SP_ERR_AGAIN, or SP_ERR_INVALID for another message type. */
+int sp_relay_dial_decode(const uint8_t *data, size_t len,
+                         uint8_t pairing_id[SP_RELAY_PAIRING_ID_LEN]);
 
 /* A human name for a relay status byte ("connector_unavailable"); "unknown" otherwise. */
 const char *sp_relay_status_name(uint8_t status);

@@ -79,6 +79,74 @@ static void test_connector_hello(void **state)
 	assert_string_equal(sp_relay_status_name(200), "unknown");
 }
 
+static void test_register_roundtrip_and_refusals(void **state)
+{
+	(void)state;
+	static const uint8_t token[] = "eyJhbGciOiJFUzI1NiJ9.e30.c2ln";
+	struct sp_buf out;
+	sp_buf_init(&out, 0);
+	assert_int_equal(sp_relay_register_encode(token, sizeof(token) - 1, &out), 0);
+	assert_int_equal(out.len, 7 + sizeof(token) - 1);
+	assert_memory_equal(out.data, "SPRK\x01\x00\x1d", 7);
+	struct sp_relay_register h;
+	for (size_t n = 0; n < out.len; n++)
+		assert_int_equal(sp_relay_register_decode(out.data, n, &h), SP_ERR_AGAIN);
+	/* Bytes after the preamble are not consumed. */
+	assert_int_equal(sp_buf_put(&out, "D", 1), 0);
+	assert_int_equal(sp_relay_register_decode(out.data, out.len, &h), (int)out.len - 1);
+	assert_int_equal(h.version, 1);
+	assert_int_equal(h.token_len, sizeof(token) - 1);
+	assert_memory_equal(h.token, token, h.token_len);
+	/* A client hello is not a registration and the reverse. */
+	struct sp_relay_client_hello ch;
+	assert_int_equal(sp_relay_client_hello_decode(out.data, out.len, &ch), SP_ERR_INVALID);
+	sp_buf_free(&out);
+	assert_int_equal(sp_relay_register_decode((const uint8_t *)"SPRC\x01\x00\x01x", 8, &h),
+	                 SP_ERR_INVALID);
+	assert_int_equal(sp_relay_register_decode((const uint8_t *)"SPRK\x02\x00\x01x", 8, &h),
+	                 SP_ERR_VERSION);
+	assert_int_equal(sp_relay_register_decode((const uint8_t *)"SPRK\x01\x00\x00", 7, &h),
+	                 SP_ERR_TOO_LARGE);
+	assert_int_equal(sp_relay_register_decode((const uint8_t *)"SPRK\x01\x10\x01", 7, &h),
+	                 SP_ERR_TOO_LARGE);
+	assert_null(h.token);
+	assert_int_equal(h.token_len, 0);
+	static uint8_t big[SP_RELAY_TOKEN_MAX + 1];
+	sp_buf_init(&out, 0);
+	assert_int_equal(sp_relay_register_encode(big, sizeof(big), &out), SP_ERR_TOO_LARGE);
+	assert_int_equal(sp_relay_register_encode(big, 0, &out), SP_ERR_TOO_LARGE);
+	assert_int_equal(out.len, 0);
+	assert_int_equal(sp_relay_register_encode(big, SP_RELAY_TOKEN_MAX, &out), 0);
+	assert_int_equal(sp_relay_register_decode(out.data, out.len, &h), (int)out.len);
+	assert_int_equal(h.token_len, SP_RELAY_TOKEN_MAX);
+	sp_buf_free(&out);
+}
+
+static void test_dial(void **state)
+{
+	(void)state;
+	uint8_t id[SP_RELAY_PAIRING_ID_LEN], back[SP_RELAY_PAIRING_ID_LEN];
+	for (size_t i = 0; i < sizeof(id); i++)
+		id[i] = (uint8_t)(200 - i);
+	struct sp_buf out;
+	sp_buf_init(&out, 0);
+	assert_int_equal(sp_relay_dial_encode(id, &out), 0);
+	assert_int_equal(sp_relay_dial_encode(id, &out), 0); /* two messages back to back */
+	assert_int_equal(out.len, 2 * SP_RELAY_DIAL_LEN);
+	assert_int_equal(out.data[0], 'D');
+	for (size_t n = 0; n < SP_RELAY_DIAL_LEN; n++)
+		assert_int_equal(sp_relay_dial_decode(out.data, n, back), SP_ERR_AGAIN);
+	assert_int_equal(sp_relay_dial_decode(out.data, out.len, back), SP_RELAY_DIAL_LEN);
+	assert_memory_equal(back, id, sizeof(id));
+	assert_int_equal(sp_relay_dial_decode(out.data + SP_RELAY_DIAL_LEN, SP_RELAY_DIAL_LEN, back),
+	                 SP_RELAY_DIAL_LEN);
+	assert_memory_equal(back, id, sizeof(id));
+	out.data[0] = 'X';
+	assert_int_equal(sp_relay_dial_decode(out.data, 1, back), SP_ERR_INVALID);
+	assert_int_equal(back[0], 0);
+	sp_buf_free(&out);
+}
+
 static void test_udp_frames(void **state)
 {
 	(void)state;
@@ -112,6 +180,8 @@ int main(void)
 		cmocka_unit_test(test_client_hello_roundtrip_and_every_prefix),
 		cmocka_unit_test(test_client_hello_refusals),
 		cmocka_unit_test(test_connector_hello),
+		cmocka_unit_test(test_register_roundtrip_and_refusals),
+		cmocka_unit_test(test_dial),
 		cmocka_unit_test(test_udp_frames),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
