@@ -100,7 +100,7 @@ static void echo_value(const char *v, size_t n, char *out, size_t size)
 static void flag_name(const char *name, char out[SP_CONFIG_NAME_MAX + 1])
 {
 	size_t i = 0;
-	for (; name[i] != '\0' && i < SP_CONFIG_NAME_MAX; i++)
+	for (; i < SP_CONFIG_NAME_MAX && name[i] != '\0'; i++)
 		out[i] = name[i] == '_' ? '-' : name[i];
 	out[i] = '\0';
 }
@@ -110,7 +110,7 @@ static void env_name(const char *name, char out[ENV_PREFIX_LEN + SP_CONFIG_NAME_
 {
 	memcpy(out, ENV_PREFIX, ENV_PREFIX_LEN);
 	size_t i = 0;
-	for (; name[i] != '\0' && i < SP_CONFIG_NAME_MAX; i++)
+	for (; i < SP_CONFIG_NAME_MAX && name[i] != '\0'; i++)
 		out[ENV_PREFIX_LEN + i] = ascii_upper(name[i]);
 	out[ENV_PREFIX_LEN + i] = '\0';
 }
