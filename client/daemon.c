@@ -72,6 +72,7 @@ struct tunnel {
 	int handshake_done;
 	int dead;
 	struct event *ev_read, *ev_write;
+	struct event *ev_kick; /* runs tunnel_pump outside tunnel callbacks */
 	SSL *ssl;
 	struct sp_tunnel *t;
 	struct sp_tunnel_tls *tt;
@@ -192,6 +193,8 @@ static void record_denial(struct daemon *d, const struct flow *f, const char *re
 
 /* ---------- flows: closing ---------- */
 
+static void tunnel_kick(struct tunnel *tn);
+
 static void reaper_schedule(struct daemon *d)
 {
 	event_active(d->ev_reaper, EV_TIMEOUT, 0);
@@ -206,7 +209,7 @@ static void flow_close(struct flow *f, int rst)
 	if (f->tn != NULL && !f->stream_closed && f->stream > 0) {
 		sp_tunnel_set_stream_user(f->tn->t, f->stream, NULL);
 		sp_tunnel_reset(f->tn->t, f->stream, SP_TUNNEL_CANCEL);
-		event_active(f->tn->ev_write, EV_WRITE, 0);
+		tunnel_kick(f->tn);
 	}
 	if (f->bev != NULL) {
 		evutil_socket_t fd = bufferevent_getfd(f->bev);
@@ -232,6 +235,17 @@ static void flow_close(struct flow *f, int rst)
 
 static void tunnel_pump(struct tunnel *tn);
 static void flow_local_read(struct bufferevent *bev, void *arg);
+
+/*
+ * Asks the loop to flush the tunnel soon. Everything outside the tunnel's own socket
+ * handlers uses this instead of tunnel_pump: tunnel callbacks must not call
+ * sp_tunnel_send (which the flush does), and many paths run inside them.
+ */
+static void tunnel_kick(struct tunnel *tn)
+{
+	if (tn != NULL && !tn->dead)
+		event_active(tn->ev_kick, EV_TIMEOUT, 0);
+}
 
 /* ---------- tunnel callbacks ---------- */
 
@@ -348,7 +362,6 @@ static void on_writable(struct sp_tunnel *t, int32_t stream, void *user)
 		return;
 	f->read_blocked = 0;
 	bufferevent_enable(f->bev, EV_READ);
-	event_active(f->tn->ev_write, EV_WRITE, 0); /* re-run reads after this callback */
 	bufferevent_trigger(f->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
 
@@ -410,6 +423,7 @@ static void tunnel_fail(struct tunnel *tn, const char *why)
 	}
 	event_del(tn->ev_read);
 	event_del(tn->ev_write);
+	event_del(tn->ev_kick);
 	if (tn->prev != NULL)
 		tn->prev->next = tn->next;
 	else
@@ -524,6 +538,15 @@ static void tunnel_on_write(evutil_socket_t fd, short what, void *arg)
 	tunnel_pump(tn);
 }
 
+static void tunnel_on_kick(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct tunnel *tn = arg;
+	if (!tn->dead && tn->tcp_connected)
+		tunnel_pump(tn);
+}
+
 static int hex_pin(const char *hex, uint8_t out[SP_KEY_SPKI_DIGEST_LEN])
 {
 	if (hex == NULL || strlen(hex) != 2 * SP_KEY_SPKI_DIGEST_LEN)
@@ -593,7 +616,8 @@ static struct tunnel *tunnel_new(struct daemon *d, const char *network_id, json_
 		goto fail;
 	tn->ev_read = event_new(d->base, tn->fd, EV_READ | EV_PERSIST, tunnel_on_read, tn);
 	tn->ev_write = event_new(d->base, tn->fd, EV_WRITE | EV_PERSIST, tunnel_on_write, tn);
-	if (tn->ev_read == NULL || tn->ev_write == NULL)
+	tn->ev_kick = event_new(d->base, -1, 0, tunnel_on_kick, tn);
+	if (tn->ev_read == NULL || tn->ev_write == NULL || tn->ev_kick == NULL)
 		goto fail;
 	event_add(tn->ev_write, NULL);
 	tn->next = d->tunnels;
@@ -615,6 +639,8 @@ fail:
 		event_free(tn->ev_read);
 	if (tn->ev_write != NULL)
 		event_free(tn->ev_write);
+	if (tn->ev_kick != NULL)
+		event_free(tn->ev_kick);
 	sp_tunnel_tls_free(tn->tt);
 	sp_tunnel_free(tn->t);
 	SSL_free(tn->ssl);
@@ -628,6 +654,7 @@ static void tunnel_free(struct tunnel *tn)
 {
 	event_free(tn->ev_read);
 	event_free(tn->ev_write);
+	event_free(tn->ev_kick);
 	sp_tunnel_tls_free(tn->tt);
 	sp_tunnel_free(tn->t);
 	SSL_free(tn->ssl);
@@ -763,7 +790,7 @@ static void flow_dispatch(struct flow *f)
 	f->state = F_OPENING;
 	sp_tunnel_set_stream_user(tn->t, f->stream, f);
 	d->flows_total++;
-	tunnel_pump(tn);
+	tunnel_kick(tn);
 }
 
 /* Finds the resource for host:port and starts the flow, or refuses it. */
@@ -887,7 +914,7 @@ static void flow_local_read(struct bufferevent *bev, void *arg)
 			break;
 		}
 	}
-	tunnel_pump(f->tn);
+	tunnel_kick(f->tn);
 }
 
 static void flow_local_write(struct bufferevent *bev, void *arg)
@@ -903,7 +930,7 @@ static void flow_local_write(struct bufferevent *bev, void *arg)
 	if (f->tn != NULL && f->unconsumed > 0) {
 		sp_tunnel_consumed(f->tn->t, f->stream, f->unconsumed);
 		f->unconsumed = 0;
-		tunnel_pump(f->tn);
+		tunnel_kick(f->tn);
 	}
 	if (f->remote_end)
 		shutdown(bufferevent_getfd(f->bev), SHUT_WR);
@@ -920,7 +947,7 @@ static void flow_local_event(struct bufferevent *bev, short what, void *arg)
 			if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
 				flow_local_read(bev, f);
 			sp_tunnel_end(f->tn->t, f->stream);
-			tunnel_pump(f->tn);
+			tunnel_kick(f->tn);
 			bufferevent_disable(bev, EV_READ);
 			return;
 		}
