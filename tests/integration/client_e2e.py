@@ -2,9 +2,12 @@
 """Integration test: the sallyport client end to end, with real processes on 127.0.0.1.
 
 The real controller, the real connector (enrolled, direct listener), nginx, and the
-`sallyport` program under test. Sign-in is a real one through `sallyport login
---service-key` (a service account's assertion, signed by the client with the account key
-the test registers in the controller's database; no IdP involved). Then the daemon in
+`sallyport` program under test. Sign-in is real: `sallyport login --no-browser` against
+the test IdP (tests/oidc/provider.mjs), its printed URL driven by tests/oidc/drive-login.mjs
+and the IdP's redirect delivered to the client's loopback listener; when the IdP's Node
+packages are not installed (scripts/install-test-tools) the run says so and signs in with
+`sallyport login --service-key` instead. The service-key sign-in is checked in any case, in
+a second state directory. Then the daemon in
 proxy mode (SOCKS5 with hostnames, HTTP CONNECT) and in loopback mode: the page through
 each path, a resource outside the policy refused by the client, a port outside the
 resource refused by the connector, status --json (tunnel direct, flows, denials), the
@@ -37,6 +40,11 @@ WORK = tempfile.mkdtemp(prefix="sp-client-e2e-")
 STATE = os.path.join(WORK, "ctl")
 DB = os.path.join(STATE, "controller.db")
 CSTATE = os.path.join(WORK, "client-state")
+SRC = os.environ.get("SALLYPORT_SOURCE_DIR") or os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+OIDC = os.path.join(SRC, "tests", "oidc")
+IDP = bool(shutil.which("node")) and os.path.isdir(os.path.join(OIDC, "node_modules",
+                                                                "oidc-provider"))
 passed = 0
 failed = 0
 procs = []
@@ -88,8 +96,8 @@ ENV = {k: v for k, v in os.environ.items() if not k.startswith("SALLYPORT_")}
 ENV["SALLYPORT_STATE_DIR"] = CSTATE
 
 
-def sp(*args, timeout=60):
-    r = subprocess.run([SP, *args], env=ENV, capture_output=True, timeout=timeout)
+def sp(*args, timeout=60, env=None):
+    r = subprocess.run([SP, *args], env=env or ENV, capture_output=True, timeout=timeout)
     return r.returncode, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
 
 
@@ -211,10 +219,11 @@ http {{
     conn.execute("INSERT INTO service_account_keys (id, service_account_id, public_key_digest,"
                  " public_key_pem, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
                  (KID, SA, hashlib.sha256(sa_der).hexdigest(), sa_pub, now, now + 86400))
-    conn.execute("INSERT INTO groups (id, name, created_at, updated_at) VALUES (?,?,?,?)",
-                 (GROUP, "eng", now, now))
-    conn.execute("INSERT INTO memberships (user_id, group_id, created_at) VALUES (?,?,?)",
-                 (SA, GROUP, now))
+    # the IdP's eng-user is in "engineering": its sign-in puts it into this group
+    conn.execute("INSERT INTO groups (id, name, source, created_at, updated_at)"
+                 " VALUES (?,?,'idp',?,?)", (GROUP, "engineering", now, now))
+    conn.execute("INSERT INTO memberships (user_id, group_id, source, created_at)"
+                 " VALUES (?,?,'local',?)", (SA, GROUP, now))
     conn.execute("INSERT INTO resources (id, network_id, name, address, alias, tcp_ports,"
                  " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
                  (RES_WEB, NET, "web", "127.0.0.1", "web.sp", json.dumps([str(WEB_PORT)]), now, now))
@@ -224,9 +233,38 @@ http {{
     conn.execute("INSERT INTO policies (id, group_id, resource_id, created_at, updated_at)"
                  " VALUES (?,?,?,?,?)", (POLICY_WEB, GROUP, RES_WEB, now, now))
     conn.close()
+    oidc_args, ctl_env = [], dict(os.environ)
+    if IDP:
+        cfg = json.load(open(os.path.join(OIDC, "sample-config.json")))
+        for c in cfg["clients"]:
+            if c["client_id"] == "sallyport-controller":
+                c["redirect_uris"] = [URL + "/auth/callback"]
+                c["skip_consent"] = True
+        cfg_path = os.path.join(WORK, "provider.json")
+        json.dump(cfg, open(cfg_path, "w"))
+        pout = open(os.path.join(WORK, "provider.out"), "w+")
+        provider = subprocess.Popen(["node", os.path.join(OIDC, "provider.mjs"), "--config",
+                                     cfg_path, "--port", "0", "--quiet"], stdout=pout,
+                                    stderr=open(os.path.join(WORK, "provider.err"), "w"), cwd=OIDC)
+        procs.append(provider)
+        issuer = None
+        for _ in range(200):
+            pout.seek(0)
+            line = pout.readline()
+            if line.endswith("\n"):
+                issuer = json.loads(line)["issuer"]
+                break
+            time.sleep(0.05)
+        check("test IdP up", issuer is not None)
+        oidc_args = ["--oidc-issuer", issuer or "", "--oidc-client-id", "sallyport-controller",
+                     "--oidc-groups-claim", "groups"]
+        ctl_env["SALLYPORT_OIDC_CLIENT_SECRET"] = "sallyport-controller-test-secret"
+    else:
+        print("note: tests/oidc/node_modules missing (scripts/install-test-tools): the browser"
+              " sign-in is skipped, the service key signs in instead", flush=True)
     ctl = subprocess.Popen([CTL, "serve", "--state-dir", STATE, "--http-listen",
-                            f"127.0.0.1:{CTL_PORT}", "--public-url", URL],
-                           stderr=open(os.path.join(WORK, "controller.log"), "w"))
+                            f"127.0.0.1:{CTL_PORT}", "--public-url", URL, *oidc_args],
+                           env=ctl_env, stderr=open(os.path.join(WORK, "controller.log"), "w"))
     procs.append(ctl)
     check("controller up", wait_http(URL + "/healthz"))
 
@@ -255,9 +293,58 @@ http {{
           rc == 0 and json.loads(out) == {"state": "down", "signed_in": False}, out + err)
     rc, out, err = sp("up", "--foreground")
     check("up before sign-in: refused (exit 3)", rc == 3 and "not signed in" in err, f"{rc} {err}")
-    rc, out, err = sp("login", "--controller", URL + "/", "--service-key", sa_key,
-                      "--service-kid", KID, "--service-account", SA, "--device-name", "ci-box")
+    # the service key, in a state directory of its own
+    env_sa = dict(ENV, SALLYPORT_STATE_DIR=os.path.join(WORK, "sa-state"))
+    rc, out, err = sp("login", "--controller", URL, "--service-key", sa_key, "--service-kid", KID,
+                      "--service-account", SA, "--device-name", "ci-box", env=env_sa)
     check("login with a service key", rc == 0 and "signed in" in out, f"{rc} {out} {err}")
+    rc, out, err = sp("resources", "--json", env=env_sa)
+    check("service account: its resource list", rc == 0 and
+          [r["id"] for r in json.loads(out)["resources"]] == [RES_WEB], out + err)
+    if IDP:
+        login = subprocess.Popen([SP, "login", "--no-browser", "--controller", URL + "/",
+                                  "--device-name", "laptop"], env=ENV, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        procs.append(login)
+        start = None
+        for _ in range(5):
+            line = login.stdout.readline()
+            if line.startswith(URL + "/auth/login?client=native"):
+                start = line.strip()
+                break
+        check("login --no-browser prints the sign-in URL (native, PKCE S256, loopback redirect)",
+              start is not None and "code_challenge_method=S256" in start and
+              "redirect_uri=http%3A%2F%2F127.0.0.1%3A" in start, str(start))
+        r = subprocess.run(["node", os.path.join(OIDC, "drive-login.mjs"), "--rp-start",
+                            start or URL, "--jar", os.path.join(WORK, "jar"), "--username",
+                            "eng-user", "--password", "eng-pass", "--follow"],
+                           capture_output=True, text=True, timeout=60)
+        try:
+            drove = json.loads(r.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            drove = {"error": r.stderr[-300:]}
+        loc = drove.get("location") or ""
+        check("the IdP sign-in ends in a redirect to the client's loopback listener",
+              drove.get("status") == 302 and loc.startswith("http://127.0.0.1:") and
+              "/cb?code=" in loc, str(drove))
+        try:
+            page_back = urllib.request.urlopen(loc, timeout=10).read().decode()
+        except OSError as e:
+            page_back = str(e)
+        try:
+            out, err = login.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            login.kill()
+            out, err = login.communicate()
+        check("browser sign-in: the listener answers and the client saves the session",
+              login.returncode == 0 and "signed in as eng-user@example.com" in out and
+              "signed in" in page_back, f"{login.returncode} {out} {err} {page_back}")
+    else:
+        rc, out, err = sp("login", "--controller", URL + "/", "--service-key", sa_key,
+                          "--service-kid", KID, "--service-account", SA, "--device-name",
+                          "ci-box")
+        check("login (service key in place of the browser)", rc == 0 and "signed in" in out,
+              f"{rc} {out} {err}")
     mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)
     check("state dir 0700, device key 0600, session 0600",
           mode(CSTATE) == 0o700 and mode(os.path.join(CSTATE, "device.key")) == 0o600 and
