@@ -36,11 +36,13 @@
 
 #include "client/api.h"
 #include "client/control_proto.h"
+#include "client/dns_stub.h"
 #include "client/grant_cache.h"
 #include "client/loopback.h"
 #include "client/proxy_parse.h"
 #include "client/resource_list.h"
 #include "client/state.h"
+#include "client/synthetic.h"
 #include "shared/config.h"
 #include "shared/jwk.h"
 #include "shared/keys.h"
@@ -159,8 +161,10 @@ struct daemon {
 	size_t health_count;
 	struct listener *listeners;
 	struct loopback *lb;
+	struct dns_stub *stub; /* loopback mode with --dns: names answered with our addresses */
 	size_t ports_all;
 	struct evconnlistener *control;
+	struct bufferevent *control_conns[16]; /* open control connections (freed at exit) */
 	char control_path[STATE_PATH_MAX];
 	pthread_t ctl_thread;
 	int ctl_started;
@@ -1075,6 +1079,13 @@ static void loopback_sync(struct daemon *d)
 	if (loopback_plan(d->lb, d->resources, d->nres, plan, 1024, &n, &all) < 0)
 		SP_LOG_MSG(SP_LOG_WARN, "loopback plan truncated at 1024 listeners");
 	d->ports_all = all;
+	/* with the DNS stub, its synthetic table (over the same range) owns the addresses */
+	for (size_t i = 0; i < n && d->stub != NULL; i++) {
+		struct synthetic_mapping m;
+		if (synthetic_assign(dns_stub_synthetic(d->stub), plan[i].name, strlen(plan[i].name),
+				     (int64_t)plan[i].resource_position + 1, &m) == 0)
+			memcpy(plan[i].addr, m.v4, 4);
+	}
 	/* close listeners no longer planned */
 	struct listener **pp = &d->listeners;
 	while (*pp != NULL) {
@@ -1143,6 +1154,8 @@ static void apply_claims(struct daemon *d, json_t *claims)
 	for (size_t i = d->grants.count; i-- > 0;)
 		if (!resource_still_listed(claims, d->grants.entries[i].resource_id))
 			grant_cache_remove(&d->grants, d->grants.entries[i].resource_id);
+	if (d->stub != NULL && dns_stub_set_resources(d->stub, res, count, &diag) < 0)
+		SP_LOG(SP_LOG_WARN, "DNS stub kept its old resources", SP_LOG_STR("why", diag.message));
 	if (d->o->mode == DAEMON_MODE_LOOPBACK)
 		loopback_sync(d);
 	SP_LOG(SP_LOG_INFO, "resource list", SP_LOG_UINT("resources", count),
@@ -1379,16 +1392,25 @@ static json_t *status_json(struct daemon *d)
 							 : "loopback",
 				  "address", l->addr_text, "port", (int)l->port, "name", l->name));
 	json_object_set_new(s, "listeners", ls);
+	if (d->stub != NULL)
+		json_object_set_new(s, "dns", json_string(d->o->dns_addr));
 	if (d->o->mode == DAEMON_MODE_LOOPBACK)
 		json_object_set_new(s, "resources_all_ports_not_listened",
 				    json_integer((json_int_t)d->ports_all));
 	return s;
 }
 
+static void control_release(struct daemon *d, struct bufferevent *bev)
+{
+	for (size_t i = 0; i < sizeof(d->control_conns) / sizeof(d->control_conns[0]); i++)
+		if (d->control_conns[i] == bev)
+			d->control_conns[i] = NULL;
+	bufferevent_free(bev);
+}
+
 static void control_done(struct bufferevent *bev, void *arg)
 {
-	(void)arg;
-	bufferevent_free(bev);
+	control_release(arg, bev);
 }
 
 static void control_read(struct bufferevent *bev, void *arg)
@@ -1399,7 +1421,7 @@ static void control_read(struct bufferevent *bev, void *arg)
 	char *line = evbuffer_readln(in, &len, EVBUFFER_EOL_LF);
 	if (line == NULL) {
 		if (evbuffer_get_length(in) > CONTROL_LINE_MAX)
-			bufferevent_free(bev);
+			control_release(d, bev);
 		return;
 	}
 	enum control_cmd cmd = 0;
@@ -1435,8 +1457,7 @@ static void control_read(struct bufferevent *bev, void *arg)
 static void control_event(struct bufferevent *bev, short what, void *arg)
 {
 	(void)what;
-	(void)arg;
-	bufferevent_free(bev);
+	control_release(arg, bev);
 }
 
 static void on_control(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int slen,
@@ -1455,11 +1476,19 @@ static void on_control(struct evconnlistener *l, evutil_socket_t fd, struct sock
 		close(fd);
 		return;
 	}
+	size_t slot = 0, cap = sizeof(d->control_conns) / sizeof(d->control_conns[0]);
+	while (slot < cap && d->control_conns[slot] != NULL)
+		slot++;
+	if (slot == cap || d->stop) {
+		close(fd);
+		return;
+	}
 	struct bufferevent *bev = bufferevent_socket_new(d->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (bev == NULL) {
 		close(fd);
 		return;
 	}
+	d->control_conns[slot] = bev;
 	bufferevent_setcb(bev, control_read, NULL, control_event, d);
 	bufferevent_enable(bev, EV_READ);
 }
@@ -1572,6 +1601,24 @@ int daemon_run(const struct daemon_options *o, struct sp_diag *diag)
 		rc = loopback_new(o->loopback_range, &d->lb, diag);
 		if (rc < 0)
 			goto out;
+		if (o->dns_addr != NULL && o->dns_addr[0] != '\0') {
+			char host[256];
+			uint16_t port = 0;
+			rc = parse_listen(o->dns_addr, host, sizeof(host), &port, diag);
+			if (rc < 0)
+				goto out;
+			struct dns_stub_config dc = {
+			    .listen_address = host,
+			    .listen_port = port,
+			    .upstreams = o->dns_upstreams,
+			    .synthetic_v4 = o->loopback_range != NULL ? o->loopback_range
+								      : LOOPBACK_DEFAULT_RANGE,
+			    .synthetic_v6 = "off",
+			};
+			rc = dns_stub_new(d->base, &dc, &d->stub, diag);
+			if (rc < 0)
+				goto out;
+		}
 	}
 	if (pthread_create(&d->ctl_thread, NULL, ctl_main, d) != 0) {
 		rc = sp_diag_set(diag, SP_ERR_IO, "cannot start the controller thread");
@@ -1599,6 +1646,11 @@ out:
 		evconnlistener_free(ls->l);
 		free(ls);
 	}
+	for (size_t i = 0; i < sizeof(d->control_conns) / sizeof(d->control_conns[0]); i++)
+		if (d->control_conns[i] != NULL)
+			bufferevent_free(d->control_conns[i]);
+	if (d->base != NULL)
+		event_base_loop(d->base, EVLOOP_NONBLOCK); /* let freed bufferevents finalize */
 	if (d->control != NULL) {
 		evconnlistener_free(d->control);
 		(void)unlink(d->control_path);
@@ -1617,6 +1669,7 @@ out:
 		close(d->notify[0]);
 	if (d->notify[1] != -1)
 		close(d->notify[1]);
+	dns_stub_free(d->stub);
 	loopback_free(d->lb);
 	grant_cache_free(&d->grants);
 	sp_resource_index_free(d->index);

@@ -24,6 +24,8 @@ struct daemon_options {
 	const char *socks_addr;	    /* proxy mode: "127.0.0.1:1080" */
 	const char *http_addr;	    /* proxy mode: "127.0.0.1:3128" */
 	const char *loopback_range; /* loopback mode: "127.77.0.0/16" */
+	const char *dns_addr;	    /* loopback mode: DNS stub listen "ADDR:PORT" or NULL */
+	const char *dns_upstreams;  /* the stub's upstreams "ADDR[:PORT],..."; NULL: system */
 };
 
 /*

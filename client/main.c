@@ -7,7 +7,8 @@
  *   sallyport status [--json]
  *   sallyport resources [--json]
  *   sallyport up [--mode proxy|loopback] [--socks ADDR] [--http-proxy ADDR]
- *                [--loopback-range CIDR] [--foreground]
+ *                [--loopback-range CIDR] [--dns ADDR:PORT [--dns-upstream LIST]]
+ *                [--foreground]
  *   sallyport down
  *
  * Exit codes: 0 success, 1 error, 2 usage, 3 not signed in / daemon not running.
@@ -640,6 +641,8 @@ static int cmd_up(const char *dir, int argc, char **argv)
 	if (o.http_addr == NULL)
 		o.http_addr = "127.0.0.1:3128";
 	o.loopback_range = opt(argc, argv, "--loopback-range");
+	o.dns_addr = opt(argc, argv, "--dns");
+	o.dns_upstreams = opt(argc, argv, "--dns-upstream");
 	json_t *s = NULL;
 	struct sp_diag diag = {{0}};
 	if (state_session_load(dir, &s, &diag) < 0)
@@ -695,7 +698,8 @@ static void usage(void)
 		"       sallyport status [--json]\n"
 		"       sallyport resources [--json]\n"
 		"       sallyport up [--mode proxy|loopback] [--socks ADDR] [--http-proxy ADDR]\n"
-		"                    [--loopback-range CIDR] [--foreground]\n"
+		"                    [--loopback-range CIDR] [--dns ADDR:PORT [--dns-upstream LIST]]\n"
+		"                    [--foreground]\n"
 		"       sallyport down\n");
 }
 

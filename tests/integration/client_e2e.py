@@ -89,8 +89,8 @@ def wait_http(url, limit=20.0):
     return False
 
 
-CTL_PORT, DIRECT_PORT, METRICS_PORT, WEB_PORT, OTHER_PORT, SOCKS_PORT, HTTP_PORT = (
-    free_port() for _ in range(7))
+CTL_PORT, DIRECT_PORT, METRICS_PORT, WEB_PORT, OTHER_PORT, SOCKS_PORT, HTTP_PORT, DNS_PORT, \
+    DEAD_PORT = (free_port() for _ in range(9))
 URL = f"http://127.0.0.1:{CTL_PORT}"
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("SALLYPORT_")}
 ENV["SALLYPORT_STATE_DIR"] = CSTATE
@@ -144,6 +144,24 @@ def down(p, name):
     check(f"{name}: `down` stops the daemon (exit 0) and removes the socket",
           rc == 0 and prc == 0 and not os.path.exists(os.path.join(CSTATE, "control.sock")),
           f"down rc={rc} {out}{err} daemon rc={prc}")
+
+
+def dns_a(name):
+    """The A record the client's DNS stub answers for name (None without an answer)."""
+    import struct
+    q = struct.pack(">HHHHHH", 0x5350, 0x0100, 1, 0, 0, 0) + b"".join(
+        bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(3)
+    try:
+        s.sendto(q, ("127.0.0.1", DNS_PORT))
+        r = s.recv(512)
+    except OSError:
+        return None
+    finally:
+        s.close()
+    ancount = struct.unpack(">H", r[6:8])[0]
+    return socket.inet_ntoa(r[-4:]) if ancount >= 1 and r[:2] == q[:2] else None
 
 
 def ttfb(args, n=5):
@@ -438,13 +456,16 @@ http {{
     down(daemon, "proxy")
 
     # ---- loopback mode ----
-    daemon, dlog, s = up("loopback")
+    daemon, dlog, s = up("loopback", "--dns", f"127.0.0.1:{DNS_PORT}", "--dns-upstream",
+                         f"127.0.0.1:{DEAD_PORT}")
     s = wait_status(lambda s: len(s.get("listeners", [])) >= 1)
     ls = s.get("listeners", [])
     check("loopback mode: the alias gets its own 127.77.x.y on the resource port",
           len(ls) == 1 and ls[0]["name"] == "web.sp" and ls[0]["address"].startswith("127.77.") and
           ls[0]["port"] == WEB_PORT, str(ls))
     lb = ls[0]["address"] if ls else "127.77.0.1"
+    check("loopback: the DNS stub answers the alias with its listener's address",
+          dns_a("web.sp") == lb, f"{dns_a('web.sp')} != {lb}")
     rc, body, err = curl(f"http://{lb}:{WEB_PORT}/index.html")
     check("loopback: the page through the tunnel", rc == 0 and body == page, f"{rc} {err}")
     rc, body, err = curl(f"http://{lb}:{OTHER_PORT}/index.html")
