@@ -250,6 +250,11 @@ http {{
                  (RES_SECRET, NET, "secret", "secret.internal", '"all"', now, now))
     conn.execute("INSERT INTO policies (id, group_id, resource_id, created_at, updated_at)"
                  " VALUES (?,?,?,?,?)", (POLICY_WEB, GROUP, RES_WEB, now, now))
+    # a connector that sorts first and never answers: the client must fail over to c1
+    conn.execute("INSERT INTO connectors (id, network_id, name, public_key_digest, public_key_pem,"
+                 " direct_address, enrolled_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
+                 (new_id(), NET, "a-dead", os.urandom(32).hex(), sa_pub,
+                  f"127.0.0.1:{DEAD_PORT}", now, now))
     conn.close()
     oidc_args, ctl_env = [], dict(os.environ)
     if IDP:
@@ -405,6 +410,9 @@ http {{
     tunnels = s.get("tunnels", [])
     check("status: one direct tunnel, up", len(tunnels) == 1 and tunnels[0]["path"] == "direct" and
           tunnels[0]["state"] == "up" and tunnels[0]["address"] == f"127.0.0.1:{DIRECT_PORT}",
+          str(tunnels))
+    check("failover: the dead connector was tried first, then c1 carried the flows",
+          "a-dead" in open(dlog).read() and len(tunnels) == 1 and tunnels[0]["connector"] == "c1",
           str(tunnels))
     check("status: flows counted over one tunnel", s.get("flows", {}).get("total", 0) >= 4 and
           tunnels and tunnels[0]["streams_total"] >= 4, str(s.get("flows")))
