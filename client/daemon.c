@@ -1233,7 +1233,19 @@ static void *ctl_main(void *arg)
 		if (need_refresh) {
 			char *access = NULL;
 			int64_t exp = 0;
-			int rc = api_refresh(d->o->state_dir, d->session, &access, &exp, &diag);
+			/* refresh on a copy: the loop thread reads the session for status */
+			pthread_mutex_lock(&d->lock);
+			json_t *copy = json_deep_copy(d->session);
+			pthread_mutex_unlock(&d->lock);
+			if (copy == NULL) {
+				ctl_sleep(d, 1);
+				continue;
+			}
+			int rc = api_refresh(d->o->state_dir, copy, &access, &exp, &diag);
+			pthread_mutex_lock(&d->lock);
+			json_decref(d->session);
+			d->session = copy; /* holds the newest refresh token whatever happened */
+			pthread_mutex_unlock(&d->lock);
 			if (rc < 0) {
 				set_ctl_error(d, diag.message);
 				SP_LOG(SP_LOG_WARN, "session refresh failed", SP_LOG_STR("why", diag.message));
@@ -1332,11 +1344,13 @@ static json_t *status_json(struct daemon *d)
 										   : "loopback"));
 	json_object_set_new(s, "controller", json_string(d->controller));
 	json_object_set_new(s, "device_id", json_string(d->device_id));
+	pthread_mutex_lock(&d->lock);
 	json_t *v = json_object_get(d->session, "session_id");
 	if (v != NULL)
-		json_object_set(s, "session_id", v);
+		json_object_set_new(s, "session_id", json_deep_copy(v));
 	if ((v = json_object_get(d->session, "user")) != NULL)
-		json_object_set(s, "user", v);
+		json_object_set_new(s, "user", json_deep_copy(v));
+	pthread_mutex_unlock(&d->lock);
 	json_object_set_new(s, "resources", json_integer((json_int_t)d->nres));
 	json_object_set_new(s, "resource_list_seq",
 			    json_integer(json_integer_value(json_object_get(d->claims, "seq"))));
