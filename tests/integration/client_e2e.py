@@ -498,6 +498,24 @@ http {{
     check("loopback: removed resource no longer reachable", rc != 0, f"{rc}")
     down(daemon, "loopback")
 
+    # ---- in the background (no --foreground): up returns once the daemon answers ----
+    rc, out, err = sp("up", "--mode", "proxy", "--socks", f"127.0.0.1:{SOCKS_PORT}",
+                      "--http-proxy", "")
+    check("up (background): returns once the daemon answers", rc == 0 and out.startswith("up"),
+          f"{rc} {out} {err}")
+    rc, out, err = sp("status")
+    check("status (text): daemon up, mode, listener", rc == 0 and "daemon: up" in out and
+          "mode: proxy" in out and f"socks5 127.0.0.1:{SOCKS_PORT}" in out, out + err)
+    rc, out, err = sp("up", "--foreground", "--mode", "proxy", "--socks", "", "--http-proxy", "")
+    check("a second daemon is refused", rc == 1 and "already up" in err, f"{rc} {err}")
+    rc, out, err = sp("down")
+    time.sleep(0.5)
+    bg_log = open(os.path.join(CSTATE, "daemon.log")).read()
+    check("down (background daemon); its log is clean", rc == 0 and "sallyport stopping" in bg_log
+          and "Sanitizer" not in bg_log, f"{rc} {err} {bg_log[-1500:]}")
+    rc, out, err = sp("down")
+    check("down when not running: exit 3", rc == 3, f"{rc} {err}")
+
     # ---- logout ----
     sid = session["session_id"]
     rc, out, err = sp("logout")
