@@ -20,6 +20,7 @@ Usage: client_e2e.py CONTROLLER CONNECTOR SALLYPORT
 """
 import json
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -362,6 +363,45 @@ http {{
         check("browser sign-in: the listener answers and the client saves the session",
               login.returncode == 0 and "signed in as eng-user@example.com" in out and
               "signed in" in page_back, f"{login.returncode} {out} {err} {page_back}")
+        # RFC 8628 on a headless machine: the code is shown, a person approves elsewhere
+        env_dc = dict(ENV, SALLYPORT_STATE_DIR=os.path.join(WORK, "dc-state"))
+        dcp = subprocess.Popen([SP, "login", "--device-code", "--controller", URL,
+                                "--device-name", "headless"], env=env_dc,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(dcp)
+        complete = None
+        for _ in range(3):
+            line = dcp.stdout.readline()
+            m = re.search(r"\(or open (\S+)\)", line)
+            if m:
+                complete = m.group(1)
+                break
+        check("login --device-code shows the code and the verification URI",
+              complete is not None and "user_code=" in complete, str(complete))
+        r = subprocess.run(["node", os.path.join(OIDC, "drive-login.mjs"), "--rp-start",
+                            complete or URL, "--jar", os.path.join(WORK, "dc-jar"), "--username",
+                            "fin-user", "--password", "fin-pass", "--follow"],
+                           capture_output=True, text=True, timeout=60)
+        try:
+            body = json.loads(r.stdout.strip().splitlines()[-1]).get("body", "")
+        except (ValueError, IndexError):
+            body = r.stderr[-300:]
+        m = re.search(r'name="confirm" value="([0-9a-f]{32})"', body)
+        approved = ""
+        if m:
+            req = urllib.request.Request(URL + "/auth/device/approve", method="POST",
+                                         data=f"confirm={m.group(1)}&decision=approve".encode(),
+                                         headers={"Content-Type":
+                                                  "application/x-www-form-urlencoded"})
+            approved = urllib.request.urlopen(req, timeout=10).read().decode()
+        try:
+            out, err = dcp.communicate(timeout=40)
+        except subprocess.TimeoutExpired:
+            dcp.kill()
+            out, err = dcp.communicate()
+        check("device code: approved in a browser, the client's poll gets the session",
+              "device-approved" in approved and dcp.returncode == 0 and
+              "signed in as fin-user@example.com" in out, f"{dcp.returncode} {out} {err}")
     else:
         rc, out, err = sp("login", "--controller", URL + "/", "--service-key", sa_key,
                           "--service-kid", KID, "--service-account", SA, "--device-name",
