@@ -186,7 +186,9 @@ def throughput(args):
 try:
     # ---- nginx ----
     www = os.path.join(WORK, "www")
-    os.makedirs(www)
+    os.makedirs(os.path.join(www, "slow"))
+    with open(os.path.join(www, "slow", "big.bin"), "wb") as f:
+        f.write(os.urandom(8 << 20))
     page = b"<html><body>sallyport client e2e " + os.urandom(8).hex().encode() + b"</body></html>\n"
     with open(os.path.join(www, "index.html"), "wb") as f:
         f.write(page)
@@ -205,7 +207,7 @@ http {{
   access_log off;
   client_body_temp_path {t}/body; proxy_temp_path {t}/proxy; fastcgi_temp_path {t}/fcgi;
   uwsgi_temp_path {t}/uwsgi; scgi_temp_path {t}/scgi;
-  server {{ listen 127.0.0.1:{WEB_PORT}; root {www}; }}
+  server {{ listen 127.0.0.1:{WEB_PORT}; root {www}; location /slow/ {{ limit_rate 256k; }} }}
   server {{ listen 127.0.0.1:{OTHER_PORT}; root {www}; }}
 }}
 """)
@@ -527,13 +529,27 @@ http {{
         check("100 MiB through loopback complete", l_size == 100 << 20, str(l_size))
         print(f"figure: 100 MiB loopback mode {l_mib:.0f} MiB/s (curl -o /dev/null"
               f" http://{lb}:{WEB_PORT}/big.bin)", flush=True)
-    # the policy goes away: the feed names "resources", the list is refetched, the listener closes
+    # the policy goes away: the feed names "resources", the list is refetched, the listener
+    # closes and the live download is cut
+    slow = subprocess.Popen(["curl", "-sS", "--noproxy", "", "-o", "/dev/null",
+                             f"http://{lb}:{WEB_PORT}/slow/big.bin"], stderr=subprocess.PIPE)
+    procs.append(slow)
+    wait_status(lambda s: any(f["state"] == "open" and f["bytes_down"] > 0
+                              for f in s.get("flows", {}).get("open", [])), 10)
     conn = db()
     conn.execute("DELETE FROM policies WHERE id = ?", (POLICY_WEB,))
     conn.close()
     s = wait_status(lambda s: s.get("resources") == 0 and not s.get("listeners"), 15)
     check("resource removed: list refetched through the feed, listener closed",
           s.get("resources") == 0 and not s.get("listeners"), str(s))
+    try:
+        slow_rc = slow.wait(timeout=5 * SCALE)
+    except subprocess.TimeoutExpired:
+        slow_rc = None
+    check("resource removed: the live download is cut (8 MiB at 256 KiB/s had 30 s to go)",
+          slow_rc not in (None, 0) and any(d["reason"] == "resource_removed"
+                                           for d in s.get("denials", [])),
+          f"curl rc={slow_rc} {s.get('denials')}")
     rc, body, err = curl(f"http://{lb}:{WEB_PORT}/index.html")
     check("loopback: removed resource no longer reachable", rc != 0, f"{rc}")
     down(daemon, "loopback")
