@@ -503,6 +503,31 @@ http {{
         print(f"figure: 100 MiB: direct {d_mib:.0f} MiB/s; proxy SOCKS5 {s_mib:.0f} MiB/s;"
               f" proxy HTTP CONNECT {h_mib:.0f} MiB/s (curl -o /dev/null [--socks5-hostname|-p -x]"
               f" http://127.0.0.1:{WEB_PORT}/big.bin)", flush=True)
+    # the connector restarts: the tunnel breaks, flows meanwhile are refused, then the client
+    # reconnects (after its backoff) on the next flow
+    connector.kill()
+    connector.wait(timeout=10)
+    rc, body, err = curl(*socks, f"http://127.0.0.1:{WEB_PORT}/index.html")
+    check("connector down: the flow is refused", rc != 0 and body == b"", f"{rc} {err}")
+    s = status()
+    check("connector down: recorded as connector_unavailable",
+          any(d["reason"] == "connector_unavailable" for d in s.get("denials", [])),
+          str(s.get("denials")))
+    cenv.pop("SALLYPORT_ENROLL_TOKEN", None)
+    connector = subprocess.Popen([CONN], env=cenv, stdout=open(os.path.join(WORK,
+                                 "connector-2.log"), "w"), stderr=subprocess.STDOUT)
+    procs.append(connector)
+    t0 = time.time()
+    body = b""
+    while time.time() - t0 < 40 * SCALE:
+        rc, body, err = curl(*socks, f"http://127.0.0.1:{WEB_PORT}/index.html")
+        if rc == 0:
+            break
+        time.sleep(0.5)
+    print(f"figure: connector restarted: first flow through again after {time.time() - t0:.1f} s"
+          " (connector start-up plus the client's backoff)", flush=True)
+    check("connector back: the client reconnects and the page comes through", body == page,
+          f"{rc} {err}")
     down(daemon, "proxy")
 
     # ---- loopback mode ----
