@@ -99,6 +99,7 @@ struct flow {
 	int read_blocked;
 	int dead;
 	unsigned attempts;
+	int waiting_grant; /* a grant for resource_id is being fetched */
 	uint64_t up, down;
 	struct flow *prev, *next;
 };
@@ -119,6 +120,22 @@ struct denial {
 	char resource_id[ID_MAX + 1];
 	char reason[48];
 	char origin[16];
+};
+
+/* A grant the loop asks the grant thread for (heap; the thread frees it). */
+struct grant_request {
+	char resource_id[ID_MAX + 1];
+	struct grant_request *next;
+};
+
+/* The grant thread's answer (heap; the loop frees it): a grant or a refusal reason. */
+struct grant_result {
+	char resource_id[ID_MAX + 1];
+	char *grant;
+	int64_t expires_at;
+	char reason[48];
+	char origin[16];
+	struct grant_result *next;
 };
 
 struct connector_health {
@@ -168,6 +185,12 @@ struct daemon {
 	char control_path[STATE_PATH_MAX];
 	pthread_t ctl_thread;
 	int ctl_started;
+	/* grant fetches (worker thread), both lists under lock */
+	struct grant_request *grant_queue;
+	struct grant_result *grant_results;
+	pthread_cond_t grant_cond;
+	pthread_t grant_thread;
+	int grant_started;
 };
 
 static int64_t now_s(void)
@@ -715,56 +738,109 @@ static void free_secret(char *s)
 	}
 }
 
-/* The cached grant or a new one; NULL after refusing the flow. */
-static const char *flow_grant(struct flow *f)
+static void notify_loop(struct daemon *d);
+
+/* Grant thread: POST /api/client/v1/grants for each queued resource, one at a time. */
+static void *grant_main(void *arg)
 {
-	struct daemon *d = f->d;
-	const char *g = grant_cache_get(&d->grants, f->resource_id, now_s());
-	if (g != NULL)
-		return g;
-	char *access = access_token(d);
-	if (access == NULL) {
-		flow_refuse(f, "signed_out", "client", "no access token (signed out?)");
-		return NULL;
+	struct daemon *d = arg;
+	pthread_mutex_lock(&d->lock);
+	while (!d->stop) {
+		struct grant_request *rq = d->grant_queue;
+		if (rq == NULL) {
+			pthread_cond_wait(&d->grant_cond, &d->lock);
+			continue;
+		}
+		d->grant_queue = rq->next;
+		char *access = d->access != NULL ? strdup(d->access) : NULL;
+		pthread_mutex_unlock(&d->lock);
+		struct grant_result *res = calloc(1, sizeof(*res));
+		if (res != NULL) {
+			snprintf(res->resource_id, sizeof(res->resource_id), "%s", rq->resource_id);
+			snprintf(res->origin, sizeof(res->origin), "controller");
+			if (access == NULL) {
+				snprintf(res->reason, sizeof(res->reason), "signed_out");
+				snprintf(res->origin, sizeof(res->origin), "client");
+			} else {
+				char body[128];
+				snprintf(body, sizeof(body), "{\"resource_id\":\"%s\"}", rq->resource_id);
+				long status = 0;
+				json_t *ans = NULL;
+				struct sp_diag diag = {{0}};
+				int rc = api_call(d->controller, "POST", "/api/client/v1/grants", body,
+						  access, 10, &status, &ans, &diag);
+				const char *g = json_string_value(json_object_get(ans, "grant"));
+				if (rc == 0 && status == 200 && g != NULL) {
+					res->grant = strdup(g);
+					res->expires_at =
+					    json_integer_value(json_object_get(ans, "expires_at"));
+				}
+				if (res->grant == NULL)
+					snprintf(res->reason, sizeof(res->reason), "%s",
+						 rc < 0 ? "controller_unreachable" : api_error_code(ans));
+				json_decref(ans);
+			}
+		}
+		if (access != NULL) {
+			OPENSSL_cleanse(access, strlen(access));
+			free(access);
+		}
+		free(rq);
+		pthread_mutex_lock(&d->lock);
+		if (res != NULL) {
+			res->next = d->grant_results;
+			d->grant_results = res;
+		}
+		pthread_mutex_unlock(&d->lock);
+		notify_loop(d);
+		pthread_mutex_lock(&d->lock);
 	}
-	char body[128];
-	snprintf(body, sizeof(body), "{\"resource_id\":\"%s\"}", f->resource_id);
-	long status = 0;
-	json_t *ans = NULL;
-	struct sp_diag diag = {{0}};
-	int rc = api_call(d->controller, "POST", "/api/client/v1/grants", body, access, 10, &status,
-			  &ans, &diag);
-	free_secret(access);
-	if (rc < 0 || status != 200) {
-		char reason[48];
-		snprintf(reason, sizeof(reason), "%s",
-			 rc < 0 ? "controller_unreachable" : api_error_code(ans));
-		json_decref(ans);
-		flow_refuse(f, reason, "controller", "no grant from the controller");
-		return NULL;
-	}
-	const char *grant = json_string_value(json_object_get(ans, "grant"));
-	int64_t exp = json_integer_value(json_object_get(ans, "expires_at"));
-	if (grant == NULL || grant_cache_put(&d->grants, f->resource_id, grant, exp, now_s()) < 0) {
-		json_decref(ans);
-		flow_refuse(f, "bad_grant", "controller", "unusable grant");
-		return NULL;
-	}
-	json_decref(ans);
-	return grant_cache_get(&d->grants, f->resource_id, now_s());
+	pthread_mutex_unlock(&d->lock);
+	return NULL;
 }
 
-/* Opens the flow's stream on a tunnel of its network (again, after a failover). */
+/* Asks the grant thread for the flow's grant, unless another flow already did. */
+static void flow_wait_grant(struct flow *f)
+{
+	struct daemon *d = f->d;
+	int asked = 0;
+	for (struct flow *o = d->flows; o != NULL && !asked; o = o->next)
+		asked = o != f && o->waiting_grant && strcmp(o->resource_id, f->resource_id) == 0;
+	f->waiting_grant = 1;
+	if (asked)
+		return;
+	struct grant_request *rq = calloc(1, sizeof(*rq));
+	if (rq == NULL) {
+		f->waiting_grant = 0;
+		flow_refuse(f, "overloaded", "client", "out of memory");
+		return;
+	}
+	snprintf(rq->resource_id, sizeof(rq->resource_id), "%s", f->resource_id);
+	pthread_mutex_lock(&d->lock);
+	struct grant_request **pp = &d->grant_queue;
+	while (*pp != NULL)
+		pp = &(*pp)->next;
+	*pp = rq;
+	pthread_cond_signal(&d->grant_cond);
+	pthread_mutex_unlock(&d->lock);
+}
+
+/*
+ * Opens the flow's stream on a tunnel of its network (again, after a failover). Without a
+ * cached grant the flow first waits for one (grant thread, see on_notify).
+ */
 static void flow_dispatch(struct flow *f)
 {
 	struct daemon *d = f->d;
+	const char *grant = grant_cache_get(&d->grants, f->resource_id, now_s());
+	if (grant == NULL) {
+		flow_wait_grant(f);
+		return;
+	}
 	if (++f->attempts > 4) {
 		flow_refuse(f, "connector_unavailable", "client", "no connector reachable");
 		return;
 	}
-	const char *grant = flow_grant(f);
-	if (grant == NULL)
-		return;
 	struct tunnel *tn = tunnel_for(d, f->network_id);
 	if (tn == NULL) {
 		flow_refuse(f, "connector_unavailable", "client", "no connector reachable");
@@ -1172,9 +1248,31 @@ static void on_notify(evutil_socket_t fd, short what, void *arg)
 	pthread_mutex_lock(&d->lock);
 	json_t *claims = d->pending_claims;
 	d->pending_claims = NULL;
+	struct grant_result *results = d->grant_results;
+	d->grant_results = NULL;
 	pthread_mutex_unlock(&d->lock);
 	if (claims != NULL)
 		apply_claims(d, claims);
+	while (results != NULL) {
+		struct grant_result *r = results;
+		results = r->next;
+		int ok = r->grant != NULL && grant_cache_put(&d->grants, r->resource_id, r->grant,
+							      r->expires_at, now_s()) == 0;
+		if (r->grant != NULL && !ok)
+			snprintf(r->reason, sizeof(r->reason), "bad_grant");
+		for (struct flow *f = d->flows, *next; f != NULL; f = next) {
+			next = f->next;
+			if (!f->waiting_grant || strcmp(f->resource_id, r->resource_id) != 0)
+				continue;
+			f->waiting_grant = 0;
+			if (ok)
+				flow_dispatch(f);
+			else
+				flow_refuse(f, r->reason, r->origin, "no grant from the controller");
+		}
+		free_secret(r->grant);
+		free(r);
+	}
 	if (d->stop)
 		event_base_loopbreak(d->base);
 }
@@ -1560,6 +1658,7 @@ int daemon_run(const struct daemon_options *o, struct sp_diag *diag)
 	d->o = o;
 	d->notify[0] = d->notify[1] = -1;
 	pthread_mutex_init(&d->lock, NULL);
+	pthread_cond_init(&d->grant_cond, NULL);
 	grant_cache_init(&d->grants);
 	api_set_abort_flag(&d->stop);
 	rc = state_session_load(o->state_dir, &d->session, diag);
@@ -1639,6 +1738,11 @@ int daemon_run(const struct daemon_options *o, struct sp_diag *diag)
 		goto out;
 	}
 	d->ctl_started = 1;
+	if (pthread_create(&d->grant_thread, NULL, grant_main, d) != 0) {
+		rc = sp_diag_set(diag, SP_ERR_IO, "cannot start the grant thread");
+		goto out;
+	}
+	d->grant_started = 1;
 	SP_LOG(SP_LOG_INFO, "sallyport up", SP_LOG_STR("controller", d->controller),
 	       SP_LOG_STR("mode", o->mode == DAEMON_MODE_PROXY ? "proxy" : "loopback"),
 	       SP_LOG_STR("control", d->control_path));
@@ -1646,8 +1750,24 @@ int daemon_run(const struct daemon_options *o, struct sp_diag *diag)
 	SP_LOG_MSG(SP_LOG_INFO, "sallyport stopping");
 out:
 	d->stop = 1;
+	pthread_mutex_lock(&d->lock);
+	pthread_cond_broadcast(&d->grant_cond);
+	pthread_mutex_unlock(&d->lock);
+	if (d->grant_started)
+		pthread_join(d->grant_thread, NULL);
 	if (d->ctl_started)
 		pthread_join(d->ctl_thread, NULL);
+	while (d->grant_queue != NULL) {
+		struct grant_request *rq = d->grant_queue;
+		d->grant_queue = rq->next;
+		free(rq);
+	}
+	while (d->grant_results != NULL) {
+		struct grant_result *r = d->grant_results;
+		d->grant_results = r->next;
+		free_secret(r->grant);
+		free(r);
+	}
 	while (d->flows != NULL)
 		flow_close(d->flows, 1);
 	while (d->tunnels != NULL)
@@ -1694,6 +1814,7 @@ out:
 	free_secret(d->access);
 	SSL_CTX_free(d->tls_ctx);
 	EVP_PKEY_free(d->key);
+	pthread_cond_destroy(&d->grant_cond);
 	pthread_mutex_destroy(&d->lock);
 	api_set_abort_flag(NULL);
 	free(d);
