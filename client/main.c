@@ -37,6 +37,7 @@
 #include "client/api.h"
 #include "client/control_proto.h"
 #include "client/daemon.h"
+#include "client/login_redirect.h"
 #include "client/state.h"
 #include "shared/jwk.h"
 #include "shared/keys.h"
@@ -168,8 +169,13 @@ static int save_session(const char *dir, const char *controller, json_t *ans, st
 }
 
 /* Waits for the browser's redirect on fd; copies code and state out. */
-static int receive_redirect(int lfd, char *code, size_t code_size, char *state,
-			    size_t state_size, struct sp_diag *diag)
+/*
+ * Waits for the browser's redirect on lfd and copies its code out. Only a redirect with
+ * our state counts: another local program connecting first cannot end or steer the
+ * sign-in.
+ */
+static int receive_redirect(int lfd, const char *expected_state, char *code, size_t code_size,
+			    struct sp_diag *diag)
 {
 	time_t deadline = time(NULL) + 600;
 	while (time(NULL) < deadline) {
@@ -194,19 +200,13 @@ static int receive_redirect(int lfd, char *code, size_t code_size, char *state,
 				break;
 		}
 		req[len] = '\0';
-		code[0] = state[0] = '\0';
-		int ok = strncmp(req, "GET /cb?", 8) == 0;
-		char *q = req + 8;
-		char *end = ok ? strchr(q, ' ') : NULL;
-		if (end != NULL) {
-			*end = '\0';
-			for (char *kv = strtok_r(q, "&", &end); kv != NULL; kv = strtok_r(NULL, "&", &end)) {
-				if (strncmp(kv, "code=", 5) == 0)
-					snprintf(code, code_size, "%s", kv + 5);
-				else if (strncmp(kv, "state=", 6) == 0)
-					snprintf(state, state_size, "%s", kv + 6);
-			}
-		}
+		char got_code[LOGIN_VALUE_MAX + 1], got_state[LOGIN_VALUE_MAX + 1];
+		code[0] = '\0';
+		if (login_parse_redirect(req, len, got_code, got_state) == 0 &&
+		    strlen(got_state) == strlen(expected_state) &&
+		    CRYPTO_memcmp(got_state, expected_state, strlen(got_state)) == 0)
+			snprintf(code, code_size, "%s", got_code);
+		OPENSSL_cleanse(got_code, sizeof(got_code));
 		const char *page = code[0] != '\0'
 				       ? "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: "
 					 "close\r\n\r\n<html><body>Sallyport: signed in. You may close "
@@ -226,7 +226,7 @@ static int login_native(const char *dir, const char *controller, int no_browser,
 			const char *device_name, const char *pem, struct sp_diag *diag)
 {
 	uint8_t raw[32];
-	char verifier[64], challenge[64], state[64], got_state[300], code[512];
+	char verifier[64], challenge[64], state[64], code[LOGIN_VALUE_MAX + 1];
 	if (RAND_bytes(raw, sizeof(raw)) != 1)
 		return SP_ERR_CRYPTO;
 	b64url(raw, sizeof(raw), verifier, sizeof(verifier));
@@ -264,12 +264,10 @@ static int login_native(const char *dir, const char *controller, int no_browser,
 			_exit(127);
 		}
 	}
-	int rc = receive_redirect(lfd, code, sizeof(code), got_state, sizeof(got_state), diag);
+	int rc = receive_redirect(lfd, state, code, sizeof(code), diag);
 	close(lfd);
 	if (rc < 0)
 		return rc;
-	if (strcmp(got_state, state) != 0)
-		return sp_diag_set(diag, SP_ERR_INVALID, "the redirect's state does not match");
 	json_t *body = json_pack("{s:s, s:s, s:s, s:s}", "code", code, "code_verifier", verifier,
 				 "device_public_key_pem", pem, "device_name", device_name);
 	char *text = json_dumps(body, JSON_COMPACT);
@@ -519,7 +517,9 @@ static int cmd_status(const char *dir, int argc, char **argv)
 		    json_string_value(json_object_get(json_object_get(reply, "user"), "email"));
 		printf("daemon: %s\n", json_string_value(json_object_get(reply, "state")));
 		printf("controller: %s\n",
-		       json_string_value(json_object_get(reply, "controller")) ?: "(signed out)");
+		       json_string_value(json_object_get(reply, "controller")) != NULL
+			   ? json_string_value(json_object_get(reply, "controller"))
+			   : "(signed out)");
 		if (email != NULL)
 			printf("user: %s\n", email);
 		json_t *mode = json_object_get(reply, "mode");
@@ -596,7 +596,9 @@ static int cmd_resources(const char *dir, int argc, char **argv)
 			printf("%-24s %-32s tcp %s%s%s\n", json_string_value(json_object_get(r, "name")),
 			       json_string_value(json_object_get(r, "address")), tcp != NULL ? tcp : "",
 			       json_is_string(json_object_get(r, "alias")) ? " alias " : "",
-			       json_string_value(json_object_get(r, "alias")) ?: "");
+			       json_is_string(json_object_get(r, "alias"))
+				   ? json_string_value(json_object_get(r, "alias"))
+				   : "");
 			free(tcp);
 		}
 	}
