@@ -1,0 +1,214 @@
+/*
+ * client/daemon_internal.h — types and functions shared by the daemon's two files:
+ * client/daemon.c (start-up, resource list, controller thread, control socket) and
+ * client/daemon_flows.c (local connections, tunnels, listeners, the grant thread).
+ * Not a public interface: only those two files include it.
+ *
+ * Threads: everything here belongs to the event-loop thread except the fields of struct
+ * daemon marked "under lock", which the controller and grant threads share with it.
+ */
+#ifndef SALLYPORT_CLIENT_DAEMON_INTERNAL_H
+#define SALLYPORT_CLIENT_DAEMON_INTERNAL_H
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/ssl.h>
+
+#include "client/daemon.h"
+#include "client/dns_stub.h"
+#include "client/grant_cache.h"
+#include "client/loopback.h"
+#include "client/proxy_parse.h"
+#include "client/state.h"
+#include "shared/resource_index.h"
+#include "shared/tunnel.h"
+#include "shared/tunnel_tls.h"
+
+#define DENIALS_MAX 32
+#define CONNECTOR_BACKOFF_MAX_S 30
+#define LOCAL_OUT_HIGH (1024 * 1024)
+#define MAX_FLOWS 4096
+#define ID_MAX 64
+
+enum flow_kind { FLOW_LOOPBACK = 1, FLOW_SOCKS, FLOW_HTTP };
+enum flow_state { F_SOCKS_GREETING = 1, F_SOCKS_REQUEST, F_HTTP_REQUEST, F_OPENING, F_OPEN };
+
+struct daemon;
+
+struct tunnel {
+	struct daemon *d;
+	char connector_id[ID_MAX + 1];
+	char connector_name[ID_MAX + 1];
+	char network_id[ID_MAX + 1];
+	char address[300];
+	int fd;
+	int tcp_connected;
+	int handshake_done;
+	int dead;
+	struct event *ev_read, *ev_write;
+	struct event *ev_kick; /* runs tunnel_pump outside tunnel callbacks */
+	SSL *ssl;
+	struct sp_tunnel *t;
+	struct sp_tunnel_tls *tt;
+	int64_t started;
+	struct tunnel *prev, *next;
+};
+
+struct flow {
+	struct daemon *d;
+	enum flow_kind kind;
+	enum flow_state state;
+	struct bufferevent *bev;
+	struct tunnel *tn;
+	int32_t stream;
+	char host[PROXY_HOST_MAX + 1];
+	uint16_t port;
+	char resource_id[ID_MAX + 1];
+	char network_id[ID_MAX + 1];
+	size_t unconsumed;
+	int remote_end;
+	int stream_closed;
+	int read_blocked;
+	int dead;
+	unsigned attempts;
+	int waiting_grant; /* a grant for resource_id is being fetched */
+	uint64_t up, down;
+	struct flow *prev, *next;
+};
+
+struct listener {
+	struct daemon *d;
+	struct evconnlistener *l;
+	enum flow_kind kind;
+	char name[256];
+	char addr_text[64];
+	uint16_t port;
+	struct listener *next;
+};
+
+struct denial {
+	int64_t time;
+	char target[PROXY_HOST_MAX + 8];
+	char resource_id[ID_MAX + 1];
+	char reason[48];
+	char origin[16];
+};
+
+/* A grant the loop asks the grant thread for (heap; the thread frees it). */
+struct grant_request {
+	char resource_id[ID_MAX + 1];
+	struct grant_request *next;
+};
+
+/* The grant thread's answer (heap; the loop frees it): a grant or a refusal reason. */
+struct grant_result {
+	char resource_id[ID_MAX + 1];
+	char *grant;
+	int64_t expires_at;
+	char reason[48];
+	char origin[16];
+	struct grant_result *next;
+};
+
+struct connector_health {
+	char id[ID_MAX + 1];
+	int64_t retry_at;
+	int64_t backoff;
+};
+
+struct daemon {
+	const struct daemon_options *o;
+	struct event_base *base;
+	json_t *session;
+	char controller[1024];
+	char device_id[ID_MAX + 1];
+	EVP_PKEY *key;
+	SSL_CTX *tls_ctx;
+	/* shared with the controller and grant threads: under lock */
+	pthread_mutex_t lock;
+	char *access;
+	int64_t access_exp;
+	json_t *pending_claims;
+	char ctl_error[256];
+	volatile int stop;
+	int notify[2];
+	struct event *ev_notify, *ev_reaper, *ev_sigterm, *ev_sigint;
+	/* loop thread only */
+	json_t *claims;
+	struct sp_resource *resources;
+	size_t nres;
+	struct sp_resource_index *index;
+	struct grant_cache grants;
+	struct tunnel *tunnels;
+	struct flow *flows, *zombies;
+	struct tunnel *dead_tunnels;
+	size_t flows_active;
+	uint64_t flows_total, flows_refused;
+	struct denial denials[DENIALS_MAX];
+	size_t denials_count, denials_next;
+	struct connector_health health[64];
+	size_t health_count;
+	struct listener *listeners;
+	struct loopback *lb;
+	struct dns_stub *stub; /* loopback mode with --dns: names answered with our addresses */
+	size_t ports_all;
+	struct evconnlistener *control;
+	struct bufferevent *control_conns[16]; /* open control connections (freed at exit) */
+	char control_path[STATE_PATH_MAX];
+	pthread_t ctl_thread;
+	int ctl_started;
+	/* grant fetches (worker thread), both lists under lock */
+	struct grant_request *grant_queue;
+	struct grant_result *grant_results;
+	pthread_cond_t grant_cond;
+	pthread_t grant_thread;
+	int grant_started;
+};
+
+static inline int64_t now_s(void)
+{
+	return (int64_t)time(NULL);
+}
+
+/* Wipes and frees a secret string. Safe on NULL. */
+static inline void free_secret(char *s)
+{
+	if (s != NULL) {
+		OPENSSL_cleanse(s, strlen(s));
+		free(s);
+	}
+}
+
+/* daemon.c: wakes the loop (a byte on the notify pipe) from any thread. */
+void notify_loop(struct daemon *d);
+
+/* daemon_flows.c */
+/* Records a refused flow for status (the last DENIALS_MAX). */
+void record_denial(struct daemon *d, const struct flow *f, const char *reason, const char *origin);
+/* Closes the local side (RST when rst) and resets the stream; freed later by on_reaper. */
+void flow_close(struct flow *f, int rst);
+/* Refuses the flow: RST for loopback, the proxy's error reply otherwise; recorded. */
+void flow_refuse(struct flow *f, const char *reason, const char *origin, const char *text);
+/* Opens the flow's stream (after its grant is cached) on a tunnel of its network. */
+void flow_dispatch(struct flow *f);
+/* Ends a tunnel: unanswered flows fail over, open ones are cut; freed by on_reaper. */
+void tunnel_fail(struct tunnel *tn, const char *why);
+/* Listens on addr_text:port for connections of kind (name: the loopback name). */
+int listen_on(struct daemon *d, enum flow_kind kind, const char *addr_text, uint16_t port,
+	      const char *name, struct sp_diag *diag);
+/* "ADDR:PORT" into host and port. */
+int parse_listen(const char *text, char *host, size_t hsize, uint16_t *port,
+		 struct sp_diag *diag);
+/* The grant thread's body (arg: struct daemon). */
+void *grant_main(void *arg);
+/* Frees closed flows and tunnels (the reaper event's handler). */
+void on_reaper(evutil_socket_t fd, short what, void *arg);
+#endif
