@@ -891,7 +891,7 @@ static void test_address_boundaries(void **state)
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		uint16_t port = 7;
-		strcpy(host, "junk");
+		snprintf(host, sizeof(host), "%s", "junk");
 		assert_int_equal(
 		    sp_config_parse_address(bad[i].text, host, sizeof(host), &port, &d),
 		    SP_ERR_INVALID);
@@ -905,11 +905,11 @@ static void test_address_boundaries(void **state)
 	/* Label and name lengths: 63 is the most for a label, 253 for a name. */
 	char name[300];
 	memset(name, 'a', 63);
-	strcpy(name + 63, ".x:1");
+	snprintf(name + 63, sizeof(name) - 63, "%s", ".x:1");
 	uint16_t port;
 	assert_int_equal(sp_config_parse_address(name, host, sizeof(host), &port, &d), 0);
 	memset(name, 'a', 64);
-	strcpy(name + 64, ".x:1");
+	snprintf(name + 64, sizeof(name) - 64, "%s", ".x:1");
 	assert_int_equal(sp_config_parse_address(name, host, sizeof(host), &port, &d),
 			 SP_ERR_INVALID);
 	/* 4 labels of 63 plus 3 dots = 255 > 253. */
@@ -919,7 +919,7 @@ static void test_address_boundaries(void **state)
 		o += 63;
 		name[o++] = '.';
 	}
-	strcpy(name + o - 1, ":1");
+	snprintf(name + o - 1, sizeof(name) - (o - 1), "%s", ":1");
 	assert_int_equal(sp_config_parse_address(name, host, sizeof(host), &port, &d),
 			 SP_ERR_INVALID);
 	assert_non_null(strstr(d.message, "(host name is too long)"));

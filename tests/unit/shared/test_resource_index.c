@@ -505,7 +505,7 @@ static void test_index_equals_linear_scan(void **state)
 		if (rng(4) == 0)
 			name[0] = (char)(name[0] >= 'a' && name[0] <= 'z' ? name[0] - 32 : name[0]);
 		if (rng(4) == 0)
-			strcat(name, ".");
+			snprintf(name + strlen(name), sizeof(name) - strlen(name), "%s", ".");
 		const struct sp_resource *want = linear_match_name(list, RANDOM_RESOURCES, name);
 		const struct sp_resource *got = sp_resource_index_match_name(index, name);
 		if ((want == NULL) != (got == NULL) ||

@@ -170,7 +170,7 @@ static void assert_contains(const char *haystack, const char *needle)
 static void hex(const uint8_t *bytes, size_t n, char *out)
 {
 	for (size_t i = 0; i < n; i++)
-		sprintf(out + 2 * i, "%02x", bytes[i]);
+		snprintf(out + 2 * i, 3, "%02x", bytes[i]);
 }
 
 /* --- certificates ------------------------------------------------------------------ */

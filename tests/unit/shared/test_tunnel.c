@@ -500,7 +500,7 @@ static int raw_on_header(nghttp2_session *session, const nghttp2_frame *frame, c
 	if (i >= 64)
 		return 0;
 	if (namelen == 7 && memcmp(name, ":status", 7) == 0)
-		rc->status[i] = atoi((const char *)value);
+		rc->status[i] = (int)strtol((const char *)value, NULL, 10);
 	if (namelen == 16 && memcmp(name, "sallyport-reason", 16) == 0 && valuelen < 32) {
 		memcpy(rc->reason[i], value, valuelen);
 		rc->reason[i][valuelen] = '\0';
