@@ -199,10 +199,13 @@ http {{
         return []
 
     def close(self):
+        # SIGTERM first: a SIGKILLed nginx master leaves its worker behind
         for p in reversed(self.procs):
             if p.poll() is None:
+                p.terminate()
+        for p in reversed(self.procs):
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
                 p.kill()
-                try:
-                    p.wait(timeout=10)
-                except Exception:
-                    pass
+                p.wait(timeout=10)
