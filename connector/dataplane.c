@@ -41,12 +41,15 @@
 #include "shared/tls.h"
 #include "shared/tunnel.h"
 #include "shared/tunnel_tls.h"
+#include "shared/wire.h"
 
 #define MAX_TUNNELS 4096
 #define HANDSHAKE_TIMEOUT_S 10
 #define READ_CHUNK (64 * 1024) /* one inbound TLS buffer (SP_TLS_INBOUND_MAX) per recv */
 #define SERVICE_READ_CHUNK (64 * 1024)
 #define MAX_DNS_SOCKETS 32
+/* A UDP flow drops datagrams from its service while this much waits for the tunnel. */
+#define UDP_QUEUE_MAX (256 * 1024)
 
 struct tunnel_conn;
 
@@ -64,6 +67,8 @@ struct flow {
 	int proto_udp;
 	struct event *read_ev;	/* service socket readable */
 	struct event *write_ev; /* service socket writable (or connected) */
+	struct event *idle_ev;	/* UDP: no datagram either way for udp_idle_timeout_ms */
+	uint64_t udp_drops;	/* UDP datagrams dropped (queue full, socket full) */
 	struct evbuffer *to_service;
 	int remote_ended;
 	int read_paused;
@@ -208,7 +213,9 @@ static void flow_release(struct flow *f)
 		event_free(f->read_ev);
 	if (f->write_ev != NULL)
 		event_free(f->write_ev);
-	f->read_ev = f->write_ev = NULL;
+	if (f->idle_ev != NULL)
+		event_free(f->idle_ev);
+	f->read_ev = f->write_ev = f->idle_ev = NULL;
 	if (f->fd != -1)
 		close(f->fd);
 	f->fd = -1;
@@ -265,10 +272,59 @@ static void service_try_shutdown_write(struct flow *f)
 		shutdown(f->fd, SHUT_WR);
 }
 
+static void flow_udp_touch(struct flow *f)
+{
+	struct dataplane *dp = f->dp;
+	struct timeval tv = {.tv_sec = dp->opts.udp_idle_timeout_ms / 1000,
+			     .tv_usec = (dp->opts.udp_idle_timeout_ms % 1000) * 1000};
+	if (f->idle_ev != NULL)
+		event_add(f->idle_ev, &tv);
+}
+
+/*
+ * UDP: the stream bytes are length-prefixed datagrams (shared/wire.h); each whole one is
+ * sent to the service. A datagram the socket does not take is dropped (UDP semantics);
+ * window is given back for every frame taken out, so at most one partial frame waits.
+ */
+static void flow_udp_deliver(struct flow *f)
+{
+	struct tunnel_conn *conn = f->conn;
+	for (;;) {
+		size_t have = evbuffer_get_length(f->to_service);
+		if (have < 2)
+			return;
+		uint8_t head[2];
+		evbuffer_copyout(f->to_service, head, 2);
+		size_t frame = 2 + (((size_t)head[0] << 8) | head[1]);
+		if (have < frame)
+			return;
+		const uint8_t *data = evbuffer_pullup(f->to_service, (ev_ssize_t)frame);
+		const uint8_t *payload = NULL;
+		size_t payload_len = 0;
+		if (data == NULL ||
+		    sp_udp_frame_decode(data, frame, &payload, &payload_len) != (int)frame) {
+			sp_tunnel_reset(conn->tunnel, f->stream, SP_TUNNEL_PROTOCOL_ERROR);
+			return;
+		}
+		if (send(f->fd, payload, payload_len, MSG_NOSIGNAL) == -1)
+			f->udp_drops++; /* full socket buffer, or an ICMP error: UDP semantics */
+		else
+			f->bytes_up += payload_len;
+		conn->dp->bytes_up += payload_len;
+		evbuffer_drain(f->to_service, frame);
+		sp_tunnel_consumed(conn->tunnel, f->stream, frame);
+		flow_udp_touch(f);
+	}
+}
+
 /* Writes queued tunnel bytes to the service; returns window to the client for them. */
 static void flow_write_service(struct flow *f)
 {
 	struct tunnel_conn *conn = f->conn;
+	if (f->proto_udp) {
+		flow_udp_deliver(f);
+		return;
+	}
 	while (evbuffer_get_length(f->to_service) > 0) {
 		int n = evbuffer_write(f->to_service, f->fd);
 		if (n == -1) {
@@ -302,6 +358,50 @@ static void on_service_writable(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
+ * UDP service -> tunnel: each datagram becomes one frame. While more than UDP_QUEUE_MAX
+ * waits for the tunnel, new datagrams are dropped rather than queued (bounded, and no
+ * head-of-line wait for a datagram flow).
+ */
+static void flow_udp_readable(struct flow *f)
+{
+	struct tunnel_conn *conn = f->conn;
+	struct dataplane *dp = conn->dp;
+	uint8_t frame[2 + SP_UDP_DATAGRAM_MAX];
+	for (int round = 0; round < 16; round++) {
+		ssize_t n = recv(f->fd, frame + 2, SP_UDP_DATAGRAM_MAX, 0);
+		if (n == -1)
+			return; /* EAGAIN, or an ICMP error reported on the connected socket */
+		size_t len = (size_t)n;
+		if (f->pending_len > 0 ||
+		    sp_tunnel_queued(conn->tunnel, f->stream) + len + 2 > UDP_QUEUE_MAX) {
+			f->udp_drops++;
+			continue;
+		}
+		frame[0] = (uint8_t)(len >> 8);
+		frame[1] = (uint8_t)(len & 0xff);
+		size_t accepted = 0;
+		if (sp_tunnel_write(conn->tunnel, f->stream, frame, len + 2, &accepted) < 0) {
+			sp_tunnel_reset(conn->tunnel, f->stream, SP_TUNNEL_CANCEL);
+			return;
+		}
+		if (accepted < len + 2) {
+			/* the rest of this frame must follow it: keep it for on_writable */
+			if (f->pending_down == NULL)
+				f->pending_down = malloc(2 + SP_UDP_DATAGRAM_MAX);
+			if (f->pending_down == NULL) {
+				sp_tunnel_reset(conn->tunnel, f->stream, SP_TUNNEL_INTERNAL_ERROR);
+				return;
+			}
+			f->pending_len = len + 2 - accepted;
+			memcpy(f->pending_down, frame + accepted, f->pending_len);
+		}
+		f->bytes_down += len;
+		dp->bytes_down += len;
+		flow_udp_touch(f);
+	}
+}
+
+/*
  * Service -> tunnel. A chunk the stream queue does not take whole is kept in
  * pending_down and reading pauses (backpressure); the tunnel's on_writable, which fires
  * because that write was short, writes the rest and resumes reading.
@@ -315,6 +415,11 @@ static void on_service_readable(evutil_socket_t fd, short what, void *arg)
 	if (f->pending_len > 0) {
 		event_del(f->read_ev);
 		f->read_paused = 1;
+		return;
+	}
+	if (f->proto_udp) {
+		flow_udp_readable(f);
+		conn_flush(conn);
 		return;
 	}
 	uint8_t buf[SERVICE_READ_CHUNK];
@@ -352,13 +457,31 @@ static void on_service_readable(evutil_socket_t fd, short what, void *arg)
 	conn_flush(conn);
 }
 
+/* No datagram either way for udp_idle_timeout_ms: the flow ends (RST_STREAM NO_ERROR). */
+static void on_udp_idle(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct flow *f = arg;
+	struct tunnel_conn *conn = f->conn;
+	SP_LOG(SP_LOG_DEBUG, "udp flow idle", SP_LOG_STR("flow", f->flow_id));
+	sp_tunnel_reset(conn->tunnel, f->stream, SP_TUNNEL_NO_ERROR);
+	conn_flush(conn);
+}
+
 static void flow_opened(struct flow *f)
 {
 	struct tunnel_conn *conn = f->conn;
 	struct dataplane *dp = conn->dp;
 	int one = 1;
-	setsockopt(f->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	event_free(f->write_ev);
+	if (!f->proto_udp)
+		setsockopt(f->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	else if ((f->idle_ev = evtimer_new(dp->base, on_udp_idle, f)) == NULL) {
+		sp_tunnel_reset(conn->tunnel, f->stream, SP_TUNNEL_INTERNAL_ERROR);
+		return;
+	}
+	if (f->write_ev != NULL) /* the connect watch (TCP) */
+		event_free(f->write_ev);
 	f->write_ev = event_new(dp->base, f->fd, EV_WRITE, on_service_writable, f);
 	f->read_ev = event_new(dp->base, f->fd, EV_READ | EV_PERSIST, on_service_readable, f);
 	f->to_service = evbuffer_new();
@@ -371,6 +494,8 @@ static void flow_opened(struct flow *f)
 	f->opened_ms = now_ms();
 	dp->flows_allowed++;
 	event_add(f->read_ev, NULL);
+	if (f->proto_udp)
+		flow_udp_touch(f);
 	SP_LOG(SP_LOG_INFO, "flow open", SP_LOG_STR("flow", f->flow_id),
 	       SP_LOG_STR("user", f->decision.user_id), SP_LOG_STR("resource", f->decision.resource_id),
 	       SP_LOG_STR("host", f->decision.host), SP_LOG_STR("ip", f->ip),
@@ -427,7 +552,8 @@ static void flow_connect(struct flow *f, int family, const uint8_t *addr)
 		sslen = sizeof(*sin6);
 	}
 	inet_ntop(family, addr, f->ip, sizeof(f->ip));
-	f->fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	f->fd = socket(family, (f->proto_udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC,
+		       0);
 	if (f->fd == -1) {
 		flow_refuse(f, SP_TUNNEL_REASON_CONNECT_FAILED, strerror(errno));
 		return;
@@ -435,6 +561,10 @@ static void flow_connect(struct flow *f, int family, const uint8_t *addr)
 	f->state = FLOW_CONNECTING;
 	if (connect(f->fd, (struct sockaddr *)&ss, sslen) == -1 && errno != EINPROGRESS) {
 		flow_refuse(f, SP_TUNNEL_REASON_CONNECT_FAILED, strerror(errno));
+		return;
+	}
+	if (f->proto_udp) {
+		flow_opened(f); /* a connected UDP socket is ready at once */
 		return;
 	}
 	f->write_ev = event_new(dp->base, f->fd, EV_WRITE, on_service_connected, f);
@@ -625,11 +755,6 @@ static void on_open_request(struct sp_tunnel *t, int32_t stream,
 		conn->flows->prev = f;
 	conn->flows = f;
 	sp_tunnel_set_stream_user(t, stream, f);
-	if (f->proto_udp) {
-		/* UDP streams are the next step (docs/connector.md). */
-		flow_refuse(f, SP_TUNNEL_REASON_CONNECTOR_UNAVAILABLE, "udp is not carried yet");
-		return;
-	}
 	if (d.host_is_ip) {
 		flow_connect(f, d.host_family, d.host_addr);
 		return;
@@ -640,7 +765,7 @@ static void on_open_request(struct sp_tunnel *t, int32_t stream,
 	struct ares_addrinfo_hints hints;
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_socktype = f->proto_udp ? SOCK_DGRAM : SOCK_STREAM;
 	dp->dns_pending++;
 	dp->resolving_inline = 1;
 	ares_getaddrinfo(dp->ares, f->decision.host, port, &hints, on_resolved, f);
@@ -696,7 +821,9 @@ static void on_remote_end(struct sp_tunnel *t, int32_t stream, void *user)
 	if (f == NULL)
 		return;
 	f->remote_ended = 1;
-	if (f->state == FLOW_OPEN)
+	if (f->state == FLOW_OPEN && f->proto_udp)
+		sp_tunnel_end(t, stream); /* the client is done with this datagram flow */
+	else if (f->state == FLOW_OPEN)
 		service_try_shutdown_write(f);
 }
 
@@ -1161,6 +1288,8 @@ int dataplane_new(struct connector_shared *shared, const struct dataplane_option
 		dp->opts.connect_timeout_ms = 10000;
 	if (dp->opts.drain_grace_ms <= 0)
 		dp->opts.drain_grace_ms = 30000;
+	if (dp->opts.udp_idle_timeout_ms <= 0)
+		dp->opts.udp_idle_timeout_ms = 60000;
 	evthread_use_pthreads();
 #ifdef M_TRIM_THRESHOLD
 	/*

@@ -14,6 +14,10 @@
  *       opens a TLS tunnel pinned to that digest presenting the device key (or
  *       --tls-key, to test key binding), opens one stream to --target and relays
  *       stdin -> stream and stream -> stdout.
+ *       With --udp the stream is a datagram flow (docs/protocol.md §2.1): every stdin
+ *       line is one datagram, every datagram received is one stdout line (both hex with
+ *       --hex); after stdin ends it waits for --expect N datagrams (default 1) or --wait
+ *       S seconds (default 5), then ends the stream.
  *   sp_test_client forward --listen 127.0.0.1:PORT (and the connect options but --tls-key)
  *       the stand-in for the client's loopback mode: every TCP connection accepted on
  *       PORT becomes a NEW stream to --target on one shared warm tunnel (another tunnel is
@@ -49,6 +53,7 @@
 #include "shared/token.h"
 #include "shared/tunnel.h"
 #include "shared/tunnel_tls.h"
+#include "shared/wire.h"
 
 static double mono(void)
 {
@@ -178,7 +183,54 @@ struct client {
 	struct sp_tunnel *tunnel;
 	uint64_t bytes;
 	double opened_at, first_byte_at;
+	int udp, hex;		/* --udp: datagram frames; --hex: lines are hex */
+	uint8_t *rx;		/* --udp: stream bytes not yet a whole frame */
+	size_t rx_len;
+	uint64_t datagrams;	/* --udp: datagrams received */
 };
+
+static void write_all(const void *data, size_t len)
+{
+	const uint8_t *p = data;
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = write(1, p + done, len - done);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			die("stdout write failed");
+		done += (size_t)n;
+	}
+}
+
+/* --udp: prints every whole datagram in c->rx as one line (hex with --hex). */
+static void udp_print(struct client *c)
+{
+	size_t off = 0;
+	for (;;) {
+		const uint8_t *payload = NULL;
+		size_t len = 0;
+		int r = sp_udp_frame_decode(c->rx + off, c->rx_len - off, &payload, &len);
+		if (r == SP_ERR_AGAIN)
+			break;
+		if (r < 0)
+			die("bad datagram frame from the connector");
+		if (c->hex) {
+			char pair[3];
+			for (size_t i = 0; i < len; i++) {
+				snprintf(pair, sizeof(pair), "%02x", payload[i]);
+				write_all(pair, 2);
+			}
+		} else {
+			write_all(payload, len);
+		}
+		write_all("\n", 1);
+		c->datagrams++;
+		off += (size_t)r;
+	}
+	memmove(c->rx, c->rx + off, c->rx_len - off);
+	c->rx_len -= off;
+}
 
 static void on_open_result(struct sp_tunnel *t, int32_t stream, int status,
 			   enum sp_tunnel_reason reason, void *user)
@@ -196,14 +248,16 @@ static void on_data(struct sp_tunnel *t, int32_t stream, const uint8_t *data, si
 	struct client *c = user;
 	if (c->first_byte_at == 0)
 		c->first_byte_at = mono();
-	size_t done = 0;
-	while (done < len) {
-		ssize_t n = write(1, data + done, len - done);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1)
-			die("stdout write failed");
-		done += (size_t)n;
+	if (c->udp) {
+		uint8_t *g = realloc(c->rx, c->rx_len + len);
+		if (g == NULL)
+			die("out of memory");
+		c->rx = g;
+		memcpy(c->rx + c->rx_len, data, len);
+		c->rx_len += len;
+		udp_print(c);
+	} else {
+		write_all(data, len);
 	}
 	c->bytes += len;
 	sp_tunnel_consumed(t, stream, len);
@@ -449,8 +503,10 @@ static int command_connect(int argc, char **argv)
 	RAND_bytes(rnd, sizeof(rnd));
 	for (size_t k = 0; k < 16; k++)
 		snprintf(flow_id + 2 * k, 3, "%02x", rnd[k]);
+	c.udp = has_flag(argc, argv, "--udp");
+	c.hex = has_flag(argc, argv, "--hex");
 	struct sp_tunnel_open_request req = {.authority = target,
-					     .proto = SP_TUNNEL_PROTO_TCP,
+					     .proto = c.udp ? SP_TUNNEL_PROTO_UDP : SP_TUNNEL_PROTO_TCP,
 					     .grant = grant,
 					     .flow_id = flow_id};
 	int fd = dial(direct);
@@ -463,12 +519,25 @@ static int command_connect(int argc, char **argv)
 	int ended = 0;
 	uint8_t buf[65536];
 	int rc = 0;
+	/* --udp: after stdin ends, wait for --expect datagrams (default 1) or --wait seconds */
+	const char *expect_text = arg(argc, argv, "--expect");
+	const char *wait_text = arg(argc, argv, "--wait");
+	uint64_t expect = expect_text != NULL ? strtoull(expect_text, NULL, 10) : 1;
+	double wait_s = wait_text != NULL ? strtod(wait_text, NULL) : 5.0;
+	double stdin_closed_at = 0;
+	struct sp_buf line;
+	sp_buf_init(&line, SP_UDP_DATAGRAM_MAX * 2 + 1);
 	while (!c.closed) {
 		struct pollfd p[2] = {{.fd = fd, .events = POLLIN},
 				      {.fd = 0, .events = POLLIN}};
 		int n_fds = stdin_open && c.status == 200 ? 2 : 1;
-		if (poll(p, (nfds_t)n_fds, 30000) == -1 && errno != EINTR)
+		if (poll(p, (nfds_t)n_fds, c.udp ? 100 : 30000) == -1 && errno != EINTR)
 			die("poll failed");
+		if (c.udp && !stdin_open && !ended && !has_flag(argc, argv, "--hold") &&
+		    (c.datagrams >= expect || mono() - stdin_closed_at > wait_s)) {
+			sp_tunnel_end(t, c.stream);
+			ended = 1;
+		}
 		if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
 			ssize_t n = recv(fd, buf, sizeof(buf), 0);
 			if (n == 0) {
@@ -489,7 +558,46 @@ static int command_connect(int argc, char **argv)
 				}
 			}
 		}
-		if (n_fds == 2 && (p[1].revents & (POLLIN | POLLHUP))) {
+		if (c.udp && n_fds == 2 && (p[1].revents & (POLLIN | POLLHUP))) {
+			ssize_t n = read(0, buf, 16384);
+			if (n <= 0) {
+				stdin_open = 0;
+				stdin_closed_at = mono();
+			}
+			/* every whole line is one datagram */
+			for (ssize_t i = 0; i < n; i++) {
+				if (buf[i] != '\n') {
+					if (sp_buf_put(&line, buf + i, 1) < 0)
+						die("datagram line too long");
+					continue;
+				}
+				uint8_t dgram[SP_UDP_DATAGRAM_MAX];
+				size_t dlen = line.len;
+				if (c.hex) {
+					dlen = line.len / 2;
+					if (line.len % 2 != 0)
+						die("odd hex line");
+					for (size_t k = 0; k < dlen; k++) {
+						char pair[3] = {(char)line.data[2 * k],
+								(char)line.data[2 * k + 1], 0};
+						dgram[k] = (uint8_t)strtoul(pair, NULL, 16);
+					}
+				} else {
+					if (dlen > sizeof(dgram))
+						die("datagram too long");
+					memcpy(dgram, line.data, dlen);
+				}
+				struct sp_buf frame;
+				sp_buf_init(&frame, dlen + 2);
+				size_t acc = 0;
+				if (sp_udp_frame_encode(dgram, dlen, &frame) < 0 ||
+				    sp_tunnel_write(t, c.stream, frame.data, frame.len, &acc) < 0 ||
+				    acc != frame.len)
+					die("cannot queue the datagram");
+				sp_buf_free(&frame);
+				sp_buf_reset(&line);
+			}
+		} else if (n_fds == 2 && (p[1].revents & (POLLIN | POLLHUP))) {
 			ssize_t n = read(0, buf, 16384);
 			if (n <= 0) {
 				stdin_open = 0;
@@ -526,6 +634,8 @@ static int command_connect(int argc, char **argv)
 			(unsigned long long)c.bytes, end - c.opened_at,
 			(double)c.bytes / (1024.0 * 1024.0) / (end - c.opened_at));
 	}
+	sp_buf_free(&line);
+	free(c.rx);
 	sp_tunnel_tls_free(tt);
 	sp_tunnel_free(t);
 	SSL_free(ssl);
