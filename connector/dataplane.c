@@ -116,6 +116,7 @@ struct dataplane {
 	struct evhttp *http;
 	struct event *config_ev, *sigterm_ev, *sigint_ev, *drain_timer, *dns_timer;
 	struct connector_config *config;
+	struct connector_grant_cache grants; /* verified grants of `config` */
 	ares_channel ares;
 	int ares_ready;
 	struct dns_watch dns[MAX_DNS_SOCKETS];
@@ -714,7 +715,8 @@ static void on_open_request(struct sp_tunnel *t, int32_t stream,
 	} else if (conn_peer_jkt(conn) < 0) {
 		d.reason = SP_TUNNEL_REASON_BAD_GRANT;
 		snprintf(d.detail, sizeof(d.detail), "no peer key");
-	} else if (connector_authorize(dp->config, conn->jkt, req, start / 1000, &d) < 0) {
+	} else if (connector_authorize_cached(dp->config, &dp->grants, conn->jkt, req,
+						 start / 1000, &d) < 0) {
 		d.reason = SP_TUNNEL_REASON_CONNECTOR_UNAVAILABLE;
 		snprintf(d.detail, sizeof(d.detail), "out of memory");
 	}
@@ -1093,6 +1095,7 @@ static void on_config(evutil_socket_t fd, short what, void *arg)
 	struct connector_config *cfg = connector_shared_take_config(dp->shared);
 	if (cfg == NULL)
 		return;
+	connector_grant_cache_clear(&dp->grants);
 	connector_config_free(dp->config);
 	dp->config = cfg;
 	atomic_store(&dp->shared->has_config, 1);
@@ -1422,6 +1425,7 @@ void dataplane_free(struct dataplane *dp)
 	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
 		if (evs[i] != NULL)
 			event_free(evs[i]);
+	connector_grant_cache_clear(&dp->grants);
 	connector_config_free(dp->config);
 	SSL_CTX_free(dp->tls_ctx);
 	if (dp->base != NULL)
