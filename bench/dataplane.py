@@ -36,6 +36,7 @@ if len(sys.argv) < 4:
     sys.exit(__doc__)
 CTL, CONN, TOOL = sys.argv[1:4]
 DURATION = 5
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
 IDLE_FLOWS = 10000
 CIPHER = "TLS_AES_128_GCM_SHA256"
 WORK = tempfile.mkdtemp(prefix="sp-bench-dp-")
@@ -237,6 +238,11 @@ def idle_flows(stack, fwd_port, fwd_pid):
             "fwd_per_flow": (fwd - base_fwd) / max(flows, 1)}
 
 
+def median(values):
+    v = sorted(x for x in values if x is not None)
+    return v[len(v) // 2] if v else None
+
+
 def fmt(v, spec):
     return "-" if v is None else format(v, spec)
 
@@ -267,16 +273,35 @@ def main():
                  ("stunnel", start_stunnel(stack, key, crt, [web, ip]))]
         if not wait_port(ip):
             raise RuntimeError("iperf3 did not start")
-        results = {}
+        # The host is shared and its load drifts: every figure is measured ROUNDS times,
+        # the paths interleaved (in a rotating order) within each round, and the median
+        # is reported, so a slow minute does not fall on one path only.
         for name, ports in paths:
-            print(f"measuring {name} ...", flush=True)
-            # a warm-up request opens the tunnel / TLS session caches
-            wrk_args = ["wrk", "-t1", "-c1", "-d1s", f"http://127.0.0.1:{ports[web]}/index.html"]
-            subprocess.run(wrk_args, capture_output=True)
-            r = {"gbps": iperf(ports[ip])}
-            r["rps"], r["p50"], r["p99"] = wrk(ports[web], 1)
-            r["cps"], r["cp50"], r["cp99"] = wrk(ports[web], 8, close=True)
-            results[name] = r
+            # a warm-up opens the tunnel and the TLS session caches
+            subprocess.run(["wrk", "-t1", "-c1", "-d1s",
+                            f"http://127.0.0.1:{ports[web]}/index.html"], capture_output=True)
+        samples = {name: [] for name, _ in paths}
+        for rnd in range(ROUNDS):
+            order = paths[rnd % len(paths):] + paths[:rnd % len(paths)]
+            print(f"round {rnd + 1}/{ROUNDS}: iperf3 ...", flush=True)
+            got = {name: {} for name, _ in paths}
+            for name, ports in order:
+                got[name]["gbps"] = iperf(ports[ip])
+            print(f"round {rnd + 1}/{ROUNDS}: wrk keep-alive ...", flush=True)
+            for name, ports in order:
+                got[name]["rps"], got[name]["p50"], got[name]["p99"] = wrk(ports[web], 1)
+            print(f"round {rnd + 1}/{ROUNDS}: wrk Connection: close ...", flush=True)
+            for name, ports in order:
+                got[name]["cps"], got[name]["cp50"], got[name]["cp99"] = wrk(ports[web], 8,
+                                                                            close=True)
+            for name, _ in paths:
+                samples[name].append(got[name])
+        results = {}
+        for name, _ in paths:
+            results[name] = {k: median([r[k] for r in samples[name]]) for k in samples[name][0]}
+            results[name]["gbps_all"] = [r["gbps"] for r in samples[name]]
+            results[name]["rps_all"] = [r["rps"] for r in samples[name]]
+            results[name]["cps_all"] = [r["cps"] for r in samples[name]]
 
         print(f"measuring memory: {IDLE_FLOWS} idle flows through the forwarder ...", flush=True)
         fwd_proc = [p for p in stack.procs if "forward" in p.args][0]
@@ -285,7 +310,7 @@ def main():
         print()
         print(f"Data plane, 127.0.0.1, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M')}"
               f" UTC; iperf3 -t {DURATION} -P 1; wrk -t1 -d{DURATION}s (keep-alive -c1;"
-              f" Connection: close -c8)")
+              f" Connection: close -c8); median of {ROUNDS} interleaved rounds")
         print(f"{'path':<10} {'iperf3 Gbit/s':>13} {'keep-alive req/s':>16} {'p50 ms':>7}"
               f" {'p99 ms':>7} {'new conn/s':>10} {'close p50':>9} {'close p99':>9}")
         for name, _ in paths:
@@ -293,6 +318,11 @@ def main():
             print(f"{name:<10} {fmt(r['gbps'], '13.2f')} {fmt(r['rps'], '16.0f')}"
                   f" {fmt(r['p50'], '7.3f')} {fmt(r['p99'], '7.3f')} {fmt(r['cps'], '10.0f')}"
                   f" {fmt(r['cp50'], '9.3f')} {fmt(r['cp99'], '9.3f')}")
+        print("rounds:  " + "; ".join(
+            f"{name} Gbit/s {'/'.join(fmt(x, '.2f') for x in results[name]['gbps_all'])}"
+            f" req/s {'/'.join(fmt(x, '.0f') for x in results[name]['rps_all'])}"
+            f" conn/s {'/'.join(fmt(x, '.0f') for x in results[name]['cps_all'])}"
+            for name, _ in paths))
         print()
         print(f"idle flows: {mem['flows']} open at the connector after {mem['setup_s']:.1f} s;"
               f" connector VmRSS {mem['before']} KiB -> {mem['after']} KiB ="

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Data-plane benchmark (not a test; ~2 minutes; loopback only).
+# Data-plane benchmark (not a test; ~4 minutes; loopback only).
 #
 #   bench/dataplane.sh [BUILD_DIR]        # BUILD_DIR defaults to build/release
 #
@@ -8,7 +8,8 @@
 # wrap-and-unwrap chain, (d) stunnel client -> stunnel server. Figures: iperf3 single-stream
 # throughput, wrk keep-alive request rate and p50/p99 latency, wrk new connections per
 # second, and the connector's memory per idle flow (10,000 flows). Prints a table and the
-# ratios against the haproxy chain. See bench/dataplane.py for the details.
+# ratios against the haproxy chain: medians of ROUNDS (default 3) interleaved rounds.
+# See bench/dataplane.py for the details.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 build=${1:-$here/../build/release}

@@ -802,24 +802,29 @@ static void fwd_flow_push_up(struct fwd_flow *f)
 static void fwd_flow_readable(struct fwd_flow *f)
 {
 	uint8_t buf[65536];
-	ssize_t n = recv(f->fd, buf, sizeof(buf), 0);
-	if (n == -1 && (errno == EAGAIN || errno == EINTR))
-		return;
-	if (n == -1) {
-		sp_tunnel_reset(f->tun->t, f->stream, SP_TUNNEL_CANCEL);
-		f->local_eof = 1;
-	} else if (n == 0) {
-		f->local_eof = 1;
-	} else {
-		size_t acc = 0;
-		if (sp_tunnel_write(f->tun->t, f->stream, buf, (size_t)n, &acc) < 0) {
+	/* a few reads per wakeup while the stream takes everything: fewer, larger sends */
+	for (int round = 0; round < 4 && !f->local_eof && f->up_len == 0; round++) {
+		ssize_t n = recv(f->fd, buf, sizeof(buf), 0);
+		if (n == -1 && (errno == EAGAIN || errno == EINTR))
+			break;
+		if (n == -1) {
 			sp_tunnel_reset(f->tun->t, f->stream, SP_TUNNEL_CANCEL);
 			f->local_eof = 1;
-		} else if (acc < (size_t)n) {
-			if (f->up == NULL && (f->up = malloc(sizeof(buf))) == NULL)
-				die("out of memory");
-			f->up_len = (size_t)n - acc;
-			memcpy(f->up, buf + acc, f->up_len);
+		} else if (n == 0) {
+			f->local_eof = 1;
+		} else {
+			size_t acc = 0;
+			if (sp_tunnel_write(f->tun->t, f->stream, buf, (size_t)n, &acc) < 0) {
+				sp_tunnel_reset(f->tun->t, f->stream, SP_TUNNEL_CANCEL);
+				f->local_eof = 1;
+			} else if (acc < (size_t)n) {
+				if (f->up == NULL && (f->up = malloc(sizeof(buf))) == NULL)
+					die("out of memory");
+				f->up_len = (size_t)n - acc;
+				memcpy(f->up, buf + acc, f->up_len);
+			}
+			if ((size_t)n < sizeof(buf))
+				break;
 		}
 	}
 	fwd_flow_push_up(f);
