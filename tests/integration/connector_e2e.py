@@ -517,13 +517,16 @@ except Exception as e:  # report, then clean up
     traceback.print_exc()
     failed += 1
 finally:
+    # SIGTERM first: a SIGKILLed nginx master leaves its worker process behind
     for p in procs:
         if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
             p.kill()
-            try:
-                p.wait(timeout=10)
-            except Exception:
-                pass
+            p.wait(timeout=10)
     if failed == 0:
         shutil.rmtree(WORK, ignore_errors=True)
     else:
