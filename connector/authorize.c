@@ -9,6 +9,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include <openssl/sha.h>
+
 #include "shared/portset.h"
 #include "shared/resource_name.h"
 #include "shared/token.h"
@@ -94,9 +96,60 @@ static int ports_allowed(const json_t *grant_ports, const char *field,
 	return 0;
 }
 
+void connector_grant_cache_clear(struct connector_grant_cache *cache)
+{
+	if (cache == NULL)
+		return;
+	for (size_t i = 0; i < CONNECTOR_GRANT_CACHE_SLOTS; i++) {
+		json_decref(cache->slot[i].claims);
+		cache->slot[i].claims = NULL;
+	}
+	cache->cfg = NULL;
+	cache->cfg_seq = 0;
+}
+
+/* The grant's verified claims (a new reference) from the cache, or verifies it there. */
+static int verify_grant(const struct connector_config *cfg, struct connector_grant_cache *cache,
+			const char *grant, json_t **claims, struct sp_diag *d)
+{
+	size_t len = strlen(grant);
+	if (cache == NULL)
+		return sp_token_verify(grant, len, &cfg->keys, "ES256", claims, d);
+	if (cache->cfg != cfg || cache->cfg_seq != cfg->seq) {
+		connector_grant_cache_clear(cache);
+		cache->cfg = cfg;
+		cache->cfg_seq = cfg->seq;
+	}
+	uint8_t digest[SHA256_DIGEST_LENGTH];
+	SHA256((const unsigned char *)grant, len, digest);
+	size_t at = (((size_t)digest[0] << 8) | digest[1]) % CONNECTOR_GRANT_CACHE_SLOTS;
+	if (cache->slot[at].claims != NULL &&
+	    memcmp(cache->slot[at].digest, digest, sizeof(digest)) == 0) {
+		cache->hits++;
+		*claims = json_incref(cache->slot[at].claims);
+		return 0;
+	}
+	cache->misses++;
+	int r = sp_token_verify(grant, len, &cfg->keys, "ES256", claims, d);
+	if (r < 0)
+		return r;
+	json_decref(cache->slot[at].claims);
+	cache->slot[at].claims = json_incref(*claims);
+	memcpy(cache->slot[at].digest, digest, sizeof(digest));
+	return 0;
+}
+
 int connector_authorize(const struct connector_config *cfg, const char *peer_jkt,
 			const struct sp_tunnel_open_request *req, int64_t now,
 			struct connector_decision *out)
+{
+	return connector_authorize_cached(cfg, NULL, peer_jkt, req, now, out);
+}
+
+int connector_authorize_cached(const struct connector_config *cfg,
+			       struct connector_grant_cache *cache, const char *peer_jkt,
+			       const struct sp_tunnel_open_request *req, int64_t now,
+			       struct connector_decision *out)
 {
 	if (out == NULL)
 		return SP_ERR_INVALID;
@@ -117,7 +170,7 @@ int connector_authorize(const struct connector_config *cfg, const char *peer_jkt
 
 	/* 1. The signature, with the controller keys of our own signed config. */
 	struct sp_diag d = {{0}};
-	r = sp_token_verify(req->grant, strlen(req->grant), &cfg->keys, "ES256", &claims, &d);
+	r = verify_grant(cfg, cache, req->grant, &claims, &d);
 	if (r == SP_ERR_NOMEM)
 		goto out;
 	if (r < 0) {

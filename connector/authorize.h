@@ -55,6 +55,33 @@ int connector_authorize(const struct connector_config *cfg, const char *peer_jkt
 			struct connector_decision *out);
 
 /*
+ * Grants whose signature verified, keyed by the SHA-256 of the grant text, for one config
+ * (the pointer and its seq: a new config, which may carry other controller keys, empties
+ * it). Only the signature check and the claim parsing are skipped on a hit; every claim
+ * check (times, key binding, revocations, destination, ports) runs on every stream. A
+ * client opening many flows with one grant then costs one ECDSA verification, not one per
+ * flow. Direct-mapped, CONNECTOR_GRANT_CACHE_SLOTS entries. Owned by the caller: zero it
+ * to start, connector_grant_cache_clear to free the entries (safe on NULL).
+ */
+#define CONNECTOR_GRANT_CACHE_SLOTS 256
+struct connector_grant_cache {
+	const struct connector_config *cfg;
+	int64_t cfg_seq;
+	struct {
+		uint8_t digest[32];
+		json_t *claims; /* NULL: empty slot */
+	} slot[CONNECTOR_GRANT_CACHE_SLOTS];
+	uint64_t hits, misses;
+};
+void connector_grant_cache_clear(struct connector_grant_cache *cache);
+
+/* connector_authorize with a verified-grant cache (NULL: none). Same results. */
+int connector_authorize_cached(const struct connector_config *cfg,
+			       struct connector_grant_cache *cache, const char *peer_jkt,
+			       const struct sp_tunnel_open_request *req, int64_t now,
+			       struct connector_decision *out);
+
+/*
  * The DNS-rebinding and CIDR-escape rule for one address the connector is about to dial
  * (a resolved answer or the requested IP literal):
  *   - an IP/CIDR resource allows exactly the addresses inside its block;

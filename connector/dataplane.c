@@ -14,6 +14,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -40,12 +41,15 @@
 #include "shared/tls.h"
 #include "shared/tunnel.h"
 #include "shared/tunnel_tls.h"
+#include "shared/wire.h"
 
 #define MAX_TUNNELS 4096
 #define HANDSHAKE_TIMEOUT_S 10
-#define READ_CHUNK (16 * 1024)
+#define READ_CHUNK (64 * 1024) /* one inbound TLS buffer (SP_TLS_INBOUND_MAX) per recv */
 #define SERVICE_READ_CHUNK (64 * 1024)
 #define MAX_DNS_SOCKETS 32
+/* A UDP flow drops datagrams from its service while this much waits for the tunnel. */
+#define UDP_QUEUE_MAX (256 * 1024)
 
 struct tunnel_conn;
 
@@ -63,6 +67,8 @@ struct flow {
 	int proto_udp;
 	struct event *read_ev;	/* service socket readable */
 	struct event *write_ev; /* service socket writable (or connected) */
+	struct event *idle_ev;	/* UDP: no datagram either way for udp_idle_timeout_ms */
+	uint64_t udp_drops;	/* UDP datagrams dropped (queue full, socket full) */
 	struct evbuffer *to_service;
 	int remote_ended;
 	int read_paused;
@@ -76,6 +82,9 @@ struct flow {
 	int64_t opened_ms; /* when 200 was sent */
 	char ip[INET6_ADDRSTRLEN];
 	struct flow *prev, *next;
+	/* on conn->dirty: tunnel bytes arrived during this read, written once it is done */
+	int dirty;
+	struct flow *dirty_next;
 };
 
 struct tunnel_conn {
@@ -89,6 +98,7 @@ struct tunnel_conn {
 	int have_jkt;
 	char peer[INET6_ADDRSTRLEN + 8];
 	struct flow *flows;
+	struct flow *dirty; /* flows with new bytes for their service (see on_data) */
 	struct tunnel_conn *prev, *next;
 };
 
@@ -106,6 +116,7 @@ struct dataplane {
 	struct evhttp *http;
 	struct event *config_ev, *sigterm_ev, *sigint_ev, *drain_timer, *dns_timer;
 	struct connector_config *config;
+	struct connector_grant_cache grants; /* verified grants of `config` */
 	ares_channel ares;
 	int ares_ready;
 	struct dns_watch dns[MAX_DNS_SOCKETS];
@@ -179,6 +190,14 @@ static void flow_unlink(struct flow *f)
 	struct tunnel_conn *conn = f->conn;
 	if (conn == NULL)
 		return;
+	if (f->dirty) {
+		struct flow **link = &conn->dirty;
+		while (*link != f)
+			link = &(*link)->dirty_next;
+		*link = f->dirty_next;
+		f->dirty = 0;
+		f->dirty_next = NULL;
+	}
 	if (f->prev != NULL)
 		f->prev->next = f->next;
 	else
@@ -195,7 +214,9 @@ static void flow_release(struct flow *f)
 		event_free(f->read_ev);
 	if (f->write_ev != NULL)
 		event_free(f->write_ev);
-	f->read_ev = f->write_ev = NULL;
+	if (f->idle_ev != NULL)
+		event_free(f->idle_ev);
+	f->read_ev = f->write_ev = f->idle_ev = NULL;
 	if (f->fd != -1)
 		close(f->fd);
 	f->fd = -1;
@@ -252,10 +273,59 @@ static void service_try_shutdown_write(struct flow *f)
 		shutdown(f->fd, SHUT_WR);
 }
 
+static void flow_udp_touch(struct flow *f)
+{
+	struct dataplane *dp = f->dp;
+	struct timeval tv = {.tv_sec = dp->opts.udp_idle_timeout_ms / 1000,
+			     .tv_usec = (dp->opts.udp_idle_timeout_ms % 1000) * 1000};
+	if (f->idle_ev != NULL)
+		event_add(f->idle_ev, &tv);
+}
+
+/*
+ * UDP: the stream bytes are length-prefixed datagrams (shared/wire.h); each whole one is
+ * sent to the service. A datagram the socket does not take is dropped (UDP semantics);
+ * window is given back for every frame taken out, so at most one partial frame waits.
+ */
+static void flow_udp_deliver(struct flow *f)
+{
+	struct tunnel_conn *conn = f->conn;
+	for (;;) {
+		size_t have = evbuffer_get_length(f->to_service);
+		if (have < 2)
+			return;
+		uint8_t head[2];
+		evbuffer_copyout(f->to_service, head, 2);
+		size_t frame = 2 + (((size_t)head[0] << 8) | head[1]);
+		if (have < frame)
+			return;
+		const uint8_t *data = evbuffer_pullup(f->to_service, (ev_ssize_t)frame);
+		const uint8_t *payload = NULL;
+		size_t payload_len = 0;
+		if (data == NULL ||
+		    sp_udp_frame_decode(data, frame, &payload, &payload_len) != (int)frame) {
+			sp_tunnel_reset(conn->tunnel, f->stream, SP_TUNNEL_PROTOCOL_ERROR);
+			return;
+		}
+		if (send(f->fd, payload, payload_len, MSG_NOSIGNAL) == -1)
+			f->udp_drops++; /* full socket buffer, or an ICMP error: UDP semantics */
+		else
+			f->bytes_up += payload_len;
+		conn->dp->bytes_up += payload_len;
+		evbuffer_drain(f->to_service, frame);
+		sp_tunnel_consumed(conn->tunnel, f->stream, frame);
+		flow_udp_touch(f);
+	}
+}
+
 /* Writes queued tunnel bytes to the service; returns window to the client for them. */
 static void flow_write_service(struct flow *f)
 {
 	struct tunnel_conn *conn = f->conn;
+	if (f->proto_udp) {
+		flow_udp_deliver(f);
+		return;
+	}
 	while (evbuffer_get_length(f->to_service) > 0) {
 		int n = evbuffer_write(f->to_service, f->fd);
 		if (n == -1) {
@@ -289,6 +359,50 @@ static void on_service_writable(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
+ * UDP service -> tunnel: each datagram becomes one frame. While more than UDP_QUEUE_MAX
+ * waits for the tunnel, new datagrams are dropped rather than queued (bounded, and no
+ * head-of-line wait for a datagram flow).
+ */
+static void flow_udp_readable(struct flow *f)
+{
+	struct tunnel_conn *conn = f->conn;
+	struct dataplane *dp = conn->dp;
+	uint8_t frame[2 + SP_UDP_DATAGRAM_MAX];
+	for (int round = 0; round < 16; round++) {
+		ssize_t n = recv(f->fd, frame + 2, SP_UDP_DATAGRAM_MAX, 0);
+		if (n == -1)
+			return; /* EAGAIN, or an ICMP error reported on the connected socket */
+		size_t len = (size_t)n;
+		if (f->pending_len > 0 ||
+		    sp_tunnel_queued(conn->tunnel, f->stream) + len + 2 > UDP_QUEUE_MAX) {
+			f->udp_drops++;
+			continue;
+		}
+		frame[0] = (uint8_t)(len >> 8);
+		frame[1] = (uint8_t)(len & 0xff);
+		size_t accepted = 0;
+		if (sp_tunnel_write(conn->tunnel, f->stream, frame, len + 2, &accepted) < 0) {
+			sp_tunnel_reset(conn->tunnel, f->stream, SP_TUNNEL_CANCEL);
+			return;
+		}
+		if (accepted < len + 2) {
+			/* the rest of this frame must follow it: keep it for on_writable */
+			if (f->pending_down == NULL)
+				f->pending_down = malloc(2 + SP_UDP_DATAGRAM_MAX);
+			if (f->pending_down == NULL) {
+				sp_tunnel_reset(conn->tunnel, f->stream, SP_TUNNEL_INTERNAL_ERROR);
+				return;
+			}
+			f->pending_len = len + 2 - accepted;
+			memcpy(f->pending_down, frame + accepted, f->pending_len);
+		}
+		f->bytes_down += len;
+		dp->bytes_down += len;
+		flow_udp_touch(f);
+	}
+}
+
+/*
  * Service -> tunnel. A chunk the stream queue does not take whole is kept in
  * pending_down and reading pauses (backpressure); the tunnel's on_writable, which fires
  * because that write was short, writes the rest and resumes reading.
@@ -302,6 +416,11 @@ static void on_service_readable(evutil_socket_t fd, short what, void *arg)
 	if (f->pending_len > 0) {
 		event_del(f->read_ev);
 		f->read_paused = 1;
+		return;
+	}
+	if (f->proto_udp) {
+		flow_udp_readable(f);
+		conn_flush(conn);
 		return;
 	}
 	uint8_t buf[SERVICE_READ_CHUNK];
@@ -339,13 +458,31 @@ static void on_service_readable(evutil_socket_t fd, short what, void *arg)
 	conn_flush(conn);
 }
 
+/* No datagram either way for udp_idle_timeout_ms: the flow ends (RST_STREAM NO_ERROR). */
+static void on_udp_idle(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct flow *f = arg;
+	struct tunnel_conn *conn = f->conn;
+	SP_LOG(SP_LOG_DEBUG, "udp flow idle", SP_LOG_STR("flow", f->flow_id));
+	sp_tunnel_reset(conn->tunnel, f->stream, SP_TUNNEL_NO_ERROR);
+	conn_flush(conn);
+}
+
 static void flow_opened(struct flow *f)
 {
 	struct tunnel_conn *conn = f->conn;
 	struct dataplane *dp = conn->dp;
 	int one = 1;
-	setsockopt(f->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	event_free(f->write_ev);
+	if (!f->proto_udp)
+		setsockopt(f->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	else if ((f->idle_ev = evtimer_new(dp->base, on_udp_idle, f)) == NULL) {
+		sp_tunnel_reset(conn->tunnel, f->stream, SP_TUNNEL_INTERNAL_ERROR);
+		return;
+	}
+	if (f->write_ev != NULL) /* the connect watch (TCP) */
+		event_free(f->write_ev);
 	f->write_ev = event_new(dp->base, f->fd, EV_WRITE, on_service_writable, f);
 	f->read_ev = event_new(dp->base, f->fd, EV_READ | EV_PERSIST, on_service_readable, f);
 	f->to_service = evbuffer_new();
@@ -358,6 +495,8 @@ static void flow_opened(struct flow *f)
 	f->opened_ms = now_ms();
 	dp->flows_allowed++;
 	event_add(f->read_ev, NULL);
+	if (f->proto_udp)
+		flow_udp_touch(f);
 	SP_LOG(SP_LOG_INFO, "flow open", SP_LOG_STR("flow", f->flow_id),
 	       SP_LOG_STR("user", f->decision.user_id), SP_LOG_STR("resource", f->decision.resource_id),
 	       SP_LOG_STR("host", f->decision.host), SP_LOG_STR("ip", f->ip),
@@ -414,7 +553,8 @@ static void flow_connect(struct flow *f, int family, const uint8_t *addr)
 		sslen = sizeof(*sin6);
 	}
 	inet_ntop(family, addr, f->ip, sizeof(f->ip));
-	f->fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	f->fd = socket(family, (f->proto_udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC,
+		       0);
 	if (f->fd == -1) {
 		flow_refuse(f, SP_TUNNEL_REASON_CONNECT_FAILED, strerror(errno));
 		return;
@@ -422,6 +562,10 @@ static void flow_connect(struct flow *f, int family, const uint8_t *addr)
 	f->state = FLOW_CONNECTING;
 	if (connect(f->fd, (struct sockaddr *)&ss, sslen) == -1 && errno != EINPROGRESS) {
 		flow_refuse(f, SP_TUNNEL_REASON_CONNECT_FAILED, strerror(errno));
+		return;
+	}
+	if (f->proto_udp) {
+		flow_opened(f); /* a connected UDP socket is ready at once */
 		return;
 	}
 	f->write_ev = event_new(dp->base, f->fd, EV_WRITE, on_service_connected, f);
@@ -571,7 +715,8 @@ static void on_open_request(struct sp_tunnel *t, int32_t stream,
 	} else if (conn_peer_jkt(conn) < 0) {
 		d.reason = SP_TUNNEL_REASON_BAD_GRANT;
 		snprintf(d.detail, sizeof(d.detail), "no peer key");
-	} else if (connector_authorize(dp->config, conn->jkt, req, start / 1000, &d) < 0) {
+	} else if (connector_authorize_cached(dp->config, &dp->grants, conn->jkt, req,
+						 start / 1000, &d) < 0) {
 		d.reason = SP_TUNNEL_REASON_CONNECTOR_UNAVAILABLE;
 		snprintf(d.detail, sizeof(d.detail), "out of memory");
 	}
@@ -612,11 +757,6 @@ static void on_open_request(struct sp_tunnel *t, int32_t stream,
 		conn->flows->prev = f;
 	conn->flows = f;
 	sp_tunnel_set_stream_user(t, stream, f);
-	if (f->proto_udp) {
-		/* UDP streams are the next step (docs/connector.md). */
-		flow_refuse(f, SP_TUNNEL_REASON_CONNECTOR_UNAVAILABLE, "udp is not carried yet");
-		return;
-	}
 	if (d.host_is_ip) {
 		flow_connect(f, d.host_family, d.host_addr);
 		return;
@@ -627,7 +767,7 @@ static void on_open_request(struct sp_tunnel *t, int32_t stream,
 	struct ares_addrinfo_hints hints;
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_socktype = f->proto_udp ? SOCK_DGRAM : SOCK_STREAM;
 	dp->dns_pending++;
 	dp->resolving_inline = 1;
 	ares_getaddrinfo(dp->ares, f->decision.host, port, &hints, on_resolved, f);
@@ -652,7 +792,28 @@ static void on_data(struct sp_tunnel *t, int32_t stream, const uint8_t *data, si
 		sp_tunnel_reset(t, stream, SP_TUNNEL_INTERNAL_ERROR);
 		return;
 	}
-	flow_write_service(f);
+	/*
+	 * Written when the whole read is processed (conn_write_services), not here: frames
+	 * and TLS records do not line up, so writing per callback would cost a write per
+	 * fragment (often a 16 KiB one and a 9-byte one).
+	 */
+	if (!f->dirty) {
+		f->dirty = 1;
+		f->dirty_next = f->conn->dirty;
+		f->conn->dirty = f;
+	}
+}
+
+/* Writes what on_data queued during one read of the tunnel socket. */
+static void conn_write_services(struct tunnel_conn *conn)
+{
+	while (conn->dirty != NULL) {
+		struct flow *f = conn->dirty;
+		conn->dirty = f->dirty_next;
+		f->dirty = 0;
+		f->dirty_next = NULL;
+		flow_write_service(f);
+	}
 }
 
 static void on_remote_end(struct sp_tunnel *t, int32_t stream, void *user)
@@ -662,7 +823,9 @@ static void on_remote_end(struct sp_tunnel *t, int32_t stream, void *user)
 	if (f == NULL)
 		return;
 	f->remote_ended = 1;
-	if (f->state == FLOW_OPEN)
+	if (f->state == FLOW_OPEN && f->proto_udp)
+		sp_tunnel_end(t, stream); /* the client is done with this datagram flow */
+	else if (f->state == FLOW_OPEN)
 		service_try_shutdown_write(f);
 }
 
@@ -825,6 +988,7 @@ static void on_conn_readable(evutil_socket_t fd, short what, void *arg)
 		if ((size_t)n < sizeof(buf))
 			break;
 	}
+	conn_write_services(conn);
 	conn_flush(conn);
 }
 
@@ -931,6 +1095,7 @@ static void on_config(evutil_socket_t fd, short what, void *arg)
 	struct connector_config *cfg = connector_shared_take_config(dp->shared);
 	if (cfg == NULL)
 		return;
+	connector_grant_cache_clear(&dp->grants);
 	connector_config_free(dp->config);
 	dp->config = cfg;
 	atomic_store(&dp->shared->has_config, 1);
@@ -1126,7 +1291,19 @@ int dataplane_new(struct connector_shared *shared, const struct dataplane_option
 		dp->opts.connect_timeout_ms = 10000;
 	if (dp->opts.drain_grace_ms <= 0)
 		dp->opts.drain_grace_ms = 30000;
+	if (dp->opts.udp_idle_timeout_ms <= 0)
+		dp->opts.udp_idle_timeout_ms = 60000;
 	evthread_use_pthreads();
+#ifdef M_TRIM_THRESHOLD
+	/*
+	 * A busy flow allocates and frees up to a few hundred KiB of buffer per tunnel read
+	 * (evbuffer chains). With glibc's default trim threshold the heap top was given back
+	 * and taken again on nearly every read: ~1,400 brk calls a second per Gbit/s. Keep up
+	 * to 16 MiB of free heap instead (it is reused, not leaked).
+	 */
+	mallopt(M_TRIM_THRESHOLD, 16 * 1024 * 1024);
+	mallopt(M_TOP_PAD, 1024 * 1024);
+#endif
 	dp->base = event_base_new();
 	if (dp->base == NULL)
 		goto fail;
@@ -1248,6 +1425,7 @@ void dataplane_free(struct dataplane *dp)
 	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
 		if (evs[i] != NULL)
 			event_free(evs[i]);
+	connector_grant_cache_clear(&dp->grants);
 	connector_config_free(dp->config);
 	SSL_CTX_free(dp->tls_ctx);
 	if (dp->base != NULL)

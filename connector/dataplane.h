@@ -24,6 +24,7 @@ struct dataplane_options {
 	const char *dns_servers;    /* c-ares CSV ("10.0.0.2,10.0.0.3:5353") or NULL */
 	int64_t connect_timeout_ms; /* dialing a service */
 	int64_t drain_grace_ms;	    /* SIGTERM: how long existing flows may run on */
+	int64_t udp_idle_timeout_ms; /* a UDP flow without a datagram either way closes (60 s) */
 };
 
 struct dataplane;

@@ -49,6 +49,8 @@ static const struct sp_config_key connector_schema[] = {
 	 300000, NULL},
 	{"drain_timeout", SP_CONFIG_DURATION, "30s", "SIGTERM: grace period for live flows", 0, 0,
 	 3600000, NULL},
+	{"udp_idle_timeout", SP_CONFIG_DURATION, "60s", "a UDP flow closes after this long without a datagram",
+	 0, 100, 3600000, NULL},
 	{"log_level", SP_CONFIG_ENUM, "info", "debug, info, warn or error", 0, 0, 0, log_levels},
 	{"log_format", SP_CONFIG_ENUM, "text", "text or json", 0, 0, 0, log_formats},
 };
@@ -147,6 +149,7 @@ static int command_run(const struct sp_config *cfg)
 	};
 	sp_config_get_duration_ms(cfg, "connect_timeout", &opts.connect_timeout_ms);
 	sp_config_get_duration_ms(cfg, "drain_timeout", &opts.drain_grace_ms);
+	sp_config_get_duration_ms(cfg, "udp_idle_timeout", &opts.udp_idle_timeout_ms);
 	if (dataplane_new(&shared, &opts, &dp, &d) < 0) {
 		fprintf(stderr, PROGRAM ": %s\n", d.message);
 		goto out;

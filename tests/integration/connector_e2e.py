@@ -437,8 +437,14 @@ http {{
 
     # ---- the controller away: an unexpired grant and the last good config keep working ----
     saved = os.path.join(WORK, "saved-grant.json")
+    allowed_before_save = len(flow_events("decision = 'allow'"))
     rc, out, err = client(RES_WEB, f"127.0.0.1:{WEB_PORT}", http_get("/index.html"), save=saved)
     check("grant saved", rc == 0 and os.path.exists(saved), err)
+    # this flow's event must be in before the controller goes away (they are batched for up
+    # to 200 ms), or it would be counted as the away period's
+    end = time.time() + 10
+    while time.time() < end and len(flow_events("decision = 'allow'")) <= allowed_before_save:
+        time.sleep(0.05)
     ctl.send_signal(signal.SIGTERM)
     ctl.wait(timeout=20)
     away_flows_before = len(flow_events("decision = 'allow'"))
@@ -511,13 +517,16 @@ except Exception as e:  # report, then clean up
     traceback.print_exc()
     failed += 1
 finally:
+    # SIGTERM first: a SIGKILLed nginx master leaves its worker process behind
     for p in procs:
         if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
             p.kill()
-            try:
-                p.wait(timeout=10)
-            except Exception:
-                pass
+            p.wait(timeout=10)
     if failed == 0:
         shutil.rmtree(WORK, ignore_errors=True)
     else:

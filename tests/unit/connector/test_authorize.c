@@ -336,6 +336,56 @@ static void test_revoked(void **state)
 	free(g);
 }
 
+static enum sp_tunnel_reason decide_cached(const struct connector_config *cfg,
+					   struct connector_grant_cache *cache, const char *jkt,
+					   const char *grant, int64_t now)
+{
+	struct connector_decision dec;
+	struct sp_tunnel_open_request req = {.authority = "grafana.corp.example:443",
+					     .proto = SP_TUNNEL_PROTO_TCP,
+					     .grant = grant,
+					     .flow_id = "00000000000000000000000000000001"};
+	assert_int_equal(connector_authorize_cached(cfg, cache, jkt, &req, now, &dec), 0);
+	return dec.reason;
+}
+
+/* The verified-grant cache skips only the signature: every claim check still runs. */
+static void test_grant_cache(void **state)
+{
+	struct fixture *f = *state;
+	struct connector_grant_cache *cache = calloc(1, sizeof(*cache));
+	assert_non_null(cache);
+	char *g = good_grant(f);
+	assert_int_equal(decide_cached(f->cfg, cache, f->jkt, g, NOW), SP_TUNNEL_REASON_NONE);
+	assert_int_equal(cache->misses, 1);
+	assert_int_equal(decide_cached(f->cfg, cache, f->jkt, g, NOW), SP_TUNNEL_REASON_NONE);
+	assert_int_equal(cache->hits, 1);
+	/* a hit is still bound to the device key and to the clock */
+	assert_int_equal(decide_cached(f->cfg, cache, f->jkt2, g, NOW), SP_TUNNEL_REASON_BAD_GRANT);
+	assert_int_equal(decide_cached(f->cfg, cache, f->jkt, g, NOW + 290 + 61),
+			 SP_TUNNEL_REASON_EXPIRED);
+	assert_int_equal(cache->hits, 3);
+	/* a bad signature is never cached: it is refused every time */
+	char *bad = sign(f->other_key, grant_claims(RES_NAME, "grafana.corp.example",
+						     json_string("all"), NOW, NOW + 300, f->jkt, NULL));
+	assert_int_equal(decide_cached(f->cfg, cache, f->jkt, bad, NOW), SP_TUNNEL_REASON_BAD_GRANT);
+	assert_int_equal(decide_cached(f->cfg, cache, f->jkt, bad, NOW), SP_TUNNEL_REASON_BAD_GRANT);
+	assert_int_equal(cache->misses, 3);
+	/* another config (here one revoking the session) empties it; the revocation holds */
+	struct connector_config *cfg = build_config(f, "sessions", SID);
+	cfg->seq = f->cfg->seq + 1;
+	assert_int_equal(decide_cached(cfg, cache, f->jkt, g, NOW), SP_TUNNEL_REASON_REVOKED);
+	assert_int_equal(cache->misses, 4);
+	assert_int_equal(decide_cached(cfg, cache, f->jkt, g, NOW), SP_TUNNEL_REASON_REVOKED);
+	assert_int_equal(cache->hits, 4);
+	connector_grant_cache_clear(cache);
+	connector_grant_cache_clear(NULL);
+	connector_config_free(cfg);
+	free(cache);
+	free(bad);
+	free(g);
+}
+
 static void test_resource_not_in_config(void **state)
 {
 	struct fixture *f = *state;
@@ -452,6 +502,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_destination_outside, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_port_not_allowed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_revoked, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_grant_cache, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_resource_not_in_config, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_config_checks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dns_rebinding_rule, setup, teardown),
