@@ -609,11 +609,17 @@ http {{
     rc, out, err = sp("status", "--json")
     check("status after logout: signed out", json.loads(out).get("signed_in") is False, out)
 finally:
+    # SIGTERM first: a SIGKILLed nginx master leaves its worker processes behind.
     for p in procs:
         if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=5)
+        except Exception:
             p.kill()
             try:
-                p.wait(timeout=10)
+                p.wait(timeout=5)
             except Exception:
                 pass
     if failed == 0:
