@@ -12,6 +12,8 @@
 # See bench/dataplane.py for the details.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
+# The peers measured against (haproxy, stunnel, iperf3, wrk) come from Debian's packages.
+"$here/../scripts/install-deps" --e2e
 build=${1:-$here/../build/release}
 # 10,000 idle flows need fds: ask for 65536, else take the hard limit
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
