@@ -251,69 +251,29 @@ static const char *named_escape(uint8_t c, int json)
 	}
 }
 
-/* JSON string content: escapes per RFC 8259, U+FFFD for invalid UTF-8. One unit per put. */
-static void json_put_content(struct line *l, struct bytes b)
+/*
+ * Escaped content, one unit per put, U+FFFD for invalid UTF-8. JSON (RFC 8259): '"', '\\'
+ * and control characters as \uXXXX or their short forms. Text: '\\', control characters
+ * as \xXX or \n \r \t, and '"' only inside quotes.
+ */
+static void put_escaped(struct line *l, struct bytes b, int json, int quoted)
 {
 	size_t i = 0;
 	while (i < b.n && !l->truncated && l->err == 0) {
 		uint8_t c = b.p[i];
 		char esc[8];
-		if (c == '"' || c == '\\') {
+		if (c == '\\' || (c == '"' && (json || quoted))) {
 			esc[0] = '\\';
 			esc[1] = (char)c;
 			line_put(l, esc, 2);
 			i++;
 		} else if (c < 0x20 || c == 0x7f) {
-			const char *named = named_escape(c, 1);
+			const char *named = named_escape(c, json);
 			if (named != NULL) {
 				line_put_str(l, named);
-			} else {
+			} else if (json) {
 				snprintf(esc, sizeof(esc), "\\u%04x", (unsigned)c);
 				line_put(l, esc, 6);
-			}
-			i++;
-		} else {
-			size_t seq = utf8_sequence_length(b.p + i, b.n - i);
-			if (seq == 0) {
-				line_put(l, replacement_char, 3);
-				i++;
-			} else {
-				line_put(l, b.p + i, seq);
-				i += seq;
-			}
-		}
-	}
-}
-
-/* 1 when a text value must be quoted (see log.h). */
-static int text_needs_quotes(struct bytes b)
-{
-	if (b.n == 0)
-		return 1;
-	for (size_t i = 0; i < b.n; i++) {
-		uint8_t c = b.p[i];
-		if (c <= ' ' || c == 0x7f || c == '"' || c == '=' || c == '\\')
-			return 1;
-	}
-	return 0;
-}
-
-/* Text content: '\\', control characters and (when quoted) '"' escaped; U+FFFD likewise. */
-static void text_put_content(struct line *l, struct bytes b, int quoted)
-{
-	size_t i = 0;
-	while (i < b.n && !l->truncated && l->err == 0) {
-		uint8_t c = b.p[i];
-		char esc[8];
-		if (c == '\\' || (c == '"' && quoted)) {
-			esc[0] = '\\';
-			esc[1] = (char)c;
-			line_put(l, esc, 2);
-			i++;
-		} else if (c < 0x20 || c == 0x7f) {
-			const char *named = named_escape(c, 0);
-			if (named != NULL) {
-				line_put_str(l, named);
 			} else {
 				snprintf(esc, sizeof(esc), "\\x%02x", (unsigned)c);
 				line_put(l, esc, 4);
@@ -330,6 +290,29 @@ static void text_put_content(struct line *l, struct bytes b, int quoted)
 			}
 		}
 	}
+}
+
+static void json_put_content(struct line *l, struct bytes b)
+{
+	put_escaped(l, b, 1, 1);
+}
+
+static void text_put_content(struct line *l, struct bytes b, int quoted)
+{
+	put_escaped(l, b, 0, quoted);
+}
+
+/* 1 when a text value must be quoted (see log.h). */
+static int text_needs_quotes(struct bytes b)
+{
+	if (b.n == 0)
+		return 1;
+	for (size_t i = 0; i < b.n; i++) {
+		uint8_t c = b.p[i];
+		if (c <= ' ' || c == 0x7f || c == '"' || c == '=' || c == '\\')
+			return 1;
+	}
+	return 0;
 }
 
 /* ---- pieces of a line ------------------------------------------------------------- */
