@@ -19,7 +19,6 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <openssl/rand.h>
 
 #include "client/api.h"
 #include "client/daemon_internal.h"
@@ -27,6 +26,7 @@
 #include "shared/keys.h"
 #include "shared/log.h"
 #include "shared/tls.h"
+#include "shared/secret.h"
 
 /* ---------- denials ---------- */
 
@@ -665,13 +665,10 @@ void flow_dispatch(struct flow *f)
 	else
 		snprintf(authority, sizeof(authority), "%s:%u", f->host, f->port);
 	char flow_id[SP_TUNNEL_FLOW_ID_LEN + 1];
-	uint8_t rnd[16];
-	if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+	if (sp_random_hex(16, flow_id, sizeof(flow_id)) < 0) {
 		flow_close(f, 1);
 		return;
 	}
-	for (size_t k = 0; k < sizeof(rnd); k++)
-		snprintf(flow_id + 2 * k, 3, "%02x", rnd[k]);
 	struct sp_tunnel_open_request req = {
 	    .authority = authority, .proto = SP_TUNNEL_PROTO_TCP, .grant = grant, .flow_id = flow_id};
 	struct sp_diag diag = {{0}};

@@ -26,6 +26,7 @@
 #include "controller/routes.h"
 #include "controller/store.h"
 #include "shared/keys.h"
+#include "shared/secret.h"
 
 /* Runs `sql` with ?1 = now and ?2 = id. 0 or SP_ERR_DATABASE. */
 static int exec_now_id(struct controller *c, const char *sql, int64_t now, const char *id)
@@ -886,8 +887,7 @@ static int service_key_digest(const char *pem, size_t len, char **public_pem, ch
 	EVP_PKEY_free(key);
 	if (r < 0)
 		return sp_diag_set(diag, SP_ERR_INVALID, "field \"public_key_pem\" cannot be read");
-	for (size_t i = 0; i < sizeof(digest); i++)
-		snprintf(digest_hex + 2 * i, 3, "%02x", digest[i]);
+	sp_hex_encode(digest, sizeof(digest), digest_hex);
 	return 0;
 }
 

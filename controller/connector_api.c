@@ -507,8 +507,7 @@ static void handle_enroll(struct http_request *req, void *app)
 		                 "public_key_pem could not be re-encoded as a P-256 public key");
 		goto out;
 	}
-	for (size_t i = 0; i < sizeof(digest); i++)
-		snprintf(digest_hex + 2 * i, 3, "%02x", digest[i]);
+	sp_hex_encode(digest, sizeof(digest), digest_hex);
 
 	char hash[SP_SECRET_HASH_HEX];
 	if (sp_secret_check_format("spe", in.token, strlen(in.token)) < 0 ||

@@ -11,9 +11,9 @@
 #include <time.h>
 
 #include <microhttpd.h>
-#include <openssl/rand.h>
 
 #include "shared/error.h"
+#include "shared/secret.h"
 
 struct http_server {
 	struct MHD_Daemon *daemon;
@@ -315,11 +315,8 @@ static struct http_request *request_new(struct http_server *server,
 	req->started_ms = now_ms();
 	sp_buf_init(&req->body, HTTP_MAX_BODY);
 	sp_buf_init(&req->response, 0);
-	uint8_t id[16];
-	if (RAND_bytes(id, sizeof(id)) != 1)
-		memset(id, 0, sizeof(id));
-	for (size_t i = 0; i < sizeof(id); i++)
-		snprintf(req->request_id + 2 * i, 3, "%02x", id[i]);
+	if (sp_random_hex(16, req->request_id, sizeof(req->request_id)) < 0)
+		snprintf(req->request_id, sizeof(req->request_id), "%s", "unknown");
 	const union MHD_ConnectionInfo *info =
 		MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 	if (info != NULL && info->client_addr != NULL) {

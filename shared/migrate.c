@@ -1,6 +1,8 @@
 /* shared/migrate.c — open the sqlite database safely and apply schema migrations. */
 #include "shared/migrate.h"
 
+#include "shared/secret.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -400,25 +402,6 @@ static int migration_authorizer(void *ctx, int action, const char *arg1, const c
 	}
 }
 
-/* Lower-case hex SHA-256 of the migration's text, NUL-terminated. */
-static int sha256_hex(const char *text, char out[SHA256_HEX_LEN + 1])
-{
-	static const char digits[] = "0123456789abcdef";
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int md_len = 0;
-
-	out[0] = '\0';
-	if (EVP_Digest(text, strlen(text), md, &md_len, EVP_sha256(), NULL) != 1 ||
-	    md_len * 2 != SHA256_HEX_LEN)
-		return SP_ERR_CRYPTO;
-	for (unsigned int i = 0; i < md_len; i++) {
-		out[2 * i] = digits[md[i] >> 4];
-		out[2 * i + 1] = digits[md[i] & 0x0f];
-	}
-	out[SHA256_HEX_LEN] = '\0';
-	return 0;
-}
-
 static int validate_list(const struct sp_migration *list, size_t count, struct sp_diag *diag)
 {
 	if (count > SP_MIGRATE_MAX_COUNT)
@@ -813,7 +796,7 @@ int sp_migrate(sqlite3 *db, const struct sp_migration *list, size_t count, int *
 			return sp_diag_set(diag, SP_ERR_NOMEM, "out of memory hashing migrations");
 	}
 	for (size_t i = 0; i < count; i++) {
-		if ((r = sha256_hex(list[i].sql, hashes[i])) < 0) {
+		if ((r = sp_secret_hash(list[i].sql, strlen(list[i].sql), hashes[i])) < 0) {
 			r = sp_diag_set(diag, r, "cannot hash migration %s", list[i].name);
 			goto out;
 		}

@@ -74,12 +74,7 @@ int sp_secret_hash(const char *text, size_t len, char out[SP_SECRET_HASH_HEX])
 	out[0] = '\0';
 	if (EVP_Digest(text, len, md, &md_len, EVP_sha256(), NULL) != 1 || md_len != sizeof(md))
 		return SP_ERR_CRYPTO;
-	static const char hex[] = "0123456789abcdef";
-	for (size_t i = 0; i < sizeof(md); i++) {
-		out[2 * i] = hex[md[i] >> 4];
-		out[2 * i + 1] = hex[md[i] & 15];
-	}
-	out[64] = '\0';
+	sp_hex_encode(md, sizeof(md), out);
 	return 0;
 }
 
@@ -91,6 +86,16 @@ int sp_secret_hash_equal(const char *a, const char *b)
 	return CRYPTO_memcmp(a, b, la) == 0;
 }
 
+void sp_hex_encode(const uint8_t *bytes, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[bytes[i] >> 4];
+		out[2 * i + 1] = digits[bytes[i] & 0x0f];
+	}
+	out[2 * n] = '\0';
+}
+
 int sp_random_hex(size_t n, char *out, size_t out_size)
 {
 	uint8_t raw[64];
@@ -100,11 +105,7 @@ int sp_random_hex(size_t n, char *out, size_t out_size)
 		return SP_ERR_INVALID;
 	if (RAND_bytes(raw, (int)n) != 1)
 		return SP_ERR_CRYPTO;
-	static const char hex[] = "0123456789abcdef";
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = hex[raw[i] >> 4];
-		out[2 * i + 1] = hex[raw[i] & 15];
-	}
-	out[2 * n] = '\0';
+	sp_hex_encode(raw, n, out);
+	OPENSSL_cleanse(raw, n);
 	return 0;
 }

@@ -12,6 +12,7 @@
 #define SALLYPORT_SHARED_SECRET_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define SP_SECRET_KIND_MAX 8
 /* kind + '_' + 43 + NUL */
@@ -36,6 +37,9 @@ int sp_secret_hash(const char *text, size_t len, char out[SP_SECRET_HASH_HEX]);
 
 /* Constant-time equality of two NUL-terminated hex hashes. 1 when equal. */
 int sp_secret_hash_equal(const char *a, const char *b);
+
+/* n bytes as 2n lower-case hex characters + NUL into out (room for 2n + 1). */
+void sp_hex_encode(const uint8_t *bytes, size_t n, char *out);
 
 /* n random bytes as 2n lower-case hex characters + NUL (ids, nonces). out_size >= 2n+1. */
 int sp_random_hex(size_t n, char *out, size_t out_size);

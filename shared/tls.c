@@ -16,6 +16,7 @@
 #include <openssl/x509v3.h>
 
 #include "shared/buf.h"
+#include "shared/secret.h"
 
 #define TUNNEL_CIPHERSUITES                                                                      \
 	"TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384"
@@ -166,16 +167,6 @@ static void describe_key(EVP_PKEY *key, char *out, size_t cap)
 	}
 	const char *type = EVP_PKEY_get0_type_name(key);
 	snprintf(out, cap, "%s-%d", type != NULL ? type : "unknown", EVP_PKEY_get_bits(key));
-}
-
-static void hex_encode(const uint8_t *bytes, size_t n, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = digits[bytes[i] >> 4];
-		out[2 * i + 1] = digits[bytes[i] & 0x0f];
-	}
-	out[2 * n] = '\0';
 }
 
 /* ALPN names are opaque bytes on the wire; we only ever configure printable ASCII ones. */
@@ -750,8 +741,8 @@ static int describe_recorded_failure(SSL *ssl, const struct conn_state *state,
 		snprintf(ours, sizeof(ours), "(unknown)");
 	switch (state->failure) {
 	case FAILURE_PIN_MISMATCH:
-		hex_encode(state->pin, sizeof(state->pin), expected);
-		hex_encode(state->presented, sizeof(state->presented), presented);
+		sp_hex_encode(state->pin, sizeof(state->pin), expected);
+		sp_hex_encode(state->presented, sizeof(state->presented), presented);
 		return sp_diag_set(diag, SP_ERR_PEER_MISMATCH,
 		                   "peer key does not match the pin: expected SPKI sha256 %s, "
 		                   "presented %s",
