@@ -15,6 +15,7 @@
 #include "connector/http_client.h"
 #include "shared/log.h"
 #include "shared/token.h"
+#include "shared/clock.h"
 
 #define CONNECTOR_TOKEN_LIFETIME_S 240
 #define FEED_HOLD_S 25
@@ -29,13 +30,6 @@
  * same host) more CPU than the flows themselves. Events wait at most this long extra.
  */
 #define FLOW_EVENTS_MIN_INTERVAL_MS 200
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int64_t wall_now(void)
 {
@@ -393,7 +387,7 @@ static void *reporter_main(void *arg)
 				next_heartbeat = wall_now() + backoff;
 			}
 		}
-		int64_t early = last_post_ms + FLOW_EVENTS_MIN_INTERVAL_MS - mono_ms();
+		int64_t early = last_post_ms + FLOW_EVENTS_MIN_INTERVAL_MS - sp_monotonic_ms();
 		if (batch == NULL && early > 0 &&
 		    connector_flow_queue_length(&s->flows) < CONNECTOR_FLOW_EVENTS_BATCH) {
 			struct timespec nap = {0, (long)early * 1000000L};
@@ -403,7 +397,7 @@ static void *reporter_main(void *arg)
 			connector_flow_queue_take(&s->flows, CONNECTOR_FLOW_EVENTS_BATCH, 500, &batch);
 		if (batch == NULL)
 			continue;
-		last_post_ms = mono_ms();
+		last_post_ms = sp_monotonic_ms();
 		if (send_events(s, batch, &s->stop) == 0) {
 			json_decref(batch);
 			batch = NULL;

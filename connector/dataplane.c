@@ -42,6 +42,7 @@
 #include "shared/tunnel.h"
 #include "shared/tunnel_tls.h"
 #include "shared/wire.h"
+#include "shared/clock.h"
 
 #define MAX_TUNNELS 4096
 #define HANDSHAKE_TIMEOUT_S 10
@@ -134,13 +135,6 @@ struct dataplane {
 static void conn_flush(struct tunnel_conn *conn);
 static void conn_close(struct tunnel_conn *conn, const char *why);
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- flow events ---- */
 
 static void copy_text(char *dst, size_t size, const char *src)
@@ -171,7 +165,7 @@ static void emit_flow_event(struct dataplane *dp, const struct connector_decisio
 	ev.destination_port = d->port;
 	ev.bytes_up = up;
 	ev.bytes_down = down;
-	int64_t dur = now_ms() - start_ms;
+	int64_t dur = sp_realtime_ms() - start_ms;
 	ev.duration_ms = dur > 0 ? (uint64_t)dur : 0;
 	connector_flow_queue_push(&dp->shared->flows, &ev);
 }
@@ -492,7 +486,7 @@ static void flow_opened(struct flow *f)
 		return;
 	}
 	f->state = FLOW_OPEN;
-	f->opened_ms = now_ms();
+	f->opened_ms = sp_realtime_ms();
 	dp->flows_allowed++;
 	event_add(f->read_ev, NULL);
 	if (f->proto_udp)
@@ -705,7 +699,7 @@ static void on_open_request(struct sp_tunnel *t, int32_t stream,
 {
 	struct tunnel_conn *conn = user;
 	struct dataplane *dp = conn->dp;
-	int64_t start = now_ms();
+	int64_t start = sp_realtime_ms();
 	struct connector_decision d;
 	memset(&d, 0, sizeof(d));
 	if (dp->config == NULL || dp->draining) {

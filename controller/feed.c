@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "shared/error.h"
+#include "shared/clock.h"
 
 struct waiter {
 	struct http_request *req;
@@ -26,13 +27,6 @@ struct feed {
 	size_t count;
 	size_t cap;
 };
-
-static int64_t monotonic_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Resumes and removes waiter i. Caller holds the lock. */
 static void release_waiter(struct feed *feed, size_t i)
@@ -55,7 +49,7 @@ static void *timer_main(void *arg)
 		int r = pthread_cond_timedwait(&feed->wake, &feed->lock, &until);
 		if (r != 0 && r != ETIMEDOUT)
 			break;
-		int64_t now = monotonic_ms();
+		int64_t now = sp_monotonic_ms();
 		for (size_t i = 0; i < feed->count;) {
 			if (feed->waiters[i].deadline_ms <= now)
 				release_waiter(feed, i);
@@ -159,7 +153,7 @@ int feed_wait(struct feed *feed, struct http_request *req, int64_t after, unsign
 		feed->cap = cap;
 	}
 	feed->waiters[feed->count++] = (struct waiter){
-		.req = req, .after = after, .deadline_ms = monotonic_ms() + timeout_ms};
+		.req = req, .after = after, .deadline_ms = sp_monotonic_ms() + timeout_ms};
 	/* Suspend under the lock so no publish can resume the request before it is parked. */
 	http_suspend(req);
 	r = 1;

@@ -10,6 +10,7 @@
 #include "controller/app.h"
 #include "controller/routes.h"
 #include "controller/store.h"
+#include "shared/clock.h"
 
 static int is(const char *a, const char *b)
 {
@@ -229,13 +230,6 @@ size_t feed_api_open_polls(void)
 	return atomic_load(&open_polls);
 }
 
-static int64_t monotonic_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* A decimal query parameter in 0..max; absent gives dflt. -1 when malformed. */
 static int query_integer(struct http_request *req, const char *name, int64_t max, int64_t dflt,
                          int64_t *out)
@@ -323,7 +317,7 @@ static void handle_feed(struct http_request *req, struct controller *c, int for_
 			return;
 		}
 		poll->after = after;
-		poll->deadline_ms = monotonic_ms() + timeout_s * 1000;
+		poll->deadline_ms = sp_monotonic_ms() + timeout_s * 1000;
 		req->state = poll;
 		req->state_free = poll_free;
 		atomic_fetch_add(&open_polls, 1);
@@ -359,7 +353,7 @@ static void handle_feed(struct http_request *req, struct controller *c, int for_
 			}
 			poll->after = latest; /* nothing for this caller up to here */
 		}
-		int64_t left = poll->deadline_ms - monotonic_ms();
+		int64_t left = poll->deadline_ms - sp_monotonic_ms();
 		if (left <= 0 || !c->ready) {
 			reply_feed(req, poll->after, 0);
 			return;

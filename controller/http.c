@@ -14,6 +14,7 @@
 
 #include "shared/error.h"
 #include "shared/secret.h"
+#include "shared/clock.h"
 
 struct http_server {
 	struct MHD_Daemon *daemon;
@@ -24,13 +25,6 @@ struct http_server {
 	void (*on_response)(struct http_request *req, void *app);
 	uint16_t port;
 };
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Parses "a.b.c.d:port" or "[v6]:port" into a sockaddr. Pure. */
 static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *len,
@@ -312,7 +306,7 @@ static struct http_request *request_new(struct http_server *server,
 	req->server = server;
 	req->connection = connection;
 	req->method = method;
-	req->started_ms = now_ms();
+	req->started_ms = sp_monotonic_ms();
 	sp_buf_init(&req->body, HTTP_MAX_BODY);
 	sp_buf_init(&req->response, 0);
 	if (sp_random_hex(16, req->request_id, sizeof(req->request_id)) < 0)

@@ -1,5 +1,6 @@
 /* shared/log.c — see log.h. */
 #include "shared/log.h"
+#include "shared/clock.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -528,13 +529,6 @@ int sp_log_format_line(const struct sp_log_config *cfg, int64_t now_ms, enum sp_
 
 /* ---- writing ---------------------------------------------------------------------- */
 
-static int64_t realtime_ms(void)
-{
-	struct timespec ts;
-	if (clock_gettime(CLOCK_REALTIME, &ts) == -1)
-		return 0;
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 int sp_log_write(const struct sp_log_config *cfg, enum sp_log_level level, const char *msg,
 		 const struct sp_log_field *fields, size_t count)
@@ -546,7 +540,7 @@ int sp_log_write(const struct sp_log_config *cfg, enum sp_log_level level, const
 	uint8_t storage[SP_LOG_LINE_MAX];
 	struct sp_buf line;
 	sp_buf_init_fixed(&line, storage, sizeof(storage));
-	int64_t now = cfg->clock_ms != NULL ? cfg->clock_ms() : realtime_ms();
+	int64_t now = cfg->clock_ms != NULL ? cfg->clock_ms() : sp_realtime_ms();
 	int r = sp_log_format_line(cfg, now, level, msg, fields, count, &line);
 	if (r < 0)
 		return r;
