@@ -27,8 +27,7 @@
 #include "controller/app.h"
 #include "controller/policy.h"
 #include "controller/store.h"
-#include "db/migrations.h"
-#include "shared/migrate.h"
+#include "controller/db.h"
 #include "shared/resource.h"
 
 int bench_controller_policy(void);
@@ -165,91 +164,89 @@ static void make_fixture(struct fixture *f)
 	}
 }
 
-static int insert_rows(sqlite3 *db, const struct fixture *f)
+static int insert_rows(struct db *db, const struct fixture *f)
 {
-	sqlite3_stmt *st = NULL;
-	int ok = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
+	struct db_stmt *st = NULL;
+	int ok = db_begin_read(db) == 0;
 	char name[32];
-	ok = ok && sqlite3_prepare_v2(db, "INSERT INTO remote_networks (id, name, created_at,"
-	                              " updated_at) VALUES (?, ?, 1, 1)", -1, &st, NULL) == SQLITE_OK;
+	ok = ok && db_prepare(db, "INSERT INTO remote_networks (id, name, created_at,"
+	                              " updated_at) VALUES (?, ?, 1, 1)", &st) == 0;
 	for (unsigned i = 0; ok && i < NETWORKS; i++) {
 		snprintf(name, sizeof(name), "net%u", i);
-		sqlite3_bind_text(st, 1, f->net_id[i], -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, name, -1, SQLITE_TRANSIENT);
-		ok = sqlite3_step(st) == SQLITE_DONE && sqlite3_reset(st) == SQLITE_OK;
+		db_bind_text(st, 1, f->net_id[i], -1, DB_STATIC);
+		db_bind_text(st, 2, name, -1, DB_TRANSIENT);
+		ok = db_step(st) == DB_DONE && db_reset(st) == 0;
 	}
-	sqlite3_finalize(st);
+	db_finalize(st);
 	st = NULL;
-	ok = ok && sqlite3_prepare_v2(db, "INSERT INTO groups (id, name, created_at, updated_at)"
-	                              " VALUES (?, ?, 1, 1)", -1, &st, NULL) == SQLITE_OK;
+	ok = ok && db_prepare(db, "INSERT INTO groups (id, name, created_at, updated_at)"
+	                              " VALUES (?, ?, 1, 1)", &st) == 0;
 	for (unsigned i = 0; ok && i < GROUPS; i++) {
 		snprintf(name, sizeof(name), "group%u", i);
-		sqlite3_bind_text(st, 1, f->group_id[i], -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, name, -1, SQLITE_TRANSIENT);
-		ok = sqlite3_step(st) == SQLITE_DONE && sqlite3_reset(st) == SQLITE_OK;
+		db_bind_text(st, 1, f->group_id[i], -1, DB_STATIC);
+		db_bind_text(st, 2, name, -1, DB_TRANSIENT);
+		ok = db_step(st) == DB_DONE && db_reset(st) == 0;
 	}
-	sqlite3_finalize(st);
+	db_finalize(st);
 	st = NULL;
-	ok = ok && sqlite3_prepare_v2(db, "INSERT INTO resources (id, network_id, name, address, alias,"
+	ok = ok && db_prepare(db, "INSERT INTO resources (id, network_id, name, address, alias,"
 	                              " tcp_ports, udp_ports, icmp, created_at, updated_at) VALUES"
-	                              " (?, ?, ?, ?, ?, ?, ?, ?, 1, 1)", -1, &st, NULL) == SQLITE_OK;
+	                              " (?, ?, ?, ?, ?, ?, ?, ?, 1, 1)", &st) == 0;
 	for (unsigned i = 0; ok && i < RESOURCES; i++) {
 		const struct policy_resource_row *r = &f->resources[i];
-		sqlite3_bind_text(st, 1, r->id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, r->network_id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 3, r->id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 4, r->address, -1, SQLITE_STATIC);
+		db_bind_text(st, 1, r->id, -1, DB_STATIC);
+		db_bind_text(st, 2, r->network_id, -1, DB_STATIC);
+		db_bind_text(st, 3, r->id, -1, DB_STATIC);
+		db_bind_text(st, 4, r->address, -1, DB_STATIC);
 		if (r->alias != NULL)
-			sqlite3_bind_text(st, 5, r->alias, -1, SQLITE_STATIC);
+			db_bind_text(st, 5, r->alias, -1, DB_STATIC);
 		else
-			sqlite3_bind_null(st, 5);
-		sqlite3_bind_text(st, 6, r->tcp_json, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 7, r->udp_json, -1, SQLITE_STATIC);
-		sqlite3_bind_int(st, 8, r->icmp);
-		ok = sqlite3_step(st) == SQLITE_DONE && sqlite3_reset(st) == SQLITE_OK;
+			db_bind_null(st, 5);
+		db_bind_text(st, 6, r->tcp_json, -1, DB_STATIC);
+		db_bind_text(st, 7, r->udp_json, -1, DB_STATIC);
+		db_bind_int(st, 8, r->icmp);
+		ok = db_step(st) == DB_DONE && db_reset(st) == 0;
 	}
-	sqlite3_finalize(st);
+	db_finalize(st);
 	st = NULL;
-	ok = ok && sqlite3_prepare_v2(db, "INSERT INTO policies (id, group_id, resource_id, require_mfa,"
+	ok = ok && db_prepare(db, "INSERT INTO policies (id, group_id, resource_id, require_mfa,"
 	                              " max_session_age_s, created_at, updated_at) VALUES"
-	                              " (?, ?, ?, ?, ?, 1, 1)", -1, &st, NULL) == SQLITE_OK;
+	                              " (?, ?, ?, ?, ?, 1, 1)", &st) == 0;
 	for (size_t i = 0; ok && i < f->rule_count; i++) {
 		const struct policy_rule_row *p = &f->rules[i];
-		sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, p->group_id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 3, p->resource_id, -1, SQLITE_STATIC);
-		sqlite3_bind_int(st, 4, p->require_mfa);
-		sqlite3_bind_int64(st, 5, p->max_session_age_s);
-		ok = sqlite3_step(st) == SQLITE_DONE && sqlite3_reset(st) == SQLITE_OK;
+		db_bind_text(st, 1, p->id, -1, DB_STATIC);
+		db_bind_text(st, 2, p->group_id, -1, DB_STATIC);
+		db_bind_text(st, 3, p->resource_id, -1, DB_STATIC);
+		db_bind_int(st, 4, p->require_mfa);
+		db_bind_int64(st, 5, p->max_session_age_s);
+		ok = db_step(st) == DB_DONE && db_reset(st) == 0;
 	}
-	sqlite3_finalize(st);
+	db_finalize(st);
 	st = NULL;
-	ok = ok && sqlite3_prepare_v2(db, "INSERT INTO connectors (id, network_id, name,"
+	ok = ok && db_prepare(db, "INSERT INTO connectors (id, network_id, name,"
 	                              " public_key_digest, public_key_pem, enrolled_at, updated_at)"
-	                              " VALUES (?, ?, ?, ?, 'pem', 1, 1)", -1, &st, NULL) == SQLITE_OK;
+	                              " VALUES (?, ?, ?, ?, 'pem', 1, 1)", &st) == 0;
 	for (unsigned i = 0; ok && i < NETWORKS * 2; i++) {
 		const struct policy_connector_row *c = &f->connectors[i];
-		sqlite3_bind_text(st, 1, c->id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, c->network_id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 3, c->name, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 4, c->public_key_digest, -1, SQLITE_STATIC);
-		ok = sqlite3_step(st) == SQLITE_DONE && sqlite3_reset(st) == SQLITE_OK;
+		db_bind_text(st, 1, c->id, -1, DB_STATIC);
+		db_bind_text(st, 2, c->network_id, -1, DB_STATIC);
+		db_bind_text(st, 3, c->name, -1, DB_STATIC);
+		db_bind_text(st, 4, c->public_key_digest, -1, DB_STATIC);
+		ok = db_step(st) == DB_DONE && db_reset(st) == 0;
 	}
-	sqlite3_finalize(st);
+	db_finalize(st);
 	/* One user in the typical user's groups. */
-	ok = ok && sqlite3_exec(db, "INSERT INTO users (id, issuer, subject, created_at, updated_at)"
-	                        " VALUES ('00000000000000000000000000000001', 'i', 's', 1, 1)",
-	                        NULL, NULL, NULL) == SQLITE_OK;
+	ok = ok && db_exec(db, "INSERT INTO users (id, issuer, subject, created_at, updated_at)"
+	                        " VALUES ('00000000000000000000000000000001', 'i', 's', 1, 1)") == 0;
 	st = NULL;
-	ok = ok && sqlite3_prepare_v2(db, "INSERT INTO memberships (user_id, group_id, created_at)"
-	                              " VALUES ('00000000000000000000000000000001', ?, 1)", -1, &st,
-	                              NULL) == SQLITE_OK;
+	ok = ok && db_prepare(db, "INSERT INTO memberships (user_id, group_id, created_at)"
+	                              " VALUES ('00000000000000000000000000000001', ?, 1)", &st) == 0;
 	for (size_t i = 0; ok && i < f->typical_count; i++) {
-		sqlite3_bind_text(st, 1, f->typical[i], -1, SQLITE_STATIC);
-		ok = sqlite3_step(st) == SQLITE_DONE && sqlite3_reset(st) == SQLITE_OK;
+		db_bind_text(st, 1, f->typical[i], -1, DB_STATIC);
+		ok = db_step(st) == DB_DONE && db_reset(st) == 0;
 	}
-	sqlite3_finalize(st);
-	ok = ok && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK;
+	db_finalize(st);
+	ok = ok && db_commit(db) == 0;
 	return ok ? 0 : -1;
 }
 
@@ -323,10 +320,10 @@ int bench_controller_policy(void)
 	have_dir = 1;
 	snprintf(path, sizeof(path), "%s/controller.db", dir);
 	int applied = 0;
-	if (sp_db_open(path, &c.db, NULL) < 0 ||
-	    sp_migrate(c.db, sp_migrations, sp_migrations_count, &applied, NULL) < 0 ||
+	if (db_open(&db_sqlite_driver, path, 0, &c.db, NULL) < 0 ||
+	    db_migrate(c.db, &applied, NULL) < 0 ||
 	    insert_rows(c.db, f) < 0) {
-		printf("  cannot prepare the store: %s\n", c.db != NULL ? sqlite3_errmsg(c.db) : "open");
+		printf("  cannot prepare the store: %s\n", c.db != NULL ? db_errmsg(c.db) : "open");
 		goto out;
 	}
 	uint64_t load[5];
@@ -397,7 +394,7 @@ int bench_controller_policy(void)
 out:
 	authority_close(&c.authority);
 	policy_state_free(&c);
-	sp_db_close(c.db);
+	db_close(c.db);
 	c.db = NULL;
 	if (have_dir) {
 		unlink(path);

@@ -271,46 +271,44 @@ out:
 	return r;
 }
 
-unsigned admin_constraint_status(int extended_code, const char *sqlite_message, const char *label,
-				 int deleting, char *message, size_t message_size)
+unsigned admin_constraint_status(enum db_constraint kind, const char *columns,
+				 const char *store_message, const char *label, int deleting,
+				 char *message, size_t message_size)
 {
-	const char *msg = sqlite_message != NULL ? sqlite_message : "";
-	switch (extended_code) {
-	case SQLITE_CONSTRAINT_UNIQUE:
-	case SQLITE_CONSTRAINT_PRIMARYKEY: {
-		/* "UNIQUE constraint failed: resources.network_id, resources.name" */
-		char columns[200] = "";
+	const char *msg = store_message != NULL ? store_message : "";
+	switch (kind) {
+	case DB_CONSTRAINT_UNIQUE: {
+		/* "network_id, name" reads "network_id and name" */
+		char names[200] = "";
 		size_t used = 0;
-		const char *p = strchr(msg, ':');
-		while (p != NULL && *p != '\0') {
-			const char *dot = strchr(p, '.');
-			if (dot == NULL)
+		const char *p = columns != NULL ? columns : "";
+		while (*p != '\0') {
+			const char *end = strchr(p, ',');
+			size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+			int n = snprintf(names + used, sizeof(names) - used, "%s%.*s",
+					 used > 0 ? " and " : "", (int)len, p);
+			if (n < 0 || (size_t)n >= sizeof(names) - used) {
+				names[used] = '\0';
 				break;
-			const char *end = dot + 1;
-			while (*end != '\0' && *end != ',')
-				end++;
-			int n = snprintf(columns + used, sizeof(columns) - used, "%s%.*s",
-					 used > 0 ? " and " : "", (int)(end - dot - 1), dot + 1);
-			if (n < 0 || (size_t)n >= sizeof(columns) - used)
-				break;
+			}
 			used += (size_t)n;
-			p = end;
+			if (end == NULL)
+				break;
+			p = end + 1;
+			while (*p == ' ')
+				p++;
 		}
 		if (used > 0)
 			snprintf(message, message_size, "a %s with this %s already exists", label,
-				 columns);
+				 names);
 		else
 			snprintf(message, message_size, "this %s already exists", label);
 		return 409;
 	}
-	case SQLITE_CONSTRAINT_TRIGGER:
-		/* ON DELETE RESTRICT is reported as a trigger constraint */
-		if (strstr(msg, "FOREIGN KEY") == NULL) {
-			snprintf(message, message_size, "the %s cannot be changed: %s", label, msg);
-			return 409;
-		}
-		/* fall through */
-	case SQLITE_CONSTRAINT_FOREIGNKEY:
+	case DB_CONSTRAINT_RULE:
+		snprintf(message, message_size, "the %s cannot be changed: %s", label, msg);
+		return 409;
+	case DB_CONSTRAINT_FOREIGN_KEY:
 		if (deleting) {
 			snprintf(message, message_size,
 				 "the %s is still in use; remove what refers to "
@@ -321,8 +319,7 @@ unsigned admin_constraint_status(int extended_code, const char *sqlite_message, 
 		snprintf(message, message_size, "the %s refers to something that does not exist",
 			 label);
 		return 404;
-	case SQLITE_CONSTRAINT_CHECK:
-	case SQLITE_CONSTRAINT_NOTNULL:
+	case DB_CONSTRAINT_CHECK:
 		snprintf(message, message_size, "a value of the %s is not allowed (%s)", label,
 			 msg);
 		return 400;
@@ -342,7 +339,7 @@ static int listed(const char *name, const char *const *list)
 	return 0;
 }
 
-json_t *admin_row_object(sqlite3_stmt *st, const struct admin_collection *coll)
+json_t *admin_row_object(struct db_stmt *st, const struct admin_collection *coll)
 {
 	json_t *row = store_row_json(st, coll->json_columns);
 	if (row == NULL)
@@ -361,13 +358,13 @@ int admin_load(struct controller *c, const struct admin_collection *coll, const 
 {
 	*out = NULL;
 	struct sp_buf sql;
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	int r = SP_ERR_DATABASE;
 	sp_buf_init(&sql, 8192);
 	if (sp_buf_printf(&sql, "%s WHERE %s = ?", coll->select, coll->select_key) < 0 ||
 	    sp_buf_cstr(&sql) == NULL)
 		goto out;
-	if (sqlite3_prepare_v2(c->db, (const char *)sql.data, -1, &st, NULL) != SQLITE_OK)
+	if (db_prepare(c->db, (const char *)sql.data, &st) != 0)
 		goto out;
 	if (coll->integer_key) {
 		int64_t n = 0;
@@ -375,19 +372,19 @@ int admin_load(struct controller *c, const struct admin_collection *coll, const 
 			r = SP_ERR_NOT_FOUND;
 			goto out;
 		}
-		sqlite3_bind_int64(st, 1, n);
+		db_bind_int64(st, 1, n);
 	} else {
-		sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+		db_bind_text(st, 1, id, -1, DB_TRANSIENT);
 	}
-	int step = sqlite3_step(st);
-	if (step == SQLITE_ROW) {
+	int step = db_step(st);
+	if (step == DB_ROW) {
 		*out = admin_row_object(st, coll);
 		r = *out != NULL ? 0 : SP_ERR_NOMEM;
-	} else if (step == SQLITE_DONE) {
+	} else if (step == DB_DONE) {
 		r = SP_ERR_NOT_FOUND;
 	}
 out:
-	sqlite3_finalize(st);
+	db_finalize(st);
 	sp_buf_free(&sql);
 	return r;
 }
@@ -423,9 +420,10 @@ void admin_reply_store_error(struct http_request *req, struct controller *c, con
 			     int deleting)
 {
 	char message[400];
-	unsigned status =
-	    admin_constraint_status(sqlite3_extended_errcode(c->db), sqlite3_errmsg(c->db), label,
-				    deleting, message, sizeof(message));
+	char columns[200];
+	enum db_constraint kind = db_constraint(c->db, columns, sizeof(columns));
+	unsigned status = admin_constraint_status(kind, columns, db_errmsg(c->db), label,
+						  deleting, message, sizeof(message));
 	store_rollback(c);
 	http_reply_error(req, status,
 			 status == 409	 ? "conflict"
@@ -446,7 +444,7 @@ int admin_commit(struct http_request *req, struct controller *c)
 
 /* ---- listing ---- */
 
-static int bind_filter(sqlite3_stmt *st, int index, const struct admin_filter *f, const char *value,
+static int bind_filter(struct db_stmt *st, int index, const struct admin_filter *f, const char *value,
 		       struct sp_diag *diag)
 {
 	int64_t n = 0;
@@ -459,20 +457,20 @@ static int bind_filter(sqlite3_stmt *st, int index, const struct admin_filter *f
 	case ADMIN_FILTER_INT:
 		if (admin_parse_int(value, f->param, &n, diag) < 0)
 			return SP_ERR_INVALID;
-		sqlite3_bind_int64(st, index, n);
+		db_bind_int64(st, index, n);
 		return 0;
 	case ADMIN_FILTER_BOOL:
 		if (strcmp(value, "true") != 0 && strcmp(value, "false") != 0)
 			return sp_diag_set(diag, SP_ERR_INVALID, "%s must be true or false",
 					   f->param);
-		sqlite3_bind_int(st, index, strcmp(value, "true") == 0);
+		db_bind_int(st, index, strcmp(value, "true") == 0);
 		return 0;
 	case ADMIN_FILTER_TEXT:
 		if (admin_text_check(value, strlen(value), 1, 256, f->param, diag) < 0)
 			return SP_ERR_INVALID;
 		break;
 	}
-	sqlite3_bind_text(st, index, value, -1, SQLITE_TRANSIENT);
+	db_bind_text(st, index, value, -1, DB_TRANSIENT);
 	return 0;
 }
 
@@ -482,7 +480,7 @@ static void list_rows(struct http_request *req, struct controller *c,
 {
 	struct sp_diag d = {{0}};
 	struct sp_buf sql;
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	json_t *items = NULL;
 	struct sp_buf lines;
 	sp_buf_init(&sql, 8192);
@@ -541,13 +539,13 @@ static void list_rows(struct http_request *req, struct controller *c,
 	r |= sp_buf_printf(&sql, " ORDER BY %s %s LIMIT ?", coll->select_key,
 			   descending ? "DESC" : "ASC");
 	if (r != 0 || sp_buf_cstr(&sql) == NULL ||
-	    sqlite3_prepare_v2(c->db, (const char *)sql.data, -1, &st, NULL) != SQLITE_OK) {
+	    db_prepare(c->db, (const char *)sql.data, &st) != 0) {
 		http_reply_error(req, 500, "internal", "the listing could not be prepared");
 		goto out;
 	}
 	int index = 1;
 	if (scope_sql != NULL)
-		sqlite3_bind_text(st, index++, scope_value, -1, SQLITE_TRANSIENT);
+		db_bind_text(st, index++, scope_value, -1, DB_TRANSIENT);
 	for (size_t i = 0; i < coll->filter_count; i++) {
 		const char *value = http_query(req, coll->filters[i].param);
 		if (value == NULL)
@@ -559,17 +557,17 @@ static void list_rows(struct http_request *req, struct controller *c,
 	}
 	if (cursor != NULL) {
 		if (coll->integer_key)
-			sqlite3_bind_int64(st, index++, cursor_n);
+			db_bind_int64(st, index++, cursor_n);
 		else
-			sqlite3_bind_text(st, index++, cursor, -1, SQLITE_TRANSIENT);
+			db_bind_text(st, index++, cursor, -1, DB_TRANSIENT);
 	}
-	sqlite3_bind_int64(st, index, (int64_t)limit + 1);
+	db_bind_int64(st, index, (int64_t)limit + 1);
 
 	items = json_array();
 	unsigned rows = 0;
 	char next[40] = "", last[40] = "";
 	int step;
-	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+	while ((step = db_step(st)) == DB_ROW) {
 		if (rows == limit) {
 			rows++; /* one more exists: the page continues */
 			break;
@@ -583,10 +581,10 @@ static void list_rows(struct http_request *req, struct controller *c,
 		/* Every collection's SELECT names its key first. */
 		if (coll->integer_key)
 			snprintf(next, sizeof(next), "%lld",
-				 (long long)sqlite3_column_int64(st, 0));
+				 (long long)db_column_int64(st, 0));
 		else
 			snprintf(next, sizeof(next), "%s",
-				 (const char *)sqlite3_column_text(st, 0));
+				 (const char *)db_column_text(st, 0));
 		if (jsonl) {
 			char *text = json_dumps(row, JSON_COMPACT);
 			if (text != NULL && rows > 0 &&
@@ -614,9 +612,9 @@ static void list_rows(struct http_request *req, struct controller *c,
 		}
 		rows++;
 	}
-	if (step != SQLITE_ROW && step != SQLITE_DONE) {
+	if (step != DB_ROW && step != DB_DONE) {
 		http_reply_error(req, 500, "internal", "the listing failed: %s",
-				 sqlite3_errmsg(c->db));
+				 db_errmsg(c->db));
 		goto out;
 	}
 	int more = rows > limit;
@@ -632,7 +630,7 @@ static void list_rows(struct http_request *req, struct controller *c,
 				  more ? json_string(next) : json_null()));
 out:
 	json_decref(items);
-	sqlite3_finalize(st);
+	db_finalize(st);
 	sp_buf_free(&sql);
 	sp_buf_free(&lines);
 }
@@ -681,21 +679,23 @@ void admin_get(struct http_request *req, struct controller *c, const struct admi
 
 /* ---- writing ---- */
 
-static int bind_field(sqlite3_stmt *st, int index, const struct admin_field *f, const json_t *value)
+static int bind_field(struct db_stmt *st, int index, const struct admin_field *f, const json_t *value)
 {
 	if (json_is_null(value))
-		return sqlite3_bind_null(st, index);
+		return db_bind_null(st, index);
 	switch (f->type) {
 	case ADMIN_FIELD_BOOL:
-		return sqlite3_bind_int(st, index, json_is_true(value));
+		return db_bind_int(st, index, json_is_true(value));
 	case ADMIN_FIELD_INT:
-		return sqlite3_bind_int64(st, index, (int64_t)json_integer_value(value));
+		return db_bind_int64(st, index, (int64_t)json_integer_value(value));
 	case ADMIN_FIELD_PORTS: {
 		char *text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
-		return text != NULL ? sqlite3_bind_text(st, index, text, -1, free) : SQLITE_NOMEM;
+		int r = text != NULL ? db_bind_text(st, index, text, -1, DB_TRANSIENT) : SP_ERR_NOMEM;
+		free(text);
+		return r;
 	}
 	default:
-		return sqlite3_bind_text(st, index, json_string_value(value), -1, SQLITE_TRANSIENT);
+		return db_bind_text(st, index, json_string_value(value), -1, DB_TRANSIENT);
 	}
 }
 
@@ -713,17 +713,17 @@ static int check_references(struct http_request *req, struct controller *c,
 			continue;
 		char sql[160];
 		snprintf(sql, sizeof(sql), "SELECT 1 FROM %s WHERE id = ?", f->ref_table);
-		sqlite3_stmt *st = NULL;
+		struct db_stmt *st = NULL;
 		int found = -1;
-		if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) == SQLITE_OK) {
-			sqlite3_bind_text(st, 1, json_string_value(v), -1, SQLITE_TRANSIENT);
-			int step = sqlite3_step(st);
-			found = step == SQLITE_ROW ? 1 : step == SQLITE_DONE ? 0 : -1;
+		if (db_prepare(c->db, sql, &st) == 0) {
+			db_bind_text(st, 1, json_string_value(v), -1, DB_TRANSIENT);
+			int step = db_step(st);
+			found = step == DB_ROW ? 1 : step == DB_DONE ? 0 : -1;
 		}
-		sqlite3_finalize(st);
+		db_finalize(st);
 		if (found < 0) {
 			http_reply_error(req, 500, "internal", "the store failed: %s",
-					 sqlite3_errmsg(c->db));
+					 db_errmsg(c->db));
 			return -1;
 		}
 		if (found == 0) {
@@ -787,7 +787,7 @@ void admin_create(struct http_request *req, struct controller *c,
 {
 	json_t *values = checked_body(req, coll, 1), *after = NULL;
 	struct sp_buf sql;
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	char id[33];
 	sp_buf_init(&sql, 8192);
 	if (values == NULL)
@@ -828,23 +828,23 @@ void admin_create(struct http_request *req, struct controller *c,
 		store_rollback(c);
 		goto out;
 	}
-	if (sqlite3_prepare_v2(c->db, (const char *)sql.data, -1, &st, NULL) != SQLITE_OK) {
+	if (db_prepare(c->db, (const char *)sql.data, &st) != 0) {
 		admin_reply_store_error(req, c, coll->label, 0);
 		goto out;
 	}
 	int index = 1;
 	int64_t now = c->now();
-	sqlite3_bind_text(st, index++, id, -1, SQLITE_TRANSIENT);
+	db_bind_text(st, index++, id, -1, DB_TRANSIENT);
 	for (size_t i = 0; i < coll->field_count; i++) {
 		const json_t *v = json_object_get(values, coll->fields[i].name);
 		if (v != NULL)
 			bind_field(st, index++, &coll->fields[i], v);
 	}
 	if (coll->timestamps & ADMIN_CREATED_AT)
-		sqlite3_bind_int64(st, index++, now);
+		db_bind_int64(st, index++, now);
 	if (coll->timestamps & ADMIN_UPDATED_AT)
-		sqlite3_bind_int64(st, index++, now);
-	if (sqlite3_step(st) != SQLITE_DONE) {
+		db_bind_int64(st, index++, now);
+	if (db_step(st) != DB_DONE) {
 		admin_reply_store_error(req, c, coll->label, 0);
 		goto out;
 	}
@@ -860,7 +860,7 @@ void admin_create(struct http_request *req, struct controller *c,
 	http_reply_json(req, 201, after);
 	after = NULL;
 out:
-	sqlite3_finalize(st);
+	db_finalize(st);
 	sp_buf_free(&sql);
 	json_decref(values);
 	json_decref(after);
@@ -892,7 +892,7 @@ void admin_update(struct http_request *req, struct controller *c,
 	char id[40];
 	json_t *values = NULL, *before = NULL, *after = NULL;
 	struct sp_buf sql;
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	sp_buf_init(&sql, 8192);
 	if (path_key(req, coll, id) < 0)
 		goto out;
@@ -927,7 +927,7 @@ void admin_update(struct http_request *req, struct controller *c,
 		store_rollback(c);
 		goto out;
 	}
-	if (sqlite3_prepare_v2(c->db, (const char *)sql.data, -1, &st, NULL) != SQLITE_OK) {
+	if (db_prepare(c->db, (const char *)sql.data, &st) != 0) {
 		admin_reply_store_error(req, c, coll->label, 0);
 		goto out;
 	}
@@ -938,9 +938,9 @@ void admin_update(struct http_request *req, struct controller *c,
 			bind_field(st, index++, &coll->fields[i], v);
 	}
 	if (coll->timestamps & ADMIN_UPDATED_AT)
-		sqlite3_bind_int64(st, index++, c->now());
-	sqlite3_bind_text(st, index, id, -1, SQLITE_TRANSIENT);
-	if (sqlite3_step(st) != SQLITE_DONE) {
+		db_bind_int64(st, index++, c->now());
+	db_bind_text(st, index, id, -1, DB_TRANSIENT);
+	if (db_step(st) != DB_DONE) {
 		admin_reply_store_error(req, c, coll->label, 0);
 		goto out;
 	}
@@ -957,7 +957,7 @@ void admin_update(struct http_request *req, struct controller *c,
 	http_reply_json(req, 200, after);
 	after = NULL;
 out:
-	sqlite3_finalize(st);
+	db_finalize(st);
 	sp_buf_free(&sql);
 	json_decref(values);
 	json_decref(before);
@@ -969,7 +969,7 @@ void admin_delete(struct http_request *req, struct controller *c,
 {
 	char id[40];
 	json_t *before = NULL;
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	char sql[160];
 	if (path_key(req, coll, id) < 0)
 		return;
@@ -985,12 +985,12 @@ void admin_delete(struct http_request *req, struct controller *c,
 		goto out;
 	}
 	snprintf(sql, sizeof(sql), "DELETE FROM %s WHERE %s = ?", coll->table, coll->key_column);
-	if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK) {
+	if (db_prepare(c->db, sql, &st) != 0) {
 		admin_reply_store_error(req, c, coll->label, 1);
 		goto out;
 	}
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-	if (sqlite3_step(st) != SQLITE_DONE) {
+	db_bind_text(st, 1, id, -1, DB_TRANSIENT);
+	if (db_step(st) != DB_DONE) {
 		admin_reply_store_error(req, c, coll->label, 1);
 		goto out;
 	}
@@ -1004,18 +1004,18 @@ void admin_delete(struct http_request *req, struct controller *c,
 		goto out;
 	http_reply_text(req, 204, "application/json", "", 0);
 out:
-	sqlite3_finalize(st);
+	db_finalize(st);
 	json_decref(before);
 }
 
 /* ---- connector enrollment tokens ---- */
 
-int admin_connector_token_create(sqlite3 *db, const char *network_id, int64_t now, int64_t ttl_s,
+int admin_connector_token_create(struct db *db, const char *network_id, int64_t now, int64_t ttl_s,
 				 char token_out[SP_SECRET_TEXT_MAX], char id_out[33],
 				 json_t **after, struct sp_diag *diag)
 {
 	char hash[SP_SECRET_HASH_HEX];
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	int r;
 	token_out[0] = '\0';
 	id_out[0] = '\0';
@@ -1030,32 +1030,31 @@ int admin_connector_token_create(sqlite3 *db, const char *network_id, int64_t no
 		goto out;
 	}
 	r = SP_ERR_DATABASE;
-	if (sqlite3_prepare_v2(db,
+	if (db_prepare(db,
 			       "INSERT INTO connector_enrollment_tokens (id, network_id,"
-			       " token_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
-			       -1, &st, NULL) != SQLITE_OK) {
-		sp_diag_set(diag, r, "database: %s", sqlite3_errmsg(db));
+			       " token_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?)", &st) != 0) {
+		sp_diag_set(diag, r, "database: %s", db_errmsg(db));
 		goto out;
 	}
-	sqlite3_bind_text(st, 1, id_out, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, network_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, hash, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 4, now);
-	sqlite3_bind_int64(st, 5, now + ttl_s);
-	if (sqlite3_step(st) != SQLITE_DONE) {
-		r = sqlite3_extended_errcode(db) == SQLITE_CONSTRAINT_FOREIGNKEY ? SP_ERR_NOT_FOUND
-										 : SP_ERR_DATABASE;
+	db_bind_text(st, 1, id_out, -1, DB_STATIC);
+	db_bind_text(st, 2, network_id, -1, DB_STATIC);
+	db_bind_text(st, 3, hash, -1, DB_STATIC);
+	db_bind_int64(st, 4, now);
+	db_bind_int64(st, 5, now + ttl_s);
+	if (db_step(st) != DB_DONE) {
+		r = db_constraint(db, NULL, 0) == DB_CONSTRAINT_FOREIGN_KEY ? SP_ERR_NOT_FOUND
+									    : SP_ERR_DATABASE;
 		sp_diag_set(diag, r,
 			    r == SP_ERR_NOT_FOUND ? "there is no remote network with id \"%s\""
 						  : "database: %s",
-			    r == SP_ERR_NOT_FOUND ? network_id : sqlite3_errmsg(db));
+			    r == SP_ERR_NOT_FOUND ? network_id : db_errmsg(db));
 		goto out;
 	}
 	*after = json_pack("{s:s, s:s, s:I, s:I}", "id", id_out, "network_id", network_id,
 			   "created_at", (json_int_t)now, "expires_at", (json_int_t)(now + ttl_s));
 	r = *after != NULL ? 0 : SP_ERR_NOMEM;
 out:
-	sqlite3_finalize(st);
+	db_finalize(st);
 	if (r < 0) {
 		OPENSSL_cleanse(token_out, SP_SECRET_TEXT_MAX);
 		token_out[0] = '\0';

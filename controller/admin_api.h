@@ -27,7 +27,7 @@
 #include <stdint.h>
 
 #include <jansson.h>
-#include <sqlite3.h>
+#include "controller/db.h"
 
 #include "controller/app.h"
 #include "controller/http.h"
@@ -104,13 +104,16 @@ int admin_fields_check(const json_t *body, const struct admin_field *fields, siz
 		       int creating, json_t **normalized, struct sp_diag *diag);
 
 /*
- * Turns a failed sqlite step into an HTTP status and a message: a UNIQUE violation is
- * 409 naming the columns ("a resource with this alias already exists"), a FOREIGN KEY
- * violation 409 when deleting (still in use) and 404 otherwise, a CHECK violation 400,
- * anything else 500. `label` names the collection's object ("resource").
+ * Turns a failed store step into an HTTP status and a message, from what db_constraint
+ * said of it (`columns`: its list for a UNIQUE violation, "network_id, name") and the
+ * store's message: a UNIQUE violation is 409 naming the columns ("a resource with this
+ * network_id and name already exists"), a FOREIGN KEY violation 409 when deleting (still
+ * in use) and 404 otherwise, a rule of the schema 409 with its message, a CHECK or NOT
+ * NULL violation 400, anything else 500. `label` names the collection's object.
  */
-unsigned admin_constraint_status(int extended_code, const char *sqlite_message, const char *label,
-				 int deleting, char *message, size_t message_size);
+unsigned admin_constraint_status(enum db_constraint kind, const char *columns,
+				 const char *store_message, const char *label, int deleting,
+				 char *message, size_t message_size);
 
 /* ---- collections ---- */
 
@@ -180,7 +183,7 @@ int admin_load(struct controller *c, const struct admin_collection *coll, const 
 	       json_t **out);
 
 /* The current row of `st` as the collection's object (JSON columns parsed, booleans). */
-json_t *admin_row_object(sqlite3_stmt *st, const struct admin_collection *coll);
+json_t *admin_row_object(struct db_stmt *st, const struct admin_collection *coll);
 
 /*
  * The path parameter `index` as an id (32 hex digits) into out; on a malformed value
@@ -212,7 +215,7 @@ int admin_commit(struct http_request *req, struct controller *c);
  * stored; only its SHA-256 is kept), the row id to id_out, and *after receives the audit
  * "after" object (no secret). Runs inside the caller's transaction.
  */
-int admin_connector_token_create(sqlite3 *db, const char *network_id, int64_t now, int64_t ttl_s,
+int admin_connector_token_create(struct db *db, const char *network_id, int64_t now, int64_t ttl_s,
 				 char token_out[SP_SECRET_TEXT_MAX], char id_out[33],
 				 json_t **after, struct sp_diag *diag);
 

@@ -31,15 +31,15 @@
 /* Runs `sql` with ?1 = now and ?2 = id. 0 or SP_ERR_DATABASE. */
 static int exec_now_id(struct controller *c, const char *sql, int64_t now, const char *id)
 {
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	int r = SP_ERR_DATABASE;
-	if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) == SQLITE_OK) {
-		sqlite3_bind_int64(st, 1, now);
-		sqlite3_bind_text(st, 2, id, -1, SQLITE_TRANSIENT);
-		if (sqlite3_step(st) == SQLITE_DONE)
+	if (db_prepare(c->db, sql, &st) == 0) {
+		db_bind_int64(st, 1, now);
+		db_bind_text(st, 2, id, -1, DB_TRANSIENT);
+		if (db_step(st) == DB_DONE)
 			r = 0;
 	}
-	sqlite3_finalize(st);
+	db_finalize(st);
 	return r;
 }
 
@@ -247,21 +247,21 @@ static void list_members(struct http_request *req, void *app)
 static int load_membership(struct controller *c, const char *group_id, const char *user_id,
 			   json_t **out)
 {
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	int r = SP_ERR_DATABASE;
 	char sql[512];
 	*out = NULL;
 	snprintf(sql, sizeof(sql), "%s WHERE m.group_id = ? AND m.user_id = ?", members.select);
-	if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) == SQLITE_OK) {
-		sqlite3_bind_text(st, 1, group_id, -1, SQLITE_TRANSIENT);
-		sqlite3_bind_text(st, 2, user_id, -1, SQLITE_TRANSIENT);
-		int step = sqlite3_step(st);
-		if (step == SQLITE_ROW)
+	if (db_prepare(c->db, sql, &st) == 0) {
+		db_bind_text(st, 1, group_id, -1, DB_TRANSIENT);
+		db_bind_text(st, 2, user_id, -1, DB_TRANSIENT);
+		int step = db_step(st);
+		if (step == DB_ROW)
 			r = (*out = admin_row_object(st, &members)) != NULL ? 0 : SP_ERR_NOMEM;
-		else if (step == SQLITE_DONE)
+		else if (step == DB_DONE)
 			r = SP_ERR_NOT_FOUND;
 	}
-	sqlite3_finalize(st);
+	db_finalize(st);
 	return r;
 }
 
@@ -270,7 +270,7 @@ static void change_member(struct http_request *req, struct controller *c, int ad
 {
 	char group_id[33], user_id[33], target[80];
 	json_t *group = NULL, *user = NULL, *membership = NULL;
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	if (admin_path_id(req, 0, "group", group_id) < 0 ||
 	    admin_path_id(req, 1, "user", user_id) < 0)
 		return;
@@ -309,20 +309,19 @@ static void change_member(struct http_request *req, struct controller *c, int ad
 				 "user \"%s\" is not a member of group \"%s\"", user_id, group_id);
 		goto out;
 	}
-	if (sqlite3_prepare_v2(c->db,
+	if (db_prepare(c->db,
 			       adding ? "INSERT INTO memberships (user_id, group_id, source,"
 					" created_at) VALUES (?2, ?3, 'local', ?1)"
 				      : "DELETE FROM memberships WHERE user_id = ?2"
-					" AND group_id = ?3",
-			       -1, &st, NULL) != SQLITE_OK) {
+					" AND group_id = ?3", &st) != 0) {
 		admin_reply_store_error(req, c, "membership", !adding);
 		goto out;
 	}
 	if (adding)
-		sqlite3_bind_int64(st, 1, c->now());
-	sqlite3_bind_text(st, 2, user_id, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_text(st, 3, group_id, -1, SQLITE_TRANSIENT);
-	if (sqlite3_step(st) != SQLITE_DONE) {
+		db_bind_int64(st, 1, c->now());
+	db_bind_text(st, 2, user_id, -1, DB_TRANSIENT);
+	db_bind_text(st, 3, group_id, -1, DB_TRANSIENT);
+	if (db_step(st) != DB_DONE) {
 		admin_reply_store_error(req, c, "membership", !adding);
 		goto out;
 	}
@@ -349,7 +348,7 @@ static void change_member(struct http_request *req, struct controller *c, int ad
 		http_reply_text(req, 204, "application/json", "", 0);
 	}
 out:
-	sqlite3_finalize(st);
+	db_finalize(st);
 	json_decref(group);
 	json_decref(user);
 	json_decref(membership);
@@ -468,17 +467,16 @@ static void set_device_state(struct http_request *req, struct controller *c, con
 		http_reply_json(req, 200, before);
 		return;
 	}
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	int r = SP_ERR_DATABASE;
-	if (sqlite3_prepare_v2(c->db,
-			       "UPDATE devices SET state = ?3, updated_at = ?1 WHERE id = ?2", -1,
-			       &st, NULL) == SQLITE_OK) {
-		sqlite3_bind_int64(st, 1, now);
-		sqlite3_bind_text(st, 2, id, -1, SQLITE_TRANSIENT);
-		sqlite3_bind_text(st, 3, state, -1, SQLITE_STATIC);
-		r = sqlite3_step(st) == SQLITE_DONE ? 0 : SP_ERR_DATABASE;
+	if (db_prepare(c->db,
+			       "UPDATE devices SET state = ?3, updated_at = ?1 WHERE id = ?2", &st) == 0) {
+		db_bind_int64(st, 1, now);
+		db_bind_text(st, 2, id, -1, DB_TRANSIENT);
+		db_bind_text(st, 3, state, -1, DB_STATIC);
+		r = db_step(st) == DB_DONE ? 0 : SP_ERR_DATABASE;
 	}
-	sqlite3_finalize(st);
+	db_finalize(st);
 	if (r == 0 && strcmp(state, "blocked") == 0)
 		r = exec_now_id(c,
 				"UPDATE sessions SET revoked_at = ?1, revoke_reason ="
@@ -745,7 +743,7 @@ static void create_service_account(struct http_request *req, void *app)
 	struct controller *c = app;
 	json_t *body = http_body_json_object(req), *values = NULL, *after = NULL;
 	struct sp_diag d = {{0}};
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	char id[33];
 	if (body == NULL)
 		return;
@@ -760,37 +758,35 @@ static void create_service_account(struct http_request *req, void *app)
 		http_reply_error(req, 503, "unavailable", "the store cannot take a change now");
 		goto out;
 	}
-	if (sqlite3_prepare_v2(c->db,
+	if (db_prepare(c->db,
 			       "INSERT INTO users (id, kind, display_name, created_at,"
-			       " updated_at) VALUES (?1, 'service', ?2, ?3, ?3)",
-			       -1, &st, NULL) != SQLITE_OK) {
+			       " updated_at) VALUES (?1, 'service', ?2, ?3, ?3)", &st) != 0) {
 		admin_reply_store_error(req, c, "service account", 0);
 		goto out;
 	}
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, name, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_int64(st, 3, now);
-	if (sqlite3_step(st) != SQLITE_DONE) {
+	db_bind_text(st, 1, id, -1, DB_STATIC);
+	db_bind_text(st, 2, name, -1, DB_TRANSIENT);
+	db_bind_int64(st, 3, now);
+	if (db_step(st) != DB_DONE) {
 		admin_reply_store_error(req, c, "service account", 0);
 		goto out;
 	}
-	sqlite3_finalize(st);
+	db_finalize(st);
 	st = NULL;
-	if (sqlite3_prepare_v2(c->db,
+	if (db_prepare(c->db,
 			       "INSERT INTO service_accounts (user_id, name, description,"
-			       " created_at) VALUES (?1, ?2, ?3, ?4)",
-			       -1, &st, NULL) != SQLITE_OK) {
+			       " created_at) VALUES (?1, ?2, ?3, ?4)", &st) != 0) {
 		admin_reply_store_error(req, c, "service account", 0);
 		goto out;
 	}
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, name, -1, SQLITE_TRANSIENT);
+	db_bind_text(st, 1, id, -1, DB_STATIC);
+	db_bind_text(st, 2, name, -1, DB_TRANSIENT);
 	if (description != NULL)
-		sqlite3_bind_text(st, 3, description, -1, SQLITE_TRANSIENT);
+		db_bind_text(st, 3, description, -1, DB_TRANSIENT);
 	else
-		sqlite3_bind_null(st, 3);
-	sqlite3_bind_int64(st, 4, now);
-	if (sqlite3_step(st) != SQLITE_DONE || admin_load(c, &service_accounts, id, &after) < 0 ||
+		db_bind_null(st, 3);
+	db_bind_int64(st, 4, now);
+	if (db_step(st) != DB_DONE || admin_load(c, &service_accounts, id, &after) < 0 ||
 	    admin_audit(c, req, "service_account.create", "service_account", id, NULL, after) < 0) {
 		admin_reply_store_error(req, c, "service account", 0);
 		goto out;
@@ -800,7 +796,7 @@ static void create_service_account(struct http_request *req, void *app)
 	http_reply_json(req, 201, after);
 	after = NULL;
 out:
-	sqlite3_finalize(st);
+	db_finalize(st);
 	json_decref(body);
 	json_decref(values);
 	json_decref(after);
@@ -897,7 +893,7 @@ static void create_service_account_key(struct http_request *req, void *app)
 	char account_id[33], id[33], digest[65];
 	char *public_pem = NULL;
 	json_t *body = NULL, *values = NULL, *account = NULL, *after = NULL;
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	struct sp_diag d = {{0}};
 	int64_t now = c->now();
 	if (admin_path_id(req, 0, "service account", account_id) < 0)
@@ -925,26 +921,25 @@ static void create_service_account_key(struct http_request *req, void *app)
 	if ((account = begin_and_load(req, c, &service_accounts, account_id)) == NULL)
 		goto out;
 	if (store_new_id(id) < 0 ||
-	    sqlite3_prepare_v2(c->db,
+	    db_prepare(c->db,
 			       "INSERT INTO service_account_keys (id, service_account_id,"
 			       " name, public_key_digest, public_key_pem, created_at,"
-			       " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-			       -1, &st, NULL) != SQLITE_OK) {
+			       " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)", &st) != 0) {
 		admin_reply_store_error(req, c, "service account key", 0);
 		goto out;
 	}
 	const char *name = json_string_value(json_object_get(values, "name"));
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, account_id, -1, SQLITE_STATIC);
+	db_bind_text(st, 1, id, -1, DB_STATIC);
+	db_bind_text(st, 2, account_id, -1, DB_STATIC);
 	if (name != NULL)
-		sqlite3_bind_text(st, 3, name, -1, SQLITE_TRANSIENT);
+		db_bind_text(st, 3, name, -1, DB_TRANSIENT);
 	else
-		sqlite3_bind_null(st, 3);
-	sqlite3_bind_text(st, 4, digest, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 5, public_pem, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 6, now);
-	sqlite3_bind_int64(st, 7, expires_at);
-	if (sqlite3_step(st) != SQLITE_DONE ||
+		db_bind_null(st, 3);
+	db_bind_text(st, 4, digest, -1, DB_STATIC);
+	db_bind_text(st, 5, public_pem, -1, DB_STATIC);
+	db_bind_int64(st, 6, now);
+	db_bind_int64(st, 7, expires_at);
+	if (db_step(st) != DB_DONE ||
 	    admin_load(c, &service_account_keys, id, &after) < 0 ||
 	    admin_audit(c, req, "service_account_key.create", "service_account_key", id, NULL,
 			after) < 0) {
@@ -956,7 +951,7 @@ static void create_service_account_key(struct http_request *req, void *app)
 	http_reply_json(req, 201, after);
 	after = NULL;
 out:
-	sqlite3_finalize(st);
+	db_finalize(st);
 	free(public_pem);
 	json_decref(body);
 	json_decref(values);

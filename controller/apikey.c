@@ -8,12 +8,12 @@
 
 #include "controller/app.h"
 
-int apikey_create(sqlite3 *db, const char *name, const char *role, int64_t now,
+int apikey_create(struct db *db, const char *name, const char *role, int64_t now,
                   char key_out[SP_SECRET_TEXT_MAX], char id_out[33], struct sp_diag *diag)
 {
 	int r = SP_ERR_INTERNAL;
 	char hash[SP_SECRET_HASH_HEX];
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 
 	key_out[0] = '\0';
 	id_out[0] = '\0';
@@ -31,26 +31,25 @@ int apikey_create(sqlite3 *db, const char *name, const char *role, int64_t now,
 	/* The prefix lets a person tell keys apart in listings without revealing them. */
 	char prefix[13];
 	snprintf(prefix, sizeof(prefix), "%.12s", key_out);
-	if (sqlite3_prepare_v2(db,
+	if (db_prepare(db,
 	                       "INSERT INTO api_keys (id, name, role, key_hash, prefix, created_at)"
-	                       " VALUES (?, ?, ?, ?, ?, ?)",
-	                       -1, &st, NULL) != SQLITE_OK) {
-		r = sp_diag_set(diag, SP_ERR_DATABASE, "cannot store the key: %s", sqlite3_errmsg(db));
+	                       " VALUES (?, ?, ?, ?, ?, ?)", &st) != 0) {
+		r = sp_diag_set(diag, SP_ERR_DATABASE, "cannot store the key: %s", db_errmsg(db));
 		goto out;
 	}
-	sqlite3_bind_text(st, 1, id_out, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, role, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 4, hash, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 5, prefix, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 6, now);
-	if (sqlite3_step(st) != SQLITE_DONE) {
-		r = sp_diag_set(diag, SP_ERR_DATABASE, "cannot store the key: %s", sqlite3_errmsg(db));
+	db_bind_text(st, 1, id_out, -1, DB_STATIC);
+	db_bind_text(st, 2, name, -1, DB_STATIC);
+	db_bind_text(st, 3, role, -1, DB_STATIC);
+	db_bind_text(st, 4, hash, -1, DB_STATIC);
+	db_bind_text(st, 5, prefix, -1, DB_STATIC);
+	db_bind_int64(st, 6, now);
+	if (db_step(st) != DB_DONE) {
+		r = sp_diag_set(diag, SP_ERR_DATABASE, "cannot store the key: %s", db_errmsg(db));
 		goto out;
 	}
 	r = 0;
 out:
-	sqlite3_finalize(st);
+	db_finalize(st);
 	if (r < 0) {
 		OPENSSL_cleanse(key_out, SP_SECRET_TEXT_MAX);
 		key_out[0] = '\0';
@@ -59,12 +58,12 @@ out:
 	return r;
 }
 
-int apikey_authenticate(sqlite3 *db, const char *presented, int64_t now,
+int apikey_authenticate(struct db *db, const char *presented, int64_t now,
                         struct apikey_identity *out)
 {
 	int r = SP_ERR_NOT_FOUND;
 	char hash[SP_SECRET_HASH_HEX];
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 
 	memset(out, 0, sizeof(*out));
 	if (presented == NULL ||
@@ -72,37 +71,35 @@ int apikey_authenticate(sqlite3 *db, const char *presented, int64_t now,
 		return SP_ERR_INVALID;
 	if (sp_secret_hash(presented, strlen(presented), hash) < 0)
 		return SP_ERR_CRYPTO;
-	if (sqlite3_prepare_v2(db,
+	if (db_prepare(db,
 	                       "SELECT id, name, role, key_hash, last_used_at FROM api_keys"
 	                       " WHERE key_hash = ? AND revoked_at IS NULL"
-	                       " AND (expires_at IS NULL OR expires_at > ?)",
-	                       -1, &st, NULL) != SQLITE_OK)
+	                       " AND (expires_at IS NULL OR expires_at > ?)", &st) != 0)
 		return SP_ERR_DATABASE;
-	sqlite3_bind_text(st, 1, hash, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, now);
-	if (sqlite3_step(st) != SQLITE_ROW)
+	db_bind_text(st, 1, hash, -1, DB_STATIC);
+	db_bind_int64(st, 2, now);
+	if (db_step(st) != DB_ROW)
 		goto out;
 	/* The index found it by equality; compare once more in constant time anyway. */
-	if (!sp_secret_hash_equal((const char *)sqlite3_column_text(st, 3), hash))
+	if (!sp_secret_hash_equal((const char *)db_column_text(st, 3), hash))
 		goto out;
-	snprintf(out->id, sizeof(out->id), "%s", (const char *)sqlite3_column_text(st, 0));
-	snprintf(out->name, sizeof(out->name), "%s", (const char *)sqlite3_column_text(st, 1));
-	out->role = strcmp((const char *)sqlite3_column_text(st, 2), "admin") == 0 ? ROLE_ADMIN
+	snprintf(out->id, sizeof(out->id), "%s", (const char *)db_column_text(st, 0));
+	snprintf(out->name, sizeof(out->name), "%s", (const char *)db_column_text(st, 1));
+	out->role = strcmp((const char *)db_column_text(st, 2), "admin") == 0 ? ROLE_ADMIN
 	                                                                           : ROLE_AUDITOR;
-	int64_t last_used = sqlite3_column_type(st, 4) == SQLITE_NULL ? 0
-	                                                              : sqlite3_column_int64(st, 4);
-	sqlite3_finalize(st);
+	int64_t last_used = db_column_type(st, 4) == DB_NULL ? 0
+	                                                              : db_column_int64(st, 4);
+	db_finalize(st);
 	st = NULL;
 	if (now - last_used >= 60 &&
-	    sqlite3_prepare_v2(db, "UPDATE api_keys SET last_used_at = ? WHERE id = ?", -1, &st,
-	                       NULL) == SQLITE_OK) {
-		sqlite3_bind_int64(st, 1, now);
-		sqlite3_bind_text(st, 2, out->id, -1, SQLITE_STATIC);
-		(void)sqlite3_step(st); /* bookkeeping only: a busy database must not refuse a key */
+	    db_prepare(db, "UPDATE api_keys SET last_used_at = ? WHERE id = ?", &st) == 0) {
+		db_bind_int64(st, 1, now);
+		db_bind_text(st, 2, out->id, -1, DB_STATIC);
+		(void)db_step(st); /* bookkeeping only: a busy database must not refuse a key */
 	}
 	r = 0;
 out:
-	sqlite3_finalize(st);
+	db_finalize(st);
 	if (r < 0)
 		memset(out, 0, sizeof(*out));
 	return r;

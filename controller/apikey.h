@@ -8,7 +8,7 @@
 
 #include <stdint.h>
 
-#include <sqlite3.h>
+#include "controller/db.h"
 
 #include "shared/error.h"
 #include "shared/secret.h"
@@ -25,7 +25,7 @@ struct apikey_identity {
  * Creates a key named `name` with role "admin" or "auditor". The secret is written to
  * key_out (shown to the person once, never stored); the new row's id to id_out.
  */
-int apikey_create(sqlite3 *db, const char *name, const char *role, int64_t now,
+int apikey_create(struct db *db, const char *name, const char *role, int64_t now,
                   char key_out[SP_SECRET_TEXT_MAX], char id_out[33], struct sp_diag *diag);
 
 /*
@@ -33,7 +33,7 @@ int apikey_create(sqlite3 *db, const char *name, const char *role, int64_t now,
  * is not shaped like a key, SP_ERR_NOT_FOUND for an unknown, revoked or expired key.
  * Records last_used_at at most once a minute per key.
  */
-int apikey_authenticate(sqlite3 *db, const char *presented, int64_t now,
+int apikey_authenticate(struct db *db, const char *presented, int64_t now,
                         struct apikey_identity *out);
 
 #endif

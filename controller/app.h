@@ -4,7 +4,7 @@
  * main.c builds a struct controller from the configuration, opens the store, loads the
  * signing keys and starts the HTTP server with the route table of controller/routes.c.
  * Every HTTP handler receives it as `app`. Handlers run on the HTTP thread only, so
- * the sqlite connection and the authority need no locks; the feed and the metrics are
+ * the database connection and the authority need no locks; the feed and the metrics are
  * thread-safe on their own.
  *
  * Ownership: main.c owns the struct and everything it points to, and tears it down in
@@ -15,7 +15,7 @@
 
 #include <stdint.h>
 
-#include <sqlite3.h>
+#include "controller/db.h"
 
 #include "controller/authority.h"
 #include "controller/change_watch.h"
@@ -81,7 +81,7 @@ struct policy_state;
 
 struct controller {
 	struct controller_settings settings;
-	sqlite3 *db;
+	struct db *db;
 	struct authority authority;
 	struct feed *feed;
 	/* Publishes changes committed by other processes to the feed (change_watch.h). */

@@ -5,50 +5,50 @@
 
 #include "shared/error.h"
 
-static void bind_optional_text(sqlite3_stmt *st, int index, const char *value)
+static void bind_optional_text(struct db_stmt *st, int index, const char *value)
 {
 	if (value != NULL && value[0] != '\0')
-		sqlite3_bind_text(st, index, value, -1, SQLITE_TRANSIENT);
+		db_bind_text(st, index, value, -1, DB_TRANSIENT);
 	else
-		sqlite3_bind_null(st, index);
+		db_bind_null(st, index);
 }
 
-static void bind_optional_json(sqlite3_stmt *st, int index, const json_t *value)
+static void bind_optional_json(struct db_stmt *st, int index, const json_t *value)
 {
 	char *text = value != NULL ? json_dumps(value, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 	if (text != NULL)
-		sqlite3_bind_text(st, index, text, -1, free);
+		db_bind_text(st, index, text, -1, DB_TRANSIENT);
 	else
-		sqlite3_bind_null(st, index);
+		db_bind_null(st, index);
+	free(text);
 }
 
-int audit_record(sqlite3 *db, const struct audit_event *e)
+int audit_record(struct db *db, const struct audit_event *e)
 {
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	int r = SP_ERR_DATABASE;
-	if (sqlite3_prepare_v2(db,
+	if (db_prepare(db,
 	                       "INSERT INTO audit_events (time, actor_type, actor_id, actor_label,"
 	                       " action, outcome, target_type, target_id, before_json, after_json,"
 	                       " request_id, source_address)"
-	                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-	                       -1, &st, NULL) != SQLITE_OK)
+	                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", &st) != 0)
 		return r;
-	sqlite3_bind_int64(st, 1, e->time);
-	sqlite3_bind_text(st, 2, e->actor_type != NULL ? e->actor_type : "system", -1,
-	                  SQLITE_STATIC);
+	db_bind_int64(st, 1, e->time);
+	db_bind_text(st, 2, e->actor_type != NULL ? e->actor_type : "system", -1,
+	                  DB_STATIC);
 	bind_optional_text(st, 3, e->actor_id);
 	bind_optional_text(st, 4, e->actor_label);
-	sqlite3_bind_text(st, 5, e->action, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 6, e->outcome != NULL ? e->outcome : "success", -1, SQLITE_STATIC);
+	db_bind_text(st, 5, e->action, -1, DB_STATIC);
+	db_bind_text(st, 6, e->outcome != NULL ? e->outcome : "success", -1, DB_STATIC);
 	bind_optional_text(st, 7, e->target_type);
 	bind_optional_text(st, 8, e->target_id);
 	bind_optional_json(st, 9, e->before);
 	bind_optional_json(st, 10, e->after);
 	bind_optional_text(st, 11, e->request_id);
 	bind_optional_text(st, 12, e->source_address);
-	if (sqlite3_step(st) == SQLITE_DONE)
+	if (db_step(st) == DB_DONE)
 		r = 0;
-	sqlite3_finalize(st);
+	db_finalize(st);
 	return r;
 }
 

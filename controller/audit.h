@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include <jansson.h>
-#include <sqlite3.h>
+#include "controller/db.h"
 
 #include "controller/http.h"
 
@@ -29,7 +29,7 @@ struct audit_event {
 };
 
 /* 0 or SP_ERR_DATABASE. */
-int audit_record(sqlite3 *db, const struct audit_event *event);
+int audit_record(struct db *db, const struct audit_event *event);
 
 /* Fills actor, request id and source address of `event` from an HTTP request. */
 void audit_from_request(struct audit_event *event, const struct http_request *req);

@@ -925,14 +925,13 @@ int auth_console_authenticate(struct controller *c, struct http_request *req,
 	struct console_session *s = find_console(c, req);
 	if (s == NULL)
 		return SP_ERR_NOT_FOUND;
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	int r = SP_ERR_NOT_FOUND;
-	if (sqlite3_prepare_v2(c->db, "SELECT email, role FROM users WHERE id = ? AND disabled = 0",
-	                       -1, &st, NULL) == SQLITE_OK) {
-		sqlite3_bind_text(st, 1, s->user_id, -1, SQLITE_STATIC);
-		if (sqlite3_step(st) == SQLITE_ROW) {
-			const char *email = (const char *)sqlite3_column_text(st, 0);
-			const char *role = (const char *)sqlite3_column_text(st, 1);
+	if (db_prepare(c->db, "SELECT email, role FROM users WHERE id = ? AND disabled = 0", &st) == 0) {
+		db_bind_text(st, 1, s->user_id, -1, DB_STATIC);
+		if (db_step(st) == DB_ROW) {
+			const char *email = (const char *)db_column_text(st, 0);
+			const char *role = (const char *)db_column_text(st, 1);
 			snprintf(out->email, sizeof(out->email), "%s", email != NULL ? email : "");
 			out->role = strcmp(role, "admin") == 0     ? ROLE_ADMIN
 			            : strcmp(role, "auditor") == 0 ? ROLE_AUDITOR
@@ -941,7 +940,7 @@ int auth_console_authenticate(struct controller *c, struct http_request *req,
 			r = 0;
 		}
 	}
-	sqlite3_finalize(st);
+	db_finalize(st);
 	if (r < 0)
 		return r;
 	if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {

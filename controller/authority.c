@@ -17,13 +17,13 @@ static const struct authority_periods default_periods = {
 	.max_token_lifetime_s = DAY,
 };
 
-static int db_error(sqlite3 *db, struct sp_diag *diag, const char *what)
+static int db_error(struct db *db, struct sp_diag *diag, const char *what)
 {
-	return sp_diag_set(diag, SP_ERR_DATABASE, "signing keys: %s: %s", what, sqlite3_errmsg(db));
+	return sp_diag_set(diag, SP_ERR_DATABASE, "signing keys: %s: %s", what, db_errmsg(db));
 }
 
 /* Generates a key valid from not_before and stores it. */
-static int create_key(struct authority *a, sqlite3 *db, int64_t now, int64_t not_before,
+static int create_key(struct authority *a, struct db *db, int64_t now, int64_t not_before,
                       struct sp_diag *diag)
 {
 	int r = SP_ERR_INTERNAL;
@@ -31,7 +31,7 @@ static int create_key(struct authority *a, sqlite3 *db, int64_t now, int64_t not
 	char *pem = NULL;
 	size_t pem_len = 0;
 	char kid[SP_JWK_THUMBPRINT_LEN + 1];
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 
 	if ((r = sp_key_generate(&key)) < 0 || (r = sp_key_private_pem(key, &pem, &pem_len)) < 0 ||
 	    (r = sp_jwk_thumbprint(key, kid)) < 0) {
@@ -40,26 +40,25 @@ static int create_key(struct authority *a, sqlite3 *db, int64_t now, int64_t not
 	}
 	/* The kid is the key's own thumbprint: stable, unique, and checkable by anyone. */
 	int64_t not_after = not_before + a->periods.sign_period_s;
-	if (sqlite3_prepare_v2(db,
+	if (db_prepare(db,
 	                       "INSERT INTO signing_keys (kid, algorithm, private_key_pem, created_at,"
-	                       " not_before, not_after, retire_after) VALUES (?, 'ES256', ?, ?, ?, ?, ?)",
-	                       -1, &st, NULL) != SQLITE_OK) {
+	                       " not_before, not_after, retire_after) VALUES (?, 'ES256', ?, ?, ?, ?, ?)", &st) != 0) {
 		r = db_error(db, diag, "prepare insert");
 		goto out;
 	}
-	sqlite3_bind_text(st, 1, kid, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, pem, (int)pem_len, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, now);
-	sqlite3_bind_int64(st, 4, not_before);
-	sqlite3_bind_int64(st, 5, not_after);
-	sqlite3_bind_int64(st, 6, not_after + a->periods.max_token_lifetime_s);
-	if (sqlite3_step(st) != SQLITE_DONE) {
+	db_bind_text(st, 1, kid, -1, DB_STATIC);
+	db_bind_text(st, 2, pem, (int)pem_len, DB_STATIC);
+	db_bind_int64(st, 3, now);
+	db_bind_int64(st, 4, not_before);
+	db_bind_int64(st, 5, not_after);
+	db_bind_int64(st, 6, not_after + a->periods.max_token_lifetime_s);
+	if (db_step(st) != DB_DONE) {
 		r = db_error(db, diag, "insert");
 		goto out;
 	}
 	r = 0;
 out:
-	sqlite3_finalize(st);
+	db_finalize(st);
 	sp_key_free_pem(pem, pem_len);
 	EVP_PKEY_free(key);
 	return r;
@@ -78,29 +77,28 @@ static void clear_loaded(struct authority *a)
 }
 
 /* Reads every unretired key: all are published, the newest already valid one signs. */
-static int load(struct authority *a, sqlite3 *db, int64_t now, struct sp_diag *diag)
+static int load(struct authority *a, struct db *db, int64_t now, struct sp_diag *diag)
 {
 	int r = SP_ERR_INTERNAL;
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	int64_t best_not_before = -1;
 	int64_t earliest_event = INT64_MAX;
 
 	clear_loaded(a);
 	sp_jwks_init(&a->published);
-	if (sqlite3_prepare_v2(db,
+	if (db_prepare(db,
 	                       "SELECT kid, private_key_pem, not_before, not_after, retire_after"
-	                       " FROM signing_keys WHERE retire_after > ? ORDER BY not_before",
-	                       -1, &st, NULL) != SQLITE_OK)
+	                       " FROM signing_keys WHERE retire_after > ? ORDER BY not_before", &st) != 0)
 		return db_error(db, diag, "prepare select");
-	sqlite3_bind_int64(st, 1, now);
+	db_bind_int64(st, 1, now);
 	int step;
-	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *kid = (const char *)sqlite3_column_text(st, 0);
-		const char *pem = (const char *)sqlite3_column_text(st, 1);
-		int pem_len = sqlite3_column_bytes(st, 1);
-		int64_t not_before = sqlite3_column_int64(st, 2);
-		int64_t not_after = sqlite3_column_int64(st, 3);
-		int64_t retire_after = sqlite3_column_int64(st, 4);
+	while ((step = db_step(st)) == DB_ROW) {
+		const char *kid = (const char *)db_column_text(st, 0);
+		const char *pem = (const char *)db_column_text(st, 1);
+		int pem_len = db_column_bytes(st, 1);
+		int64_t not_before = db_column_int64(st, 2);
+		int64_t not_after = db_column_int64(st, 3);
+		int64_t retire_after = db_column_int64(st, 4);
 		EVP_PKEY *key = NULL;
 		r = sp_key_from_pem(pem, (size_t)pem_len, 0, &key, diag);
 		if (r == 0)
@@ -127,7 +125,7 @@ static int load(struct authority *a, sqlite3 *db, int64_t now, struct sp_diag *d
 			if (events[i] > now && events[i] < earliest_event)
 				earliest_event = events[i];
 	}
-	if (step != SQLITE_DONE) {
+	if (step != DB_DONE) {
 		r = db_error(db, diag, "select");
 		goto out;
 	}
@@ -144,46 +142,44 @@ static int load(struct authority *a, sqlite3 *db, int64_t now, struct sp_diag *d
 		a->next_check = a->active_not_after - a->periods.publish_lead_s;
 	r = 0;
 out:
-	sqlite3_finalize(st);
+	db_finalize(st);
 	return r;
 }
 
 /* In one transaction: delete retired keys; make sure a key signs now; add a successor
  * when the active one ends within publish_lead_s. */
-static int maintain(struct authority *a, sqlite3 *db, int64_t now, struct sp_diag *diag)
+static int maintain(struct authority *a, struct db *db, int64_t now, struct sp_diag *diag)
 {
 	int r = SP_ERR_INTERNAL;
-	sqlite3_stmt *st = NULL;
-	if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+	struct db_stmt *st = NULL;
+	if (db_begin_immediate(db) != 0)
 		return db_error(db, diag, "begin");
-	if (sqlite3_prepare_v2(db, "DELETE FROM signing_keys WHERE retire_after <= ?", -1, &st,
-	                       NULL) != SQLITE_OK) {
+	if (db_prepare(db, "DELETE FROM signing_keys WHERE retire_after <= ?", &st) != 0) {
 		r = db_error(db, diag, "prepare delete");
 		goto out;
 	}
-	sqlite3_bind_int64(st, 1, now);
-	if (sqlite3_step(st) != SQLITE_DONE) {
+	db_bind_int64(st, 1, now);
+	if (db_step(st) != DB_DONE) {
 		r = db_error(db, diag, "delete");
 		goto out;
 	}
-	sqlite3_finalize(st);
+	db_finalize(st);
 	st = NULL;
 	/* The latest not_after among keys that sign now or later. */
-	if (sqlite3_prepare_v2(db, "SELECT max(not_after), count(*) FROM signing_keys"
-	                           " WHERE not_after > ? AND not_before <= ?",
-	                       -1, &st, NULL) != SQLITE_OK) {
+	if (db_prepare(db, "SELECT max(not_after), count(*) FROM signing_keys"
+	                           " WHERE not_after > ? AND not_before <= ?", &st) != 0) {
 		r = db_error(db, diag, "prepare select");
 		goto out;
 	}
-	sqlite3_bind_int64(st, 1, now);
-	sqlite3_bind_int64(st, 2, now);
-	if (sqlite3_step(st) != SQLITE_ROW) {
+	db_bind_int64(st, 1, now);
+	db_bind_int64(st, 2, now);
+	if (db_step(st) != DB_ROW) {
 		r = db_error(db, diag, "select");
 		goto out;
 	}
-	int64_t current_end = sqlite3_column_int64(st, 0);
-	int64_t signing_now = sqlite3_column_int64(st, 1);
-	sqlite3_finalize(st);
+	int64_t current_end = db_column_int64(st, 0);
+	int64_t signing_now = db_column_int64(st, 1);
+	db_finalize(st);
 	st = NULL;
 	if (signing_now == 0) {
 		if ((r = create_key(a, db, now, now, diag)) < 0)
@@ -192,34 +188,33 @@ static int maintain(struct authority *a, sqlite3 *db, int64_t now, struct sp_dia
 	}
 	if (current_end - now <= a->periods.publish_lead_s) {
 		/* A successor starting when the current key ends, unless one exists already. */
-		if (sqlite3_prepare_v2(db, "SELECT count(*) FROM signing_keys WHERE not_before > ?",
-		                       -1, &st, NULL) != SQLITE_OK) {
+		if (db_prepare(db, "SELECT count(*) FROM signing_keys WHERE not_before > ?", &st) != 0) {
 			r = db_error(db, diag, "prepare successor");
 			goto out;
 		}
-		sqlite3_bind_int64(st, 1, now);
-		if (sqlite3_step(st) != SQLITE_ROW) {
+		db_bind_int64(st, 1, now);
+		if (db_step(st) != DB_ROW) {
 			r = db_error(db, diag, "select successor");
 			goto out;
 		}
-		int64_t successors = sqlite3_column_int64(st, 0);
-		sqlite3_finalize(st);
+		int64_t successors = db_column_int64(st, 0);
+		db_finalize(st);
 		st = NULL;
 		if (successors == 0 && (r = create_key(a, db, now, current_end, diag)) < 0)
 			goto out;
 	}
-	if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+	if (db_commit(db) != 0) {
 		r = db_error(db, diag, "commit");
 		goto out;
 	}
 	return 0;
 out:
-	sqlite3_finalize(st);
-	sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	db_finalize(st);
+	db_rollback(db);
 	return r;
 }
 
-int authority_open(struct authority *a, sqlite3 *db, const struct authority_periods *periods,
+int authority_open(struct authority *a, struct db *db, const struct authority_periods *periods,
                    int64_t now, struct sp_diag *diag)
 {
 	memset(a, 0, sizeof(*a));
@@ -237,7 +232,7 @@ int authority_open(struct authority *a, sqlite3 *db, const struct authority_peri
 	return r;
 }
 
-int authority_refresh(struct authority *a, sqlite3 *db, int64_t now, struct sp_diag *diag)
+int authority_refresh(struct authority *a, struct db *db, int64_t now, struct sp_diag *diag)
 {
 	if (now < a->next_check)
 		return 0;

@@ -26,7 +26,7 @@
 #include <stdint.h>
 
 #include <jansson.h>
-#include <sqlite3.h>
+#include "controller/db.h"
 
 #include "shared/error.h"
 #include "shared/jwk.h"
@@ -50,14 +50,14 @@ struct authority {
 };
 
 /* Loads keys (creating the first one if the table is empty). periods may be NULL. */
-int authority_open(struct authority *a, sqlite3 *db, const struct authority_periods *periods,
+int authority_open(struct authority *a, struct db *db, const struct authority_periods *periods,
                    int64_t now, struct sp_diag *diag);
 /*
  * Brings keys up to date at time `now`: creates a successor when due, switches the
  * active key, deletes retired keys, and reloads. Cheap when nothing is due. Writes happen
  * in one transaction.
  */
-int authority_refresh(struct authority *a, sqlite3 *db, int64_t now, struct sp_diag *diag);
+int authority_refresh(struct authority *a, struct db *db, int64_t now, struct sp_diag *diag);
 void authority_close(struct authority *a);
 
 /* Signs the claims with the active key. *out is freed by the caller with free(). */

@@ -6,11 +6,11 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include <sqlite3.h>
+#include "controller/db.h"
 
 struct change_watch {
-	sqlite3 *db;          /* this thread's own read-only connection */
-	sqlite3_stmt *latest; /* SELECT max(seq) */
+	struct db *db;          /* this thread's own read-only connection */
+	struct db_stmt *latest; /* SELECT max(seq) */
 	struct feed *feed;
 	unsigned interval_ms;
 	pthread_t thread;
@@ -21,14 +21,14 @@ struct change_watch {
 
 static void publish_latest(struct change_watch *w)
 {
-	if (sqlite3_step(w->latest) == SQLITE_ROW) {
-		int64_t seq = sqlite3_column_int64(w->latest, 0);
+	if (db_step(w->latest) == DB_ROW) {
+		int64_t seq = db_column_int64(w->latest, 0);
 		/* feed_publish ignores a sequence it has already reached. */
 		if (seq > feed_seq(w->feed))
 			feed_publish(w->feed, seq);
 	}
 	/* Reset ends the read transaction, so the next step sees newer commits. */
-	sqlite3_reset(w->latest);
+	db_reset(w->latest);
 }
 
 static void *watch_main(void *arg)
@@ -54,7 +54,7 @@ static void *watch_main(void *arg)
 	return NULL;
 }
 
-int change_watch_start(const char *db_path, struct feed *feed, unsigned interval_ms,
+int change_watch_start(const struct db_driver *driver, const char *db_path, struct feed *feed, unsigned interval_ms,
                        struct change_watch **out, struct sp_diag *diag)
 {
 	*out = NULL;
@@ -64,15 +64,13 @@ int change_watch_start(const char *db_path, struct feed *feed, unsigned interval
 	w->feed = feed;
 	w->interval_ms = interval_ms != 0 ? interval_ms : CHANGE_WATCH_DEFAULT_INTERVAL_MS;
 	int r;
-	if (sqlite3_open_v2(db_path, &w->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
-	            SQLITE_OK ||
-	    sqlite3_busy_timeout(w->db, 1000) != SQLITE_OK ||
-	    sqlite3_prepare_v2(w->db, "SELECT coalesce(max(seq), 0) FROM changes", -1, &w->latest,
-	                       NULL) != SQLITE_OK) {
+	struct sp_diag open_diag = {{0}};
+	if ((r = db_open(driver, db_path, DB_OPEN_READ_ONLY, &w->db, &open_diag)) < 0 ||
+	    (r = db_prepare(w->db, "SELECT coalesce(max(seq), 0) FROM changes", &w->latest)) < 0) {
 		r = sp_diag_set(diag, SP_ERR_DATABASE, "change watcher cannot read %s: %s", db_path,
-		                w->db != NULL ? sqlite3_errmsg(w->db) : "out of memory");
-		sqlite3_finalize(w->latest);
-		sqlite3_close(w->db);
+		                w->db != NULL ? db_errmsg(w->db) : open_diag.message);
+		db_finalize(w->latest);
+		db_close(w->db);
 		free(w);
 		return r;
 	}
@@ -81,8 +79,8 @@ int change_watch_start(const char *db_path, struct feed *feed, unsigned interval
 	if (pthread_create(&w->thread, NULL, watch_main, w) != 0) {
 		pthread_cond_destroy(&w->wake);
 		pthread_mutex_destroy(&w->lock);
-		sqlite3_finalize(w->latest);
-		sqlite3_close(w->db);
+		db_finalize(w->latest);
+		db_close(w->db);
 		free(w);
 		return sp_diag_set(diag, SP_ERR_INTERNAL, "cannot start the change watcher thread");
 	}
@@ -101,7 +99,7 @@ void change_watch_stop(struct change_watch *w)
 	pthread_join(w->thread, NULL);
 	pthread_cond_destroy(&w->wake);
 	pthread_mutex_destroy(&w->lock);
-	sqlite3_finalize(w->latest);
-	sqlite3_close(w->db);
+	db_finalize(w->latest);
+	db_close(w->db);
 	free(w);
 }

@@ -248,41 +248,41 @@ int connector_flow_events_validate(const json_t *body, struct connector_flow_eve
 
 /* ---- the signed config ---- */
 
-static int id_list(sqlite3 *db, const char *sql, int64_t bind_time, json_t *into)
+static int id_list(struct db *db, const char *sql, int64_t bind_time, json_t *into)
 {
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	int r = SP_ERR_DATABASE;
-	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+	if (db_prepare(db, sql, &st) != 0)
 		goto out;
 	if (bind_time >= 0)
-		sqlite3_bind_int64(st, 1, bind_time);
+		db_bind_int64(st, 1, bind_time);
 	int s;
-	while ((s = sqlite3_step(st)) == SQLITE_ROW)
-		if (json_array_append_new(into, json_string((const char *)sqlite3_column_text(st, 0))) <
+	while ((s = db_step(st)) == DB_ROW)
+		if (json_array_append_new(into, json_string((const char *)db_column_text(st, 0))) <
 		    0)
 			goto out;
-	if (s == SQLITE_DONE)
+	if (s == DB_DONE)
 		r = 0;
 out:
-	sqlite3_finalize(st);
+	db_finalize(st);
 	return r;
 }
 
 /* A port column (canonical JSON "all", "none" or an array of strings) as JSON. */
-static json_t *port_spec(sqlite3_stmt *st, int column)
+static json_t *port_spec(struct db_stmt *st, int column)
 {
-	const char *text = (const char *)sqlite3_column_text(st, column);
+	const char *text = (const char *)db_column_text(st, column);
 	if (text == NULL)
 		return NULL;
-	return json_loadb(text, (size_t)sqlite3_column_bytes(st, column), JSON_DECODE_ANY, NULL);
+	return json_loadb(text, (size_t)db_column_bytes(st, column), JSON_DECODE_ANY, NULL);
 }
 
-int connector_config_claims(sqlite3 *db, const char *issuer, const char *connector_id,
+int connector_config_claims(struct db *db, const char *issuer, const char *connector_id,
                             const char *network_id, int64_t now, int64_t seq, json_t **out)
 {
 	*out = NULL;
 	int r = SP_ERR_NOMEM;
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	char audience[sizeof(CONNECTOR_CONFIG_AUDIENCE_PREFIX) + 64];
 	snprintf(audience, sizeof(audience), CONNECTOR_CONFIG_AUDIENCE_PREFIX "%s", connector_id);
 	json_t *resources = json_array();
@@ -292,22 +292,21 @@ int connector_config_claims(sqlite3 *db, const char *issuer, const char *connect
 		goto out;
 
 	r = SP_ERR_DATABASE;
-	if (sqlite3_prepare_v2(db,
+	if (db_prepare(db,
 	                       "SELECT id, name, address, alias, tcp_ports, udp_ports, icmp"
-	                       " FROM resources WHERE network_id = ? ORDER BY id",
-	                       -1, &st, NULL) != SQLITE_OK)
+	                       " FROM resources WHERE network_id = ? ORDER BY id", &st) != 0)
 		goto out;
-	sqlite3_bind_text(st, 1, network_id, -1, SQLITE_STATIC);
+	db_bind_text(st, 1, network_id, -1, DB_STATIC);
 	int s;
-	while ((s = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *alias = (const char *)sqlite3_column_text(st, 3);
+	while ((s = db_step(st)) == DB_ROW) {
+		const char *alias = (const char *)db_column_text(st, 3);
 		json_t *res = json_pack("{s:s, s:s, s:s, s:o, s:o*, s:o*, s:b}",
-		                        "id", (const char *)sqlite3_column_text(st, 0),
-		                        "name", (const char *)sqlite3_column_text(st, 1),
-		                        "address", (const char *)sqlite3_column_text(st, 2),
+		                        "id", (const char *)db_column_text(st, 0),
+		                        "name", (const char *)db_column_text(st, 1),
+		                        "address", (const char *)db_column_text(st, 2),
 		                        "alias", alias != NULL ? json_string(alias) : json_null(),
 		                        "tcp", port_spec(st, 4), "udp", port_spec(st, 5),
-		                        "icmp", sqlite3_column_int(st, 6) != 0);
+		                        "icmp", db_column_int(st, 6) != 0);
 		if (res == NULL || json_object_get(res, "tcp") == NULL ||
 		    json_object_get(res, "udp") == NULL) {
 			json_decref(res);
@@ -316,9 +315,9 @@ int connector_config_claims(sqlite3 *db, const char *issuer, const char *connect
 		if (json_array_append_new(resources, res) < 0)
 			goto out;
 	}
-	if (s != SQLITE_DONE)
+	if (s != DB_DONE)
 		goto out;
-	sqlite3_finalize(st);
+	db_finalize(st);
 	st = NULL;
 
 	/* Revocations a connector enforces on live streams (docs/protocol.md §1.1): a revoked
@@ -346,7 +345,7 @@ int connector_config_claims(sqlite3 *db, const char *issuer, const char *connect
 	*out = claims;
 	r = 0;
 out:
-	sqlite3_finalize(st);
+	db_finalize(st);
 	json_decref(resources);
 	json_decref(sessions);
 	json_decref(devices);
@@ -354,7 +353,7 @@ out:
 	return r;
 }
 
-int connector_config_document(sqlite3 *db, struct authority *authority, const char *issuer,
+int connector_config_document(struct db *db, struct authority *authority, const char *issuer,
                               const char *connector_id, const char *network_id, int64_t now,
                               int64_t seq, char **out)
 {
@@ -402,72 +401,70 @@ static unsigned take_token(struct controller *c, const char *hash, int64_t now, 
                            char network_id[33], char network_name[129], const char **code,
                            const char **message)
 {
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	unsigned status = 503;
 	*code = "unavailable";
 	*message = "the store cannot be read now";
-	if (sqlite3_prepare_v2(c->db,
+	if (db_prepare(c->db,
 	                       "SELECT t.id, t.network_id, t.expires_at, t.used_at, n.name"
 	                       " FROM connector_enrollment_tokens t"
-	                       " JOIN remote_networks n ON n.id = t.network_id WHERE t.token_hash = ?",
-	                       -1, &st, NULL) != SQLITE_OK)
+	                       " JOIN remote_networks n ON n.id = t.network_id WHERE t.token_hash = ?", &st) != 0)
 		goto out;
-	sqlite3_bind_text(st, 1, hash, -1, SQLITE_STATIC);
-	int s = sqlite3_step(st);
-	if (s == SQLITE_DONE) {
+	db_bind_text(st, 1, hash, -1, DB_STATIC);
+	int s = db_step(st);
+	if (s == DB_DONE) {
 		status = 401;
 		*code = "token_unknown";
 		*message = "the enrollment token is unknown: create one with `sallyport-controller "
 		           "connector-token create --network NAME`";
 		goto out;
 	}
-	if (s != SQLITE_ROW)
+	if (s != DB_ROW)
 		goto out;
-	snprintf(token_id, 33, "%s", (const char *)sqlite3_column_text(st, 0));
-	snprintf(network_id, 33, "%s", (const char *)sqlite3_column_text(st, 1));
-	snprintf(network_name, 129, "%s", (const char *)sqlite3_column_text(st, 4));
-	if (sqlite3_column_type(st, 3) != SQLITE_NULL) {
+	snprintf(token_id, 33, "%s", (const char *)db_column_text(st, 0));
+	snprintf(network_id, 33, "%s", (const char *)db_column_text(st, 1));
+	snprintf(network_name, 129, "%s", (const char *)db_column_text(st, 4));
+	if (db_column_type(st, 3) != DB_NULL) {
 		status = 409;
 		*code = "token_used";
 		*message = "the enrollment token was already used; each token enrolls one connector";
 		goto out;
 	}
-	if (sqlite3_column_int64(st, 2) <= now) {
+	if (db_column_int64(st, 2) <= now) {
 		status = 401;
 		*code = "token_expired";
 		*message = "the enrollment token has expired; create a new one";
 		goto out;
 	}
-	sqlite3_finalize(st);
+	db_finalize(st);
 	st = NULL;
-	if (sqlite3_prepare_v2(c->db,
+	if (db_prepare(c->db,
 	                       "UPDATE connector_enrollment_tokens SET used_at = ?"
-	                       " WHERE id = ? AND used_at IS NULL",
-	                       -1, &st, NULL) != SQLITE_OK)
+	                       " WHERE id = ? AND used_at IS NULL", &st) != 0)
 		goto out;
-	sqlite3_bind_int64(st, 1, now);
-	sqlite3_bind_text(st, 2, token_id, -1, SQLITE_STATIC);
-	if (sqlite3_step(st) != SQLITE_DONE || sqlite3_changes(c->db) != 1)
+	db_bind_int64(st, 1, now);
+	db_bind_text(st, 2, token_id, -1, DB_STATIC);
+	if (db_step(st) != DB_DONE || db_changes(c->db) != 1)
 		goto out;
 	status = 0;
 out:
-	sqlite3_finalize(st);
+	db_finalize(st);
 	return status;
 }
 
 /* 1 when a row matches `sql` with the two bound texts, 0 when none, <0 on error. */
-static int row_exists(sqlite3 *db, const char *sql, const char *a, const char *b)
+static int row_exists(struct db *db, const char *sql, const char *a, const char *b)
 {
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	int r = SP_ERR_DATABASE;
-	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
-		sqlite3_bind_text(st, 1, a, -1, SQLITE_STATIC);
+	if (db_prepare(db, sql, &st) == 0) {
+		db_bind_text(st, 1, a, -1, DB_STATIC);
 		if (b != NULL)
-			sqlite3_bind_text(st, 2, b, -1, SQLITE_STATIC);
-		int s = sqlite3_step(st);
-		r = s == SQLITE_ROW ? 1 : s == SQLITE_DONE ? 0 : SP_ERR_DATABASE;
+			db_bind_text(st, 2, b, -1, DB_STATIC);
+		int s = db_step(st);
+		r = s == DB_ROW ? 1 : s == DB_DONE ? 0 : SP_ERR_DATABASE;
 	}
-	sqlite3_finalize(st);
+	db_finalize(st);
 	return r;
 }
 
@@ -479,7 +476,7 @@ static void handle_enroll(struct http_request *req, void *app)
 	EVP_PKEY *key = NULL;
 	char *pem = NULL;
 	size_t pem_len = 0;
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	json_t *jwks = NULL, *after = NULL;
 	int in_tx = 0;
 	json_t *body = http_body_json_object(req);
@@ -559,30 +556,29 @@ static void handle_enroll(struct http_request *req, void *app)
 		goto out;
 	}
 	if (exists < 0 || store_new_id(id) < 0 ||
-	    sqlite3_prepare_v2(c->db,
+	    db_prepare(c->db,
 	                       "INSERT INTO connectors (id, network_id, name, public_key_digest,"
 	                       " public_key_pem, state, direct_address, version, enrolled_at,"
 	                       " last_seen_at, updated_at) VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?,"
-	                       " ?, ?)",
-	                       -1, &st, NULL) != SQLITE_OK) {
-		sp_diag_set(&d, SP_ERR_DATABASE, "enroll: %s", sqlite3_errmsg(c->db));
+	                       " ?, ?)", &st) != 0) {
+		sp_diag_set(&d, SP_ERR_DATABASE, "enroll: %s", db_errmsg(c->db));
 		reply_store_error(req, &d);
 		goto out;
 	}
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, network_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, in.name, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 4, digest_hex, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 5, pem, (int)pem_len, SQLITE_STATIC);
+	db_bind_text(st, 1, id, -1, DB_STATIC);
+	db_bind_text(st, 2, network_id, -1, DB_STATIC);
+	db_bind_text(st, 3, in.name, -1, DB_STATIC);
+	db_bind_text(st, 4, digest_hex, -1, DB_STATIC);
+	db_bind_text(st, 5, pem, (int)pem_len, DB_STATIC);
 	if (in.direct_address != NULL)
-		sqlite3_bind_text(st, 6, in.direct_address, -1, SQLITE_STATIC);
+		db_bind_text(st, 6, in.direct_address, -1, DB_STATIC);
 	if (in.version != NULL)
-		sqlite3_bind_text(st, 7, in.version, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 8, now);
-	sqlite3_bind_int64(st, 9, now);
-	sqlite3_bind_int64(st, 10, now);
-	if (sqlite3_step(st) != SQLITE_DONE) {
-		sp_diag_set(&d, SP_ERR_DATABASE, "enroll: %s", sqlite3_errmsg(c->db));
+		db_bind_text(st, 7, in.version, -1, DB_STATIC);
+	db_bind_int64(st, 8, now);
+	db_bind_int64(st, 9, now);
+	db_bind_int64(st, 10, now);
+	if (db_step(st) != DB_DONE) {
+		sp_diag_set(&d, SP_ERR_DATABASE, "enroll: %s", db_errmsg(c->db));
 		reply_store_error(req, &d);
 		goto out;
 	}
@@ -594,7 +590,7 @@ static void handle_enroll(struct http_request *req, void *app)
 	                        .target_type = "connector", .target_id = id, .after = after,
 	                        .request_id = req->request_id, .source_address = req->client_address};
 	if (audit_record(c->db, &e) < 0) {
-		sp_diag_set(&d, SP_ERR_DATABASE, "audit: %s", sqlite3_errmsg(c->db));
+		sp_diag_set(&d, SP_ERR_DATABASE, "audit: %s", db_errmsg(c->db));
 		reply_store_error(req, &d);
 		goto out;
 	}
@@ -615,7 +611,7 @@ static void handle_enroll(struct http_request *req, void *app)
 out:
 	if (in_tx)
 		store_rollback(c);
-	sqlite3_finalize(st);
+	db_finalize(st);
 	json_decref(after);
 	json_decref(jwks);
 	free(pem);
@@ -646,9 +642,9 @@ static void handle_config(struct http_request *req, void *app)
 }
 
 /* A string column as a JSON value (null for NULL). */
-static json_t *column_json(sqlite3_stmt *st, int i)
+static json_t *column_json(struct db_stmt *st, int i)
 {
-	const char *t = (const char *)sqlite3_column_text(st, i);
+	const char *t = (const char *)db_column_text(st, i);
 	return t != NULL ? json_string(t) : json_null();
 }
 
@@ -662,7 +658,7 @@ static void handle_heartbeat(struct http_request *req, void *app)
 	static const char *const known[] = {"direct_address", "version", NULL};
 	struct controller *c = app;
 	struct sp_diag d;
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	json_t *before = NULL, *after = NULL;
 	int in_tx = 0;
 	const char *direct = NULL, *version = NULL;
@@ -684,11 +680,10 @@ static void handle_heartbeat(struct http_request *req, void *app)
 		goto out;
 	}
 	in_tx = 1;
-	if (sqlite3_prepare_v2(c->db, "SELECT direct_address, version FROM connectors WHERE id = ?",
-	                       -1, &st, NULL) != SQLITE_OK)
+	if (db_prepare(c->db, "SELECT direct_address, version FROM connectors WHERE id = ?", &st) != 0)
 		goto db_error;
-	sqlite3_bind_text(st, 1, req->actor_id, -1, SQLITE_STATIC);
-	if (sqlite3_step(st) != SQLITE_ROW)
+	db_bind_text(st, 1, req->actor_id, -1, DB_STATIC);
+	if (db_step(st) != DB_ROW)
 		goto db_error;
 	before = json_pack("{s:o, s:o}", "direct_address", column_json(st, 0), "version",
 	                   column_json(st, 1));
@@ -703,24 +698,23 @@ static void handle_heartbeat(struct http_request *req, void *app)
 		!same_text(new_direct, json_string_value(json_object_get(before, "direct_address"))) ||
 		!same_text(new_version, json_string_value(json_object_get(before, "version")));
 	after = json_pack("{s:s?, s:s?}", "direct_address", new_direct, "version", new_version);
-	sqlite3_finalize(st);
+	db_finalize(st);
 	st = NULL;
 	if (before == NULL || after == NULL ||
-	    sqlite3_prepare_v2(c->db,
+	    db_prepare(c->db,
 	                       "UPDATE connectors SET last_seen_at = ?, direct_address = ?,"
 	                       " version = ?, updated_at = CASE WHEN ? THEN ? ELSE updated_at END"
-	                       " WHERE id = ?",
-	                       -1, &st, NULL) != SQLITE_OK)
+	                       " WHERE id = ?", &st) != 0)
 		goto db_error;
-	sqlite3_bind_int64(st, 1, now);
+	db_bind_int64(st, 1, now);
 	if (new_direct != NULL)
-		sqlite3_bind_text(st, 2, new_direct, -1, SQLITE_TRANSIENT);
+		db_bind_text(st, 2, new_direct, -1, DB_TRANSIENT);
 	if (new_version != NULL)
-		sqlite3_bind_text(st, 3, new_version, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_int(st, 4, changed);
-	sqlite3_bind_int64(st, 5, now);
-	sqlite3_bind_text(st, 6, req->actor_id, -1, SQLITE_STATIC);
-	if (sqlite3_step(st) != SQLITE_DONE)
+		db_bind_text(st, 3, new_version, -1, DB_TRANSIENT);
+	db_bind_int(st, 4, changed);
+	db_bind_int64(st, 5, now);
+	db_bind_text(st, 6, req->actor_id, -1, DB_STATIC);
+	if (db_step(st) != DB_DONE)
 		goto db_error;
 	if (changed) {
 		/* Liveness alone is not audited (it would flood the log); a new address or
@@ -740,30 +734,30 @@ static void handle_heartbeat(struct http_request *req, void *app)
 	http_reply_json(req, 200, json_pack("{s:I}", "time", (json_int_t)now));
 	goto out;
 db_error:
-	sp_diag_set(&d, SP_ERR_DATABASE, "heartbeat: %s", sqlite3_errmsg(c->db));
+	sp_diag_set(&d, SP_ERR_DATABASE, "heartbeat: %s", db_errmsg(c->db));
 	reply_store_error(req, &d);
 out:
 	if (in_tx)
 		store_rollback(c);
-	sqlite3_finalize(st);
+	db_finalize(st);
 	json_decref(before);
 	json_decref(after);
 	json_decref(body);
 }
 
-static void bind_optional_text(sqlite3_stmt *st, int i, const char *v)
+static void bind_optional_text(struct db_stmt *st, int i, const char *v)
 {
 	if (v != NULL)
-		sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+		db_bind_text(st, i, v, -1, DB_STATIC);
 	else
-		sqlite3_bind_null(st, i);
+		db_bind_null(st, i);
 }
 
 static void handle_flow_events(struct http_request *req, void *app)
 {
 	struct controller *c = app;
 	struct sp_diag d;
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	int in_tx = 0;
 	size_t count = 0, accepted = 0;
 	struct connector_flow_event *events = NULL;
@@ -788,37 +782,36 @@ static void handle_flow_events(struct http_request *req, void *app)
 	in_tx = 1;
 	/* ON CONFLICT names the one constraint a resend may hit; every other violation still
 	 * fails the batch (INSERT OR IGNORE would silently drop rows failing a CHECK). */
-	if (sqlite3_prepare_v2(c->db,
+	if (db_prepare(c->db,
 	                       "INSERT INTO flow_events (time, flow_id, connector_id, user_id,"
 	                       " device_id, session_id, resource_id, protocol, destination_host,"
 	                       " destination_ip, destination_port, decision, reason, bytes_up,"
 	                       " bytes_down, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-	                       " ?, ?, ?, ?, ?) ON CONFLICT (connector_id, flow_id) DO NOTHING",
-	                       -1, &st, NULL) != SQLITE_OK)
+	                       " ?, ?, ?, ?, ?) ON CONFLICT (connector_id, flow_id) DO NOTHING", &st) != 0)
 		goto db_error;
 	for (size_t i = 0; i < count; i++) {
 		const struct connector_flow_event *ev = &events[i];
-		sqlite3_reset(st);
-		sqlite3_clear_bindings(st);
-		sqlite3_bind_int64(st, 1, ev->time);
-		sqlite3_bind_text(st, 2, ev->flow_id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 3, req->actor_id, -1, SQLITE_STATIC);
+		db_reset(st);
+		db_clear_bindings(st);
+		db_bind_int64(st, 1, ev->time);
+		db_bind_text(st, 2, ev->flow_id, -1, DB_STATIC);
+		db_bind_text(st, 3, req->actor_id, -1, DB_STATIC);
 		bind_optional_text(st, 4, ev->user_id);
 		bind_optional_text(st, 5, ev->device_id);
 		bind_optional_text(st, 6, ev->session_id);
 		bind_optional_text(st, 7, ev->resource_id);
-		sqlite3_bind_text(st, 8, ev->protocol, -1, SQLITE_STATIC);
+		db_bind_text(st, 8, ev->protocol, -1, DB_STATIC);
 		bind_optional_text(st, 9, ev->destination_host);
 		bind_optional_text(st, 10, ev->destination_ip);
 		if (ev->destination_port >= 0)
-			sqlite3_bind_int64(st, 11, ev->destination_port);
-		sqlite3_bind_text(st, 12, ev->decision, -1, SQLITE_STATIC);
+			db_bind_int64(st, 11, ev->destination_port);
+		db_bind_text(st, 12, ev->decision, -1, DB_STATIC);
 		bind_optional_text(st, 13, ev->reason);
-		sqlite3_bind_int64(st, 14, ev->bytes_up);
-		sqlite3_bind_int64(st, 15, ev->bytes_down);
-		sqlite3_bind_int64(st, 16, ev->duration_ms);
-		if (sqlite3_step(st) != SQLITE_DONE) {
-			sp_diag_set(&d, SP_ERR_DATABASE, "flow event %zu: %s", i, sqlite3_errmsg(c->db));
+		db_bind_int64(st, 14, ev->bytes_up);
+		db_bind_int64(st, 15, ev->bytes_down);
+		db_bind_int64(st, 16, ev->duration_ms);
+		if (db_step(st) != DB_DONE) {
+			sp_diag_set(&d, SP_ERR_DATABASE, "flow event %zu: %s", i, db_errmsg(c->db));
 			store_rollback(c);
 			in_tx = 0;
 			http_reply_error(req, 400, "invalid_request", "events[%zu] was refused by the store",
@@ -826,7 +819,7 @@ static void handle_flow_events(struct http_request *req, void *app)
 			SP_LOG(SP_LOG_WARN, "flow event refused", SP_LOG_STR("reason", d.message));
 			goto out;
 		}
-		accepted += (size_t)sqlite3_changes(c->db);
+		accepted += (size_t)db_changes(c->db);
 	}
 	in_tx = 0;
 	if (store_commit(c, &d) < 0) {
@@ -837,12 +830,12 @@ static void handle_flow_events(struct http_request *req, void *app)
 	                                    "duplicates", (json_int_t)(count - accepted)));
 	goto out;
 db_error:
-	sp_diag_set(&d, SP_ERR_DATABASE, "flow events: %s", sqlite3_errmsg(c->db));
+	sp_diag_set(&d, SP_ERR_DATABASE, "flow events: %s", db_errmsg(c->db));
 	reply_store_error(req, &d);
 out:
 	if (in_tx)
 		store_rollback(c);
-	sqlite3_finalize(st);
+	db_finalize(st);
 	free(events);
 	json_decref(body);
 }

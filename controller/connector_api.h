@@ -10,7 +10,7 @@
  *
  * Pure parts (request validation, config claims) are exported for unit tests; the
  * handlers only move data between HTTP, these functions and the store. Everything runs
- * on the HTTP thread (the sqlite connection is used there only).
+ * on the HTTP thread (the database connection is used there only).
  *
  * Ownership: json_t results are new references the caller releases; strings in the
  * structs below borrow from the JSON they were validated from.
@@ -22,7 +22,7 @@
 #include <stdint.h>
 
 #include <jansson.h>
-#include <sqlite3.h>
+#include "controller/db.h"
 
 #include "controller/authority.h"
 #include "shared/error.h"
@@ -89,11 +89,11 @@ int connector_flow_events_validate(const json_t *body, struct connector_flow_eve
  * v, typ, iss, aud, iat, exp, network_id, resources of its network, revocations and seq.
  * Reads the database; SP_ERR_DATABASE when it cannot.
  */
-int connector_config_claims(sqlite3 *db, const char *issuer, const char *connector_id,
+int connector_config_claims(struct db *db, const char *issuer, const char *connector_id,
                             const char *network_id, int64_t now, int64_t seq, json_t **out);
 
 /* The claims above signed with the active key; *out freed by the caller with free(). */
-int connector_config_document(sqlite3 *db, struct authority *authority, const char *issuer,
+int connector_config_document(struct db *db, struct authority *authority, const char *issuer,
                               const char *connector_id, const char *network_id, int64_t now,
                               int64_t seq, char **out);
 

@@ -100,7 +100,7 @@ void feed_client_view_free(struct feed_client_view *view)
 	view->groups = view->resources = view->networks = NULL;
 }
 
-int feed_client_view_load(sqlite3 *db, const char *user_id, const char *session_id,
+int feed_client_view_load(struct db *db, const char *user_id, const char *session_id,
                           const char *device_id, struct feed_client_view *out)
 {
 	memset(out, 0, sizeof(*out));
@@ -110,48 +110,46 @@ int feed_client_view_load(sqlite3 *db, const char *user_id, const char *session_
 	out->groups = json_object();
 	out->resources = json_object();
 	out->networks = json_object();
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	int r = SP_ERR_DATABASE, s;
 	if (out->groups == NULL || out->resources == NULL || out->networks == NULL) {
 		r = SP_ERR_NOMEM;
 		goto out;
 	}
-	if (sqlite3_prepare_v2(db, "SELECT group_id FROM memberships WHERE user_id = ?", -1, &st,
-	                       NULL) != SQLITE_OK)
+	if (db_prepare(db, "SELECT group_id FROM memberships WHERE user_id = ?", &st) != 0)
 		goto out;
-	sqlite3_bind_text(st, 1, user_id, -1, SQLITE_STATIC);
-	while ((s = sqlite3_step(st)) == SQLITE_ROW)
-		if (json_object_set_new(out->groups, (const char *)sqlite3_column_text(st, 0),
+	db_bind_text(st, 1, user_id, -1, DB_STATIC);
+	while ((s = db_step(st)) == DB_ROW)
+		if (json_object_set_new(out->groups, (const char *)db_column_text(st, 0),
 		                        json_true()) < 0)
 			goto out;
-	if (s != SQLITE_DONE)
+	if (s != DB_DONE)
 		goto out;
-	sqlite3_finalize(st);
+	db_finalize(st);
 	st = NULL;
-	if (sqlite3_prepare_v2(db,
+	if (db_prepare(db,
 	                       "SELECT DISTINCT r.id, r.network_id FROM memberships m"
 	                       " JOIN policies p ON p.group_id = m.group_id"
-	                       " JOIN resources r ON r.id = p.resource_id WHERE m.user_id = ?",
-	                       -1, &st, NULL) != SQLITE_OK)
+	                       " JOIN resources r ON r.id = p.resource_id WHERE m.user_id = ?", &st) != 0)
 		goto out;
-	sqlite3_bind_text(st, 1, user_id, -1, SQLITE_STATIC);
-	while ((s = sqlite3_step(st)) == SQLITE_ROW)
-		if (json_object_set_new(out->resources, (const char *)sqlite3_column_text(st, 0),
+	db_bind_text(st, 1, user_id, -1, DB_STATIC);
+	while ((s = db_step(st)) == DB_ROW)
+		if (json_object_set_new(out->resources, (const char *)db_column_text(st, 0),
 		                        json_true()) < 0 ||
-		    json_object_set_new(out->networks, (const char *)sqlite3_column_text(st, 1),
+		    json_object_set_new(out->networks, (const char *)db_column_text(st, 1),
 		                        json_true()) < 0)
 			goto out;
-	if (s != SQLITE_DONE)
+	if (s != DB_DONE)
 		goto out;
 	r = 0;
 out:
-	sqlite3_finalize(st);
+	db_finalize(st);
 	if (r < 0)
 		feed_client_view_free(out);
 	return r;
 }
 
-int feed_pending_kinds(sqlite3 *db, int64_t after, int64_t upto, const char *connector_id,
+int feed_pending_kinds(struct db *db, int64_t after, int64_t upto, const char *connector_id,
                        const char *network_id, const struct feed_client_view *view,
                        unsigned *kinds)
 {
@@ -163,32 +161,31 @@ int feed_pending_kinds(sqlite3 *db, int64_t after, int64_t upto, const char *con
 		*kinds = all;
 		return 0;
 	}
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	int r = SP_ERR_DATABASE, s;
-	if (sqlite3_prepare_v2(db,
+	if (db_prepare(db,
 	                       "SELECT kind, op, entity_id, detail FROM changes"
-	                       " WHERE seq > ? AND seq <= ? ORDER BY seq",
-	                       -1, &st, NULL) != SQLITE_OK)
+	                       " WHERE seq > ? AND seq <= ? ORDER BY seq", &st) != 0)
 		goto out;
-	sqlite3_bind_int64(st, 1, after);
-	sqlite3_bind_int64(st, 2, upto);
-	while (*kinds != all && (s = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *text = (const char *)sqlite3_column_text(st, 3);
-		json_t *d = text != NULL ? json_loadb(text, (size_t)sqlite3_column_bytes(st, 3), 0, NULL)
+	db_bind_int64(st, 1, after);
+	db_bind_int64(st, 2, upto);
+	while (*kinds != all && (s = db_step(st)) == DB_ROW) {
+		const char *text = (const char *)db_column_text(st, 3);
+		json_t *d = text != NULL ? json_loadb(text, (size_t)db_column_bytes(st, 3), 0, NULL)
 		                         : NULL;
-		struct feed_change ch = {.kind = (const char *)sqlite3_column_text(st, 0),
-		                         .op = (const char *)sqlite3_column_text(st, 1),
-		                         .entity_id = (const char *)sqlite3_column_text(st, 2),
+		struct feed_change ch = {.kind = (const char *)db_column_text(st, 0),
+		                         .op = (const char *)db_column_text(st, 1),
+		                         .entity_id = (const char *)db_column_text(st, 2),
 		                         .detail = d};
 		*kinds |= view != NULL ? feed_change_for_client(&ch, view)
 		                       : feed_change_for_connector(&ch, connector_id, network_id);
 		json_decref(d);
 	}
-	if (*kinds != all && s != SQLITE_DONE)
+	if (*kinds != all && s != DB_DONE)
 		goto out;
 	r = 0;
 out:
-	sqlite3_finalize(st);
+	db_finalize(st);
 	return r;
 }
 
@@ -258,21 +255,20 @@ static int query_integer(struct http_request *req, const char *name, int64_t max
  * change needs them: sign-ins of other people (session, device and user rows) are the most
  * frequent changes and are decided on ids alone, without the two queries per held poll.
  */
-static int client_view(sqlite3 *db, struct http_request *req, int64_t after, int64_t upto,
+static int client_view(struct db *db, struct http_request *req, int64_t after, int64_t upto,
                        struct feed_client_view *view)
 {
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	int need = 1;
-	if (sqlite3_prepare_v2(db,
+	if (db_prepare(db,
 	                       "SELECT 1 FROM changes WHERE seq > ? AND seq <= ? AND kind IN"
 	                       " ('group', 'policy', 'resource', 'connector', 'remote_network')"
-	                       " LIMIT 1",
-	                       -1, &st, NULL) == SQLITE_OK) {
-		sqlite3_bind_int64(st, 1, after);
-		sqlite3_bind_int64(st, 2, upto);
-		need = sqlite3_step(st) != SQLITE_DONE;
+	                       " LIMIT 1", &st) == 0) {
+		db_bind_int64(st, 1, after);
+		db_bind_int64(st, 2, upto);
+		need = db_step(st) != DB_DONE;
 	}
-	sqlite3_finalize(st);
+	db_finalize(st);
 	if (need)
 		return feed_client_view_load(db, req->actor_id, req->actor_session, req->actor_device,
 		                             view);

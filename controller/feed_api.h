@@ -22,7 +22,7 @@
 #include <stdint.h>
 
 #include <jansson.h>
-#include <sqlite3.h>
+#include "controller/db.h"
 
 #include "shared/error.h"
 
@@ -59,7 +59,7 @@ unsigned feed_change_for_connector(const struct feed_change *change, const char 
 unsigned feed_change_for_client(const struct feed_change *change,
                                 const struct feed_client_view *view);
 
-int feed_client_view_load(sqlite3 *db, const char *user_id, const char *session_id,
+int feed_client_view_load(struct db *db, const char *user_id, const char *session_id,
                           const char *device_id, struct feed_client_view *out);
 void feed_client_view_free(struct feed_client_view *view);
 
@@ -68,7 +68,7 @@ void feed_client_view_free(struct feed_client_view *view);
  * connector ids set) or a client (view set). Every kind the caller may receive is named
  * when more than FEED_SCAN_MAX changes are pending. SP_ERR_DATABASE on failure.
  */
-int feed_pending_kinds(sqlite3 *db, int64_t after, int64_t upto, const char *connector_id,
+int feed_pending_kinds(struct db *db, int64_t after, int64_t upto, const char *connector_id,
                        const char *network_id, const struct feed_client_view *view,
                        unsigned *kinds);
 

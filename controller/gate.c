@@ -77,27 +77,26 @@ static int gate_client(struct controller *c, struct http_request *req)
 	if (r < 0)
 		return unauthorized(req, d.message);
 
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	int live = 0;
-	if (sqlite3_prepare_v2(c->db,
+	if (db_prepare(c->db,
 	                       "SELECT u.email FROM sessions s JOIN users u ON u.id = s.user_id"
 	                       " JOIN devices v ON v.id = s.device_id"
 	                       " WHERE s.id = ? AND s.user_id = ? AND s.device_id = ?"
 	                       " AND s.revoked_at IS NULL AND s.expires_at > ?"
-	                       " AND u.disabled = 0 AND v.state <> 'blocked'",
-	                       -1, &st, NULL) == SQLITE_OK) {
-		sqlite3_bind_text(st, 1, req->actor_session, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, user, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 3, req->actor_device, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 4, c->now());
-		if (sqlite3_step(st) == SQLITE_ROW) {
+	                       " AND u.disabled = 0 AND v.state <> 'blocked'", &st) == 0) {
+		db_bind_text(st, 1, req->actor_session, -1, DB_STATIC);
+		db_bind_text(st, 2, user, -1, DB_STATIC);
+		db_bind_text(st, 3, req->actor_device, -1, DB_STATIC);
+		db_bind_int64(st, 4, c->now());
+		if (db_step(st) == DB_ROW) {
 			live = 1;
-			const unsigned char *email = sqlite3_column_text(st, 0);
+			const char *email = db_column_text(st, 0);
 			snprintf(req->actor_label, sizeof(req->actor_label), "%s",
 			         email != NULL ? (const char *)email : user);
 		}
 	}
-	sqlite3_finalize(st);
+	db_finalize(st);
 	if (!live)
 		return unauthorized(req, "the session has ended, been revoked, or its device is blocked");
 	req->actor_type = "user";
@@ -165,24 +164,23 @@ static int gate_connector(struct controller *c, struct http_request *req)
 	char id[33];
 	if (token == NULL || sp_token_header_string(token, strlen(token), "kid", id, sizeof(id)) < 0)
 		return unauthorized(req, "this API needs a connector token signed with its enrolled key");
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	const struct sp_jwks *keys = NULL;
-	if (sqlite3_prepare_v2(c->db,
+	if (db_prepare(c->db,
 	                       "SELECT public_key_pem, network_id, name, public_key_digest"
-	                       " FROM connectors WHERE id = ? AND state = 'active'",
-	                       -1, &st, NULL) == SQLITE_OK) {
-		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-		if (sqlite3_step(st) == SQLITE_ROW) {
-			keys = connector_keys(id, (const char *)sqlite3_column_text(st, 3),
-			                      (const char *)sqlite3_column_text(st, 0),
-			                      (size_t)sqlite3_column_bytes(st, 0));
+	                       " FROM connectors WHERE id = ? AND state = 'active'", &st) == 0) {
+		db_bind_text(st, 1, id, -1, DB_STATIC);
+		if (db_step(st) == DB_ROW) {
+			keys = connector_keys(id, (const char *)db_column_text(st, 3),
+			                      (const char *)db_column_text(st, 0),
+			                      (size_t)db_column_bytes(st, 0));
 			snprintf(req->actor_network, sizeof(req->actor_network), "%s",
-			         (const char *)sqlite3_column_text(st, 1));
+			         (const char *)db_column_text(st, 1));
 			snprintf(req->actor_label, sizeof(req->actor_label), "%s",
-			         (const char *)sqlite3_column_text(st, 2));
+			         (const char *)db_column_text(st, 2));
 		}
 	}
-	sqlite3_finalize(st);
+	db_finalize(st);
 	if (keys == NULL)
 		return unauthorized(req, "unknown, disabled or revoked connector");
 

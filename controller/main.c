@@ -31,8 +31,6 @@
 #include "controller/policy.h"
 #include "controller/settings.h"
 #include "controller/store.h"
-#include "db/migrations.h"
-#include "shared/migrate.h"
 #include "shared/secret.h"
 
 extern char **environ;
@@ -135,7 +133,7 @@ static int ensure_state_dir(const char *dir, struct sp_diag *diag)
 }
 
 /* Opens the database and brings its schema up to date. */
-static int open_store(const struct controller_settings *s, sqlite3 **db, int *applied,
+static int open_store(const struct controller_settings *s, struct db **db, int *applied,
                       struct sp_diag *diag)
 {
 	const char *path = NULL;
@@ -144,10 +142,10 @@ static int open_store(const struct controller_settings *s, sqlite3 **db, int *ap
 		return r;
 	if ((r = ensure_state_dir(s->state_dir, diag)) < 0)
 		return r;
-	if ((r = sp_db_open(path, db, diag)) < 0)
+	if ((r = db_open(&db_sqlite_driver, path, 0, db, diag)) < 0)
 		return r;
-	if ((r = sp_migrate(*db, sp_migrations, sp_migrations_count, applied, diag)) < 0) {
-		sp_db_close(*db);
+	if ((r = db_migrate(*db, applied, diag)) < 0) {
+		db_close(*db);
 		*db = NULL;
 	}
 	return r;
@@ -156,21 +154,21 @@ static int open_store(const struct controller_settings *s, sqlite3 **db, int *ap
 static int command_migrate(const struct controller_settings *s)
 {
 	struct sp_diag d;
-	sqlite3 *db = NULL;
+	struct db *db = NULL;
 	int applied = 0, version = 0;
 	if (open_store(s, &db, &applied, &d) < 0)
 		return fail("migrate", &d);
-	sp_migrate_current_version(db, &version);
+	db_schema_version(db, &version);
 	printf("database %s: applied %d migration%s; schema version %d\n", s->database + 7, applied,
 	       applied == 1 ? "" : "s", version);
-	sp_db_close(db);
+	db_close(db);
 	return 0;
 }
 
 static int command_admin_key(const struct controller_settings *s, const struct command_options *o)
 {
 	struct sp_diag d;
-	sqlite3 *db = NULL;
+	struct db *db = NULL;
 	int applied = 0;
 	if (o->name == NULL)
 		return fail_usage("admin-key create needs --name NAME");
@@ -179,7 +177,7 @@ static int command_admin_key(const struct controller_settings *s, const struct c
 		return fail("admin-key create", &d);
 	char key[SP_SECRET_TEXT_MAX], id[33];
 	int64_t now = wall_clock_s();
-	int r = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK ? 0 : SP_ERR_DATABASE;
+	int r = db_begin_immediate(db) == 0 ? 0 : SP_ERR_DATABASE;
 	if (r == 0)
 		r = apikey_create(db, o->name, role, now, key, id, &d);
 	if (r == 0) {
@@ -190,20 +188,20 @@ static int command_admin_key(const struct controller_settings *s, const struct c
 		r = audit_record(db, &e);
 		json_decref(after);
 		if (r < 0)
-			sp_diag_set(&d, r, "cannot record the audit event: %s", sqlite3_errmsg(db));
+			sp_diag_set(&d, r, "cannot record the audit event: %s", db_errmsg(db));
 	}
-	if (r == 0 && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
-		r = sp_diag_set(&d, SP_ERR_DATABASE, "commit: %s", sqlite3_errmsg(db));
+	if (r == 0 && db_commit(db) != 0)
+		r = sp_diag_set(&d, SP_ERR_DATABASE, "commit: %s", db_errmsg(db));
 	if (r < 0) {
-		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-		sp_db_close(db);
+		db_rollback(db);
+		db_close(db);
 		return fail("admin-key create", &d);
 	}
 	/* The key alone on stdout, so scripts can capture it; the rest for the person. */
 	printf("%s\n", key);
 	fprintf(stderr, "created %s API key \"%s\" (id %s); it is shown only this once\n", role,
 	        o->name, id);
-	sp_db_close(db);
+	db_close(db);
 	return 0;
 }
 
@@ -211,8 +209,8 @@ static int command_connector_token(const struct controller_settings *s,
                                    const struct command_options *o)
 {
 	struct sp_diag d;
-	sqlite3 *db = NULL;
-	sqlite3_stmt *st = NULL;
+	struct db *db = NULL;
+	struct db_stmt *st = NULL;
 	int applied = 0;
 	if (o->network == NULL)
 		return fail_usage("connector-token create needs --network NAME");
@@ -226,20 +224,20 @@ static int command_connector_token(const struct controller_settings *s,
 	char network_id[33] = "";
 	char token[SP_SECRET_TEXT_MAX], id[33];
 	int64_t now = wall_clock_s();
-	if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+	if (db_begin_immediate(db) != 0)
 		goto out;
-	if (sqlite3_prepare_v2(db, "SELECT id FROM remote_networks WHERE name = ?", -1, &st, NULL) !=
-	    SQLITE_OK)
+	if (db_prepare(db, "SELECT id FROM remote_networks WHERE name = ?", &st) !=
+	    0)
 		goto out;
-	sqlite3_bind_text(st, 1, o->network, -1, SQLITE_STATIC);
-	if (sqlite3_step(st) != SQLITE_ROW) {
+	db_bind_text(st, 1, o->network, -1, DB_STATIC);
+	if (db_step(st) != DB_ROW) {
 		r = sp_diag_set(&d, SP_ERR_NOT_FOUND,
 		                "there is no remote network named \"%s\" (create it with POST "
 		                "/api/v1/remote-networks)", o->network);
 		goto out;
 	}
-	snprintf(network_id, sizeof(network_id), "%s", (const char *)sqlite3_column_text(st, 0));
-	sqlite3_finalize(st);
+	snprintf(network_id, sizeof(network_id), "%s", (const char *)db_column_text(st, 0));
+	db_finalize(st);
 	st = NULL;
 	json_t *after = NULL;
 	r = admin_connector_token_create(db, network_id, now, ttl_ms / 1000, token, id, &after, &d);
@@ -251,24 +249,24 @@ static int command_connector_token(const struct controller_settings *s,
 	                        .after = after};
 	r = audit_record(db, &e);
 	json_decref(after);
-	if (r == 0 && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+	if (r == 0 && db_commit(db) != 0)
 		r = SP_ERR_DATABASE;
 out:
 	if (r == SP_ERR_DATABASE)
-		sp_diag_set(&d, r, "database: %s", sqlite3_errmsg(db));
+		sp_diag_set(&d, r, "database: %s", db_errmsg(db));
 	else if (r < 0 && d.message[0] == '\0')
 		sp_diag_set(&d, r, "%s", sp_strerror(r));
-	sqlite3_finalize(st);
+	db_finalize(st);
 	if (r < 0) {
-		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-		sp_db_close(db);
+		db_rollback(db);
+		db_close(db);
 		return fail("connector-token create", &d);
 	}
 	printf("%s\n", token);
 	fprintf(stderr, "enrollment token for network \"%s\", valid until %lld (unix time), usable "
 	        "once; start the connector with SALLYPORT_ENROLL_TOKEN set to it\n", o->network,
 	        (long long)(now + ttl_ms / 1000));
-	sp_db_close(db);
+	db_close(db);
 	return 0;
 }
 
@@ -367,7 +365,7 @@ static int command_serve(struct controller *c, struct sp_config *cfg)
 	}
 	const char *db_path = NULL;
 	if (settings_sqlite_path(&c->settings, &db_path, &d) < 0 ||
-	    change_watch_start(db_path, c->feed, 0, &c->change_watch, &d) < 0) {
+	    change_watch_start(db_driver_of(c->db), db_path, c->feed, 0, &c->change_watch, &d) < 0) {
 		fail("change feed", &d);
 		goto out;
 	}
@@ -467,7 +465,7 @@ out:
 	policy_state_free(c);
 	authority_close(&c->authority);
 	controller_gate_forget_keys();
-	sp_db_close(c->db);
+	db_close(c->db);
 	if (key != NULL) {
 		OPENSSL_cleanse(key, strlen(key));
 		free(key);

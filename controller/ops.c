@@ -17,11 +17,10 @@ static void handle_healthz(struct http_request *req, void *app)
 static void handle_readyz(struct http_request *req, void *app)
 {
 	struct controller *c = app;
-	sqlite3_stmt *st = NULL;
-	int db_ok = sqlite3_prepare_v2(c->db, "SELECT 1 FROM settings WHERE id = 1", -1, &st,
-	                               NULL) == SQLITE_OK &&
-	            sqlite3_step(st) == SQLITE_ROW;
-	sqlite3_finalize(st);
+	struct db_stmt *st = NULL;
+	int db_ok = db_prepare(c->db, "SELECT 1 FROM settings WHERE id = 1", &st) == 0 &&
+	            db_step(st) == DB_ROW;
+	db_finalize(st);
 	int keys_ok = c->authority.signer != NULL;
 	json_t *body = json_pack("{s:s, s:{s:b, s:b}}", "status", db_ok && keys_ok ? "ready" : "not_ready",
 	                         "checks", "database", db_ok, "signing_keys", keys_ok);

@@ -9,7 +9,7 @@
  *     resources (most specific resource wins), each resource's policies sorted by group
  *     id, each group's policies, connectors by network. policy_evaluate decides one
  *     flow in microseconds against it; policy_resources_claims and policy_grant_claims
- *     build the claim sets the controller signs. Nothing here touches sqlite or a clock.
+ *     build the claim sets the controller signs. Nothing here touches the database or a clock.
  *   - the store side (policy_store.c): reads the rows, keeps the current snapshot in
  *     struct policy_state (c->policy) and rebuilds it lazily when the change feed's
  *     sequence (store_latest_change) has moved; reads a user's memberships and a
@@ -40,7 +40,7 @@
 #include <stdint.h>
 
 #include <jansson.h>
-#include <sqlite3.h>
+#include "controller/db.h"
 
 #include "shared/error.h"
 #include "shared/resource_index.h"
@@ -261,7 +261,7 @@ struct policy_state {
  * Reads every row the snapshot needs and the change sequence they belong to, in one read
  * transaction (or the caller's, when one is open), and builds the snapshot.
  */
-int policy_snapshot_load(sqlite3 *db, struct policy_snapshot **out, struct sp_diag *diag);
+int policy_snapshot_load(struct db *db, struct policy_snapshot **out, struct sp_diag *diag);
 
 /*
  * The current snapshot, rebuilt first when the change sequence moved since it was built
@@ -278,11 +278,11 @@ struct policy_groups {
 	const char **list; /* pointers into ids, for struct policy_subject */
 	size_t count;
 };
-int policy_load_groups(sqlite3 *db, const char *user_id, struct policy_groups *out);
+int policy_load_groups(struct db *db, const char *user_id, struct policy_groups *out);
 void policy_groups_free(struct policy_groups *groups);
 
 /* MFA and auth time of a session. SP_ERR_NOT_FOUND when no such session. */
-int policy_load_session(sqlite3 *db, const char *session_id, int *mfa, int64_t *auth_time);
+int policy_load_session(struct db *db, const char *session_id, int *mfa, int64_t *auth_time);
 /* True when a JSON amr array holds "mfa". */
 int policy_amr_has_mfa(const char *amr_json, size_t len);
 

@@ -42,18 +42,17 @@ static const struct policy_snapshot *current_snapshot(struct controller *c,
 }
 
 /* 1 when settings.device_approval requires an admin to approve new devices. */
-static int approval_by_admin(sqlite3 *db, int *by_admin)
+static int approval_by_admin(struct db *db, int *by_admin)
 {
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	int r = SP_ERR_DATABASE;
-	if (sqlite3_prepare_v2(db, "SELECT device_approval FROM settings WHERE id = 1", -1, &st,
-	                       NULL) == SQLITE_OK &&
-	    sqlite3_step(st) == SQLITE_ROW) {
-		const char *mode = (const char *)sqlite3_column_text(st, 0);
+	if (db_prepare(db, "SELECT device_approval FROM settings WHERE id = 1", &st) == 0 &&
+	    db_step(st) == DB_ROW) {
+		const char *mode = (const char *)db_column_text(st, 0);
 		*by_admin = mode != NULL && strcmp(mode, "admin") == 0;
 		r = 0;
 	}
-	sqlite3_finalize(st);
+	db_finalize(st);
 	return r;
 }
 
@@ -61,27 +60,26 @@ static int approval_by_admin(sqlite3 *db, int *by_admin)
  * The device's state and key thumbprint. SP_ERR_NOT_FOUND when the user has no such
  * device.
  */
-static int load_device(sqlite3 *db, const char *user_id, const char *device_id, char state[16],
+static int load_device(struct db *db, const char *user_id, const char *device_id, char state[16],
                        char jkt[SP_JWK_THUMBPRINT_LEN + 1])
 {
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	int r = SP_ERR_DATABASE;
-	if (sqlite3_prepare_v2(db, "SELECT state, public_key_thumbprint FROM devices"
-	                           " WHERE id = ? AND user_id = ?",
-	                       -1, &st, NULL) != SQLITE_OK)
+	if (db_prepare(db, "SELECT state, public_key_thumbprint FROM devices"
+	                           " WHERE id = ? AND user_id = ?", &st) != 0)
 		goto out;
-	sqlite3_bind_text(st, 1, device_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, user_id, -1, SQLITE_STATIC);
-	int step = sqlite3_step(st);
-	if (step == SQLITE_DONE) {
+	db_bind_text(st, 1, device_id, -1, DB_STATIC);
+	db_bind_text(st, 2, user_id, -1, DB_STATIC);
+	int step = db_step(st);
+	if (step == DB_DONE) {
 		r = SP_ERR_NOT_FOUND;
-	} else if (step == SQLITE_ROW) {
-		snprintf(state, 16, "%s", (const char *)sqlite3_column_text(st, 0));
-		snprintf(jkt, SP_JWK_THUMBPRINT_LEN + 1, "%s", (const char *)sqlite3_column_text(st, 1));
+	} else if (step == DB_ROW) {
+		snprintf(state, 16, "%s", (const char *)db_column_text(st, 0));
+		snprintf(jkt, SP_JWK_THUMBPRINT_LEN + 1, "%s", (const char *)db_column_text(st, 1));
 		r = 0;
 	}
 out:
-	sqlite3_finalize(st);
+	db_finalize(st);
 	return r;
 }
 
@@ -278,7 +276,7 @@ struct access_user {
 static int find_user(struct controller *c, struct http_request *req, const char *user_id,
                      const char *email, struct access_user *out)
 {
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	char lower[321];
 	int found = 0, reply = 1;
 	if (email != NULL) {
@@ -287,23 +285,22 @@ static int find_user(struct controller *c, struct http_request *req, const char 
 			lower[i] = (char)tolower((unsigned char)email[i]);
 		lower[n < sizeof(lower) - 1 ? n : sizeof(lower) - 1] = '\0';
 	}
-	if (sqlite3_prepare_v2(c->db,
+	if (db_prepare(c->db,
 	                       email != NULL ? "SELECT id, disabled FROM users WHERE email = ?"
 	                                       " ORDER BY id LIMIT 2"
-	                                     : "SELECT id, disabled FROM users WHERE id = ?",
-	                       -1, &st, NULL) != SQLITE_OK) {
+	                                     : "SELECT id, disabled FROM users WHERE id = ?", &st) != 0) {
 		reply_database_error(req);
 		goto out;
 	}
-	sqlite3_bind_text(st, 1, email != NULL ? lower : user_id, -1, SQLITE_STATIC);
+	db_bind_text(st, 1, email != NULL ? lower : user_id, -1, DB_STATIC);
 	int step;
-	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+	while ((step = db_step(st)) == DB_ROW) {
 		if (found++ == 0) {
-			snprintf(out->id, sizeof(out->id), "%s", (const char *)sqlite3_column_text(st, 0));
-			out->disabled = sqlite3_column_int(st, 1);
+			snprintf(out->id, sizeof(out->id), "%s", (const char *)db_column_text(st, 0));
+			out->disabled = db_column_int(st, 1);
 		}
 	}
-	if (step != SQLITE_DONE) {
+	if (step != DB_DONE) {
 		reply_database_error(req);
 	} else if (found == 0) {
 		http_reply_error(req, 404, "not_found", "%s: no user %s", email != NULL ? "email" : "user_id",
@@ -315,7 +312,7 @@ static int find_user(struct controller *c, struct http_request *req, const char 
 		reply = 0;
 	}
 out:
-	sqlite3_finalize(st);
+	db_finalize(st);
 	return reply;
 }
 
@@ -326,28 +323,27 @@ out:
 static int device_session_facts(struct controller *c, const char *user_id, const char *device_id,
                                 int *mfa, int64_t *auth_time, int *has_session)
 {
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	int r = SP_ERR_DATABASE;
 	*mfa = 0, *auth_time = 0, *has_session = 0;
-	if (sqlite3_prepare_v2(c->db, "SELECT auth_time, amr FROM sessions WHERE user_id = ?"
+	if (db_prepare(c->db, "SELECT auth_time, amr FROM sessions WHERE user_id = ?"
 	                              " AND device_id = ? AND revoked_at IS NULL AND expires_at > ?"
-	                              " ORDER BY auth_time DESC, id LIMIT 1",
-	                       -1, &st, NULL) != SQLITE_OK)
+	                              " ORDER BY auth_time DESC, id LIMIT 1", &st) != 0)
 		goto out;
-	sqlite3_bind_text(st, 1, user_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, device_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, c->now());
-	int step = sqlite3_step(st);
-	if (step == SQLITE_ROW) {
+	db_bind_text(st, 1, user_id, -1, DB_STATIC);
+	db_bind_text(st, 2, device_id, -1, DB_STATIC);
+	db_bind_int64(st, 3, c->now());
+	int step = db_step(st);
+	if (step == DB_ROW) {
 		*has_session = 1;
-		*auth_time = sqlite3_column_int64(st, 0);
-		const char *amr = (const char *)sqlite3_column_text(st, 1);
-		*mfa = amr != NULL && policy_amr_has_mfa(amr, (size_t)sqlite3_column_bytes(st, 1));
+		*auth_time = db_column_int64(st, 0);
+		const char *amr = (const char *)db_column_text(st, 1);
+		*mfa = amr != NULL && policy_amr_has_mfa(amr, (size_t)db_column_bytes(st, 1));
 	}
-	if (step == SQLITE_ROW || step == SQLITE_DONE)
+	if (step == DB_ROW || step == DB_DONE)
 		r = 0;
 out:
-	sqlite3_finalize(st);
+	db_finalize(st);
 	return r;
 }
 

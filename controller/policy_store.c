@@ -21,9 +21,9 @@ struct loaded_rows {
 	int failed;
 };
 
-static const char *column(sqlite3_stmt *st, int i, int *failed)
+static const char *column(struct db_stmt *st, int i, int *failed)
 {
-	const unsigned char *text = sqlite3_column_text(st, i);
+	const char *text = db_column_text(st, i);
 	if (text == NULL)
 		return NULL;
 	char *c = strdup((const char *)text);
@@ -68,22 +68,21 @@ static void free_rows(struct loaded_rows *l)
 	free(l->connectors);
 }
 
-static int read_rows(sqlite3 *db, struct loaded_rows *l, int64_t *seq)
+static int read_rows(struct db *db, struct loaded_rows *l, int64_t *seq)
 {
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	int r = SP_ERR_DATABASE, step;
-	if (sqlite3_prepare_v2(db, "SELECT coalesce(max(seq), 0) FROM changes", -1, &st, NULL) !=
-	            SQLITE_OK ||
-	    sqlite3_step(st) != SQLITE_ROW)
+	if (db_prepare(db, "SELECT coalesce(max(seq), 0) FROM changes", &st) !=
+	            0 ||
+	    db_step(st) != DB_ROW)
 		goto out;
-	*seq = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	*seq = db_column_int64(st, 0);
+	db_finalize(st);
 
-	if (sqlite3_prepare_v2(db, "SELECT id, network_id, name, address, alias, tcp_ports,"
-	                           " udp_ports, icmp FROM resources",
-	                       -1, &st, NULL) != SQLITE_OK)
+	if (db_prepare(db, "SELECT id, network_id, name, address, alias, tcp_ports,"
+	                           " udp_ports, icmp FROM resources", &st) != 0)
 		goto out;
-	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+	while ((step = db_step(st)) == DB_ROW) {
 		if (grow((void **)&l->resources, l->resource_count, &l->resource_cap,
 		         sizeof(*l->resources)) < 0) {
 			r = SP_ERR_NOMEM;
@@ -94,17 +93,16 @@ static int read_rows(sqlite3 *db, struct loaded_rows *l, int64_t *seq)
 			.id = column(st, 0, &l->failed), .network_id = column(st, 1, &l->failed),
 			.name = column(st, 2, &l->failed), .address = column(st, 3, &l->failed),
 			.alias = column(st, 4, &l->failed), .tcp_json = column(st, 5, &l->failed),
-			.udp_json = column(st, 6, &l->failed), .icmp = sqlite3_column_int(st, 7)};
+			.udp_json = column(st, 6, &l->failed), .icmp = db_column_int(st, 7)};
 	}
-	if (step != SQLITE_DONE)
+	if (step != DB_DONE)
 		goto out;
-	sqlite3_finalize(st);
+	db_finalize(st);
 
-	if (sqlite3_prepare_v2(db, "SELECT id, group_id, resource_id, require_mfa,"
-	                           " max_session_age_s FROM policies",
-	                       -1, &st, NULL) != SQLITE_OK)
+	if (db_prepare(db, "SELECT id, group_id, resource_id, require_mfa,"
+	                           " max_session_age_s FROM policies", &st) != 0)
 		goto out;
-	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+	while ((step = db_step(st)) == DB_ROW) {
 		if (grow((void **)&l->rules, l->rule_count, &l->rule_cap, sizeof(*l->rules)) < 0) {
 			r = SP_ERR_NOMEM;
 			goto out;
@@ -112,18 +110,17 @@ static int read_rows(sqlite3 *db, struct loaded_rows *l, int64_t *seq)
 		l->rules[l->rule_count++] = (struct policy_rule_row){
 			.id = column(st, 0, &l->failed), .group_id = column(st, 1, &l->failed),
 			.resource_id = column(st, 2, &l->failed),
-			.require_mfa = sqlite3_column_int(st, 3),
-			.max_session_age_s = sqlite3_column_int64(st, 4)};
+			.require_mfa = db_column_int(st, 3),
+			.max_session_age_s = db_column_int64(st, 4)};
 	}
-	if (step != SQLITE_DONE)
+	if (step != DB_DONE)
 		goto out;
-	sqlite3_finalize(st);
+	db_finalize(st);
 
-	if (sqlite3_prepare_v2(db, "SELECT id, network_id, name, public_key_digest, direct_address"
-	                           " FROM connectors WHERE state = 'active'",
-	                       -1, &st, NULL) != SQLITE_OK)
+	if (db_prepare(db, "SELECT id, network_id, name, public_key_digest, direct_address"
+	                           " FROM connectors WHERE state = 'active'", &st) != 0)
 		goto out;
-	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+	while ((step = db_step(st)) == DB_ROW) {
 		if (grow((void **)&l->connectors, l->connector_count, &l->connector_cap,
 		         sizeof(*l->connectors)) < 0) {
 			r = SP_ERR_NOMEM;
@@ -135,30 +132,30 @@ static int read_rows(sqlite3 *db, struct loaded_rows *l, int64_t *seq)
 			.public_key_digest = column(st, 3, &l->failed),
 			.direct_address = column(st, 4, &l->failed)};
 	}
-	if (step != SQLITE_DONE)
+	if (step != DB_DONE)
 		goto out;
 	r = l->failed ? SP_ERR_NOMEM : 0;
 out:
-	sqlite3_finalize(st);
+	db_finalize(st);
 	return r;
 }
 
-int policy_snapshot_load(sqlite3 *db, struct policy_snapshot **out, struct sp_diag *diag)
+int policy_snapshot_load(struct db *db, struct policy_snapshot **out, struct sp_diag *diag)
 {
 	*out = NULL;
 	struct loaded_rows l;
 	memset(&l, 0, sizeof(l));
 	int64_t seq = 0;
 	/* One read transaction, so the sequence and the rows describe the same moment. */
-	int own = sqlite3_get_autocommit(db) != 0;
-	if (own && sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+	int own = !db_in_transaction(db);
+	if (own && db_begin_read(db) != 0)
 		return sp_diag_set(diag, SP_ERR_DATABASE, "cannot read the policies: %s",
-		                   sqlite3_errmsg(db));
+		                   db_errmsg(db));
 	int r = read_rows(db, &l, &seq);
 	if (r == SP_ERR_DATABASE)
-		sp_diag_set(diag, r, "cannot read the policies: %s", sqlite3_errmsg(db));
+		sp_diag_set(diag, r, "cannot read the policies: %s", db_errmsg(db));
 	if (own)
-		sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+		db_commit(db);
 	if (r == 0) {
 		struct policy_rows rows = {.resources = l.resources,
 		                           .resource_count = l.resource_count,
@@ -217,20 +214,19 @@ void policy_groups_free(struct policy_groups *g)
 	memset(g, 0, sizeof(*g));
 }
 
-int policy_load_groups(sqlite3 *db, const char *user_id, struct policy_groups *out)
+int policy_load_groups(struct db *db, const char *user_id, struct policy_groups *out)
 {
 	memset(out, 0, sizeof(*out));
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	size_t cap = 0;
 	int r = SP_ERR_DATABASE, step;
 	/* The primary key (user_id, group_id) yields them sorted by group id. */
-	if (sqlite3_prepare_v2(db, "SELECT group_id FROM memberships WHERE user_id = ?"
-	                           " ORDER BY group_id",
-	                       -1, &st, NULL) != SQLITE_OK)
+	if (db_prepare(db, "SELECT group_id FROM memberships WHERE user_id = ?"
+	                           " ORDER BY group_id", &st) != 0)
 		goto out;
-	sqlite3_bind_text(st, 1, user_id, -1, SQLITE_STATIC);
-	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *id = (const char *)sqlite3_column_text(st, 0);
+	db_bind_text(st, 1, user_id, -1, DB_STATIC);
+	while ((step = db_step(st)) == DB_ROW) {
+		const char *id = (const char *)db_column_text(st, 0);
 		if (id == NULL || strlen(id) >= sizeof(out->ids[0]))
 			continue;
 		if (grow((void **)&out->ids, out->count, &cap, sizeof(out->ids[0])) < 0) {
@@ -239,7 +235,7 @@ int policy_load_groups(sqlite3 *db, const char *user_id, struct policy_groups *o
 		}
 		memcpy(out->ids[out->count++], id, strlen(id) + 1);
 	}
-	if (step != SQLITE_DONE)
+	if (step != DB_DONE)
 		goto out;
 	out->list = calloc(out->count + 1, sizeof(*out->list));
 	if (out->list == NULL) {
@@ -250,7 +246,7 @@ int policy_load_groups(sqlite3 *db, const char *user_id, struct policy_groups *o
 		out->list[i] = out->ids[i];
 	r = 0;
 out:
-	sqlite3_finalize(st);
+	db_finalize(st);
 	if (r < 0)
 		policy_groups_free(out);
 	return r;
@@ -270,26 +266,25 @@ int policy_amr_has_mfa(const char *amr_json, size_t len)
 	return found;
 }
 
-int policy_load_session(sqlite3 *db, const char *session_id, int *mfa, int64_t *auth_time)
+int policy_load_session(struct db *db, const char *session_id, int *mfa, int64_t *auth_time)
 {
 	*mfa = 0;
 	*auth_time = 0;
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	int r = SP_ERR_DATABASE;
-	if (sqlite3_prepare_v2(db, "SELECT auth_time, amr FROM sessions WHERE id = ?", -1, &st,
-	                       NULL) != SQLITE_OK)
+	if (db_prepare(db, "SELECT auth_time, amr FROM sessions WHERE id = ?", &st) != 0)
 		goto out;
-	sqlite3_bind_text(st, 1, session_id, -1, SQLITE_STATIC);
-	int step = sqlite3_step(st);
-	if (step == SQLITE_DONE) {
+	db_bind_text(st, 1, session_id, -1, DB_STATIC);
+	int step = db_step(st);
+	if (step == DB_DONE) {
 		r = SP_ERR_NOT_FOUND;
-	} else if (step == SQLITE_ROW) {
-		*auth_time = sqlite3_column_int64(st, 0);
-		const char *amr = (const char *)sqlite3_column_text(st, 1);
-		*mfa = amr != NULL && policy_amr_has_mfa(amr, (size_t)sqlite3_column_bytes(st, 1));
+	} else if (step == DB_ROW) {
+		*auth_time = db_column_int64(st, 0);
+		const char *amr = (const char *)db_column_text(st, 1);
+		*mfa = amr != NULL && policy_amr_has_mfa(amr, (size_t)db_column_bytes(st, 1));
 		r = 0;
 	}
 out:
-	sqlite3_finalize(st);
+	db_finalize(st);
 	return r;
 }

@@ -6,7 +6,7 @@
  * The relay runs on its own thread with its own libevent loop. It verifies relay tickets
  * and relay-connector tokens with a copy of the controller's published JWKS: the HTTP
  * thread hands it a new document through relay_sync_keys (a mutex-protected swap), so the
- * relay never touches the authority or sqlite.
+ * relay never touches the authority or the database.
  *
  * Ownership: main.c owns the struct relay (relay_start, relay_stop before the HTTP server
  * stops, relay_free after). The metrics live in

@@ -109,26 +109,25 @@ static void handle_relay_token(struct http_request *req, void *app)
 /* Device state and the approval mode: 0, or non-zero after replying. */
 static int device_may_ask(struct controller *c, struct http_request *req)
 {
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	int r = -1, by_admin = 0, approved = 0, found = 0;
-	if (sqlite3_prepare_v2(c->db,
+	if (db_prepare(c->db,
 	                       "SELECT d.state = 'approved', s.device_approval = 'admin'"
 	                       " FROM devices d, settings s WHERE d.id = ? AND d.user_id = ?"
-	                       " AND s.id = 1",
-	                       -1, &st, NULL) == SQLITE_OK) {
-		sqlite3_bind_text(st, 1, req->actor_device, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, req->actor_id, -1, SQLITE_STATIC);
-		int step = sqlite3_step(st);
-		if (step == SQLITE_ROW) {
+	                       " AND s.id = 1", &st) == 0) {
+		db_bind_text(st, 1, req->actor_device, -1, DB_STATIC);
+		db_bind_text(st, 2, req->actor_id, -1, DB_STATIC);
+		int step = db_step(st);
+		if (step == DB_ROW) {
 			found = 1;
-			approved = sqlite3_column_int(st, 0);
-			by_admin = sqlite3_column_int(st, 1);
+			approved = db_column_int(st, 0);
+			by_admin = db_column_int(st, 1);
 			r = 0;
-		} else if (step == SQLITE_DONE) {
+		} else if (step == DB_DONE) {
 			r = 0;
 		}
 	}
-	sqlite3_finalize(st);
+	db_finalize(st);
 	if (r < 0) {
 		http_reply_error(req, 503, "unavailable", "the store cannot be read now");
 		return 1;

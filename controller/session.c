@@ -19,54 +19,54 @@
  * Prepares sql and binds the arguments described by types: 's' a string (NULL binds
  * NULL), 'i' an int64_t. Returns the statement or NULL.
  */
-static sqlite3_stmt *prepare(sqlite3 *db, const char *sql, const char *types, va_list ap)
+static struct db_stmt *prepare(struct db *db, const char *sql, const char *types, va_list ap)
 {
-	sqlite3_stmt *st = NULL;
-	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+	struct db_stmt *st = NULL;
+	if (db_prepare(db, sql, &st) != 0)
 		return NULL;
 	for (int i = 0; types[i] != '\0'; i++) {
 		if (types[i] == 's') {
 			const char *v = va_arg(ap, const char *);
 			if (v != NULL)
-				sqlite3_bind_text(st, i + 1, v, -1, SQLITE_TRANSIENT);
+				db_bind_text(st, i + 1, v, -1, DB_TRANSIENT);
 			else
-				sqlite3_bind_null(st, i + 1);
+				db_bind_null(st, i + 1);
 		} else {
-			sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
+			db_bind_int64(st, i + 1, va_arg(ap, int64_t));
 		}
 	}
 	return st;
 }
 
 /* Runs a statement that returns no rows. 0 or SP_ERR_DATABASE. */
-static int run(sqlite3 *db, const char *sql, const char *types, ...)
+static int run(struct db *db, const char *sql, const char *types, ...)
 {
 	va_list ap;
 	va_start(ap, types);
-	sqlite3_stmt *st = prepare(db, sql, types, ap);
+	struct db_stmt *st = prepare(db, sql, types, ap);
 	va_end(ap);
-	int r = st != NULL && sqlite3_step(st) == SQLITE_DONE ? 0 : SP_ERR_DATABASE;
-	sqlite3_finalize(st);
+	int r = st != NULL && db_step(st) == DB_DONE ? 0 : SP_ERR_DATABASE;
+	db_finalize(st);
 	return r;
 }
 
 /* A statement positioned on its first row, or NULL when there is none (or on error). */
-static sqlite3_stmt *query_row(sqlite3 *db, const char *sql, const char *types, ...)
+static struct db_stmt *query_row(struct db *db, const char *sql, const char *types, ...)
 {
 	va_list ap;
 	va_start(ap, types);
-	sqlite3_stmt *st = prepare(db, sql, types, ap);
+	struct db_stmt *st = prepare(db, sql, types, ap);
 	va_end(ap);
-	if (st != NULL && sqlite3_step(st) != SQLITE_ROW) {
-		sqlite3_finalize(st);
+	if (st != NULL && db_step(st) != DB_ROW) {
+		db_finalize(st);
 		st = NULL;
 	}
 	return st;
 }
 
-static void column_copy(sqlite3_stmt *st, int col, char *out, size_t size)
+static void column_copy(struct db_stmt *st, int col, char *out, size_t size)
 {
-	const unsigned char *v = sqlite3_column_text(st, col);
+	const char *v = db_column_text(st, col);
 	snprintf(out, size, "%s", v != NULL ? (const char *)v : "");
 }
 
@@ -117,12 +117,12 @@ static int sync_groups(struct controller *c, const char *user_id, const json_t *
 			continue; /* not a name we can hold: ignored, never fatal to sign-in */
 		const char *name = json_string_value(g);
 		char id[33] = "", source[8] = "";
-		sqlite3_stmt *st = query_row(c->db, "SELECT id, source FROM groups WHERE name = ?", "s",
+		struct db_stmt *st = query_row(c->db, "SELECT id, source FROM groups WHERE name = ?", "s",
 		                             name);
 		if (st != NULL) {
 			column_copy(st, 0, id, sizeof(id));
 			column_copy(st, 1, source, sizeof(source));
-			sqlite3_finalize(st);
+			db_finalize(st);
 			if (strcmp(source, "idp") != 0)
 				continue;
 		} else {
@@ -147,7 +147,7 @@ static int sync_groups(struct controller *c, const char *user_id, const json_t *
 		        " AND group_id NOT IN (SELECT id FROM temp.idp_groups_seen)", "s", user_id);
 	if (r < 0)
 		return sp_diag_set(diag, SP_ERR_DATABASE, "cannot sync groups: %s",
-		                   sqlite3_errmsg(c->db));
+		                   db_errmsg(c->db));
 	return 0;
 }
 
@@ -182,14 +182,14 @@ int session_provision_user(struct controller *c, const json_t *claims, const jso
 	int r = store_begin(c, diag);
 	if (r < 0)
 		goto out;
-	sqlite3_stmt *st = query_row(c->db, "SELECT id, role, disabled FROM users"
+	struct db_stmt *st = query_row(c->db, "SELECT id, role, disabled FROM users"
 	                             " WHERE issuer = ? AND subject = ?", "ss", iss, sub);
 	int disabled = 0;
 	if (st != NULL) {
 		column_copy(st, 0, out->id, sizeof(out->id));
 		column_copy(st, 1, out->role, sizeof(out->role));
-		disabled = sqlite3_column_int(st, 2);
-		sqlite3_finalize(st);
+		disabled = db_column_int(st, 2);
+		db_finalize(st);
 		if (disabled) {
 			r = sp_diag_set(diag, SP_ERR_PERMISSION, "the user %s is disabled", out->email);
 			goto out;
@@ -209,7 +209,7 @@ int session_provision_user(struct controller *c, const json_t *claims, const jso
 	}
 	if (r < 0) {
 		r = sp_diag_set(diag, SP_ERR_DATABASE, "cannot store the user: %s",
-		                sqlite3_errmsg(c->db));
+		                db_errmsg(c->db));
 		goto out;
 	}
 	if ((r = sync_groups(c, out->id, groups, now, synced, diag)) < 0)
@@ -306,16 +306,16 @@ int session_create(struct controller *c, const char *user_id, const char *auth_m
 	snprintf(out->user_id, sizeof(out->user_id), "%s", user_id);
 	if ((r = store_begin(c, diag)) < 0)
 		goto fail_key;
-	sqlite3_stmt *st = query_row(c->db, "SELECT disabled, email FROM users WHERE id = ?", "s",
+	struct db_stmt *st = query_row(c->db, "SELECT disabled, email FROM users WHERE id = ?", "s",
 	                             user_id);
 	char email[321] = "";
-	if (st == NULL || sqlite3_column_int(st, 0) != 0) {
-		sqlite3_finalize(st);
+	if (st == NULL || db_column_int(st, 0) != 0) {
+		db_finalize(st);
 		r = sp_diag_set(diag, SP_ERR_PERMISSION, "the user is unknown or disabled");
 		goto out;
 	}
 	column_copy(st, 1, email, sizeof(email));
-	sqlite3_finalize(st);
+	db_finalize(st);
 	st = query_row(c->db, "SELECT id, user_id, state FROM devices WHERE public_key_thumbprint = ?",
 	               "s", out->jkt);
 	const char *action = "device.register";
@@ -324,7 +324,7 @@ int session_create(struct controller *c, const char *user_id, const char *auth_m
 		column_copy(st, 0, out->device_id, sizeof(out->device_id));
 		column_copy(st, 1, owner, sizeof(owner));
 		column_copy(st, 2, state, sizeof(state));
-		sqlite3_finalize(st);
+		db_finalize(st);
 		if (strcmp(owner, user_id) != 0) {
 			r = sp_diag_set(diag, SP_ERR_EXISTS, "this device key is registered to another "
 			                "user; make a new device key");
@@ -342,7 +342,7 @@ int session_create(struct controller *c, const char *user_id, const char *auth_m
 		st = query_row(c->db, "SELECT device_approval FROM settings WHERE id = 1", "");
 		if (st != NULL) {
 			column_copy(st, 0, approval, sizeof(approval));
-			sqlite3_finalize(st);
+			db_finalize(st);
 		}
 		if ((r = store_new_id(out->device_id)) == 0)
 			r = run(c->db, "INSERT INTO devices (id, user_id, public_key_thumbprint,"
@@ -363,7 +363,7 @@ int session_create(struct controller *c, const char *user_id, const char *auth_m
 		r = issue_refresh(c, out, family, now);
 	if (r < 0) {
 		r = sp_diag_set(diag, SP_ERR_DATABASE, "cannot store the session: %s",
-		                sqlite3_errmsg(c->db));
+		                db_errmsg(c->db));
 		goto out;
 	}
 	struct audit_event e = {.time = now, .target_type = "device", .target_id = out->device_id};
@@ -438,7 +438,7 @@ int session_refresh(struct controller *c, const char *refresh_token,
 	int64_t now = c->now();
 	if ((r = store_begin(c, diag)) < 0)
 		return r;
-	sqlite3_stmt *st = query_row(
+	struct db_stmt *st = query_row(
 		c->db,
 		"SELECT t.id, t.family_id, t.expires_at, t.used_at, t.revoked_at, s.id, s.user_id,"
 		" s.device_id, s.expires_at, s.revoked_at, u.disabled, v.state,"
@@ -446,27 +446,27 @@ int session_refresh(struct controller *c, const char *refresh_token,
 		" FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id"
 		" JOIN users u ON u.id = s.user_id JOIN devices v ON v.id = s.device_id"
 		" WHERE t.token_hash = ?", "s", hash);
-	if (st == NULL || !sp_secret_hash_equal((const char *)sqlite3_column_text(st, 14), hash)) {
-		sqlite3_finalize(st);
+	if (st == NULL || !sp_secret_hash_equal((const char *)db_column_text(st, 14), hash)) {
+		db_finalize(st);
 		r = sp_diag_set(diag, SP_ERR_NOT_FOUND, "the refresh token is unknown");
 		goto out;
 	}
 	char token_id[33], family[33], email[321];
 	column_copy(st, 0, token_id, sizeof(token_id));
 	column_copy(st, 1, family, sizeof(family));
-	int64_t token_expires = sqlite3_column_int64(st, 2);
-	int used = sqlite3_column_type(st, 3) != SQLITE_NULL;
-	int token_revoked = sqlite3_column_type(st, 4) != SQLITE_NULL;
+	int64_t token_expires = db_column_int64(st, 2);
+	int used = db_column_type(st, 3) != DB_NULL;
+	int token_revoked = db_column_type(st, 4) != DB_NULL;
 	column_copy(st, 5, out->session_id, sizeof(out->session_id));
 	column_copy(st, 6, out->user_id, sizeof(out->user_id));
 	column_copy(st, 7, out->device_id, sizeof(out->device_id));
-	out->session_expires_at = sqlite3_column_int64(st, 8);
-	int session_revoked = sqlite3_column_type(st, 9) != SQLITE_NULL;
-	int disabled = sqlite3_column_int(st, 10);
-	int blocked = strcmp((const char *)sqlite3_column_text(st, 11), "blocked") == 0;
+	out->session_expires_at = db_column_int64(st, 8);
+	int session_revoked = db_column_type(st, 9) != DB_NULL;
+	int disabled = db_column_int(st, 10);
+	int blocked = strcmp((const char *)db_column_text(st, 11), "blocked") == 0;
 	column_copy(st, 12, out->jkt, sizeof(out->jkt));
 	column_copy(st, 13, email, sizeof(email));
-	sqlite3_finalize(st);
+	db_finalize(st);
 
 	struct audit_event e = {.time = now, .target_type = "session", .target_id = out->session_id};
 	audit_in(req, &e);
@@ -508,7 +508,7 @@ int session_refresh(struct controller *c, const char *refresh_token,
 	}
 	r = run(c->db, "UPDATE refresh_tokens SET used_at = ? WHERE id = ? AND used_at IS NULL", "is",
 	        now, token_id);
-	if (r == 0 && sqlite3_changes(c->db) != 1)
+	if (r == 0 && db_changes(c->db) != 1)
 		r = SP_ERR_DATABASE;
 	if (r == 0)
 		r = issue_refresh(c, out, family, now);
@@ -561,11 +561,11 @@ int session_revoke(struct controller *c, const char *session_id, const char *rea
 json_t *session_response(struct controller *c, const struct session_grant *g)
 {
 	json_t *user = NULL;
-	sqlite3_stmt *st = query_row(c->db, "SELECT id, email, display_name, role FROM users"
+	struct db_stmt *st = query_row(c->db, "SELECT id, email, display_name, role FROM users"
 	                             " WHERE id = ?", "s", g->user_id);
 	if (st != NULL) {
 		user = store_row_json(st, NULL);
-		sqlite3_finalize(st);
+		db_finalize(st);
 	}
 	if (user == NULL)
 		return NULL;
@@ -602,16 +602,16 @@ int session_service_verify(struct controller *c, const char *assertion, const ch
 		                   "a service account key id");
 	int64_t now = c->now();
 	EVP_PKEY *key = NULL;
-	sqlite3_stmt *st = query_row(
+	struct db_stmt *st = query_row(
 		c->db, "SELECT k.public_key_pem, k.service_account_id FROM service_account_keys k"
 		" JOIN users u ON u.id = k.service_account_id WHERE k.id = ? AND k.revoked_at IS NULL"
 		" AND k.expires_at > ? AND u.disabled = 0", "si", kid, now);
 	if (st != NULL) {
-		if (sp_key_from_pem((const char *)sqlite3_column_text(st, 0),
-		                    (size_t)sqlite3_column_bytes(st, 0), 1, &key, NULL) < 0)
+		if (sp_key_from_pem((const char *)db_column_text(st, 0),
+		                    (size_t)db_column_bytes(st, 0), 1, &key, NULL) < 0)
 			key = NULL;
 		column_copy(st, 1, user_id, 33);
-		sqlite3_finalize(st);
+		db_finalize(st);
 	}
 	if (key == NULL) {
 		user_id[0] = '\0';

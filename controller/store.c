@@ -7,29 +7,28 @@
 
 int store_begin(struct controller *c, struct sp_diag *diag)
 {
-	if (sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+	if (db_begin_immediate(c->db) != 0)
 		return sp_diag_set(diag, SP_ERR_DATABASE, "cannot start a transaction: %s",
-		                   sqlite3_errmsg(c->db));
+		                   db_errmsg(c->db));
 	return 0;
 }
 
 int64_t store_latest_change(struct controller *c)
 {
-	sqlite3_stmt *st = NULL;
+	struct db_stmt *st = NULL;
 	int64_t seq = 0;
-	if (sqlite3_prepare_v2(c->db, "SELECT coalesce(max(seq), 0) FROM changes", -1, &st,
-	                       NULL) == SQLITE_OK &&
-	    sqlite3_step(st) == SQLITE_ROW)
-		seq = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	if (db_prepare(c->db, "SELECT coalesce(max(seq), 0) FROM changes", &st) == 0 &&
+	    db_step(st) == DB_ROW)
+		seq = db_column_int64(st, 0);
+	db_finalize(st);
 	return seq;
 }
 
 int store_commit(struct controller *c, struct sp_diag *diag)
 {
 	int64_t seq = store_latest_change(c);
-	if (sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-		int r = sp_diag_set(diag, SP_ERR_DATABASE, "cannot commit: %s", sqlite3_errmsg(c->db));
+	if (db_commit(c->db) != 0) {
+		int r = sp_diag_set(diag, SP_ERR_DATABASE, "cannot commit: %s", db_errmsg(c->db));
 		store_rollback(c);
 		return r;
 	}
@@ -40,8 +39,7 @@ int store_commit(struct controller *c, struct sp_diag *diag)
 
 void store_rollback(struct controller *c)
 {
-	if (!sqlite3_get_autocommit(c->db))
-		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+	db_rollback(c->db);
 }
 
 int store_new_id(char id[33])
@@ -57,14 +55,14 @@ static int listed(const char *name, const char *const *list)
 	return 0;
 }
 
-json_t *store_row_json(sqlite3_stmt *st, const char *const *json_columns)
+json_t *store_row_json(struct db_stmt *st, const char *const *json_columns)
 {
 	json_t *row = json_object();
 	if (row == NULL)
 		return NULL;
-	int n = sqlite3_column_count(st);
+	int n = db_column_count(st);
 	for (int i = 0; i < n; i++) {
-		const char *name = sqlite3_column_name(st, i);
+		const char *name = db_column_name(st, i);
 		size_t len = strlen(name);
 		int is_json = listed(name, json_columns) ||
 		              (len > 5 && strcmp(name + len - 5, "_json") == 0);
@@ -75,19 +73,19 @@ json_t *store_row_json(sqlite3_stmt *st, const char *const *json_columns)
 		                                                 : len),
 		         name);
 		json_t *value;
-		switch (sqlite3_column_type(st, i)) {
-		case SQLITE_INTEGER:
-			value = json_integer((json_int_t)sqlite3_column_int64(st, i));
+		switch (db_column_type(st, i)) {
+		case DB_INT:
+			value = json_integer((json_int_t)db_column_int64(st, i));
 			break;
-		case SQLITE_FLOAT:
-			value = json_real(sqlite3_column_double(st, i));
+		case DB_FLOAT:
+			value = json_real(db_column_double(st, i));
 			break;
-		case SQLITE_NULL:
+		case DB_NULL:
 			value = json_null();
 			break;
 		default: {
-			const char *text = (const char *)sqlite3_column_text(st, i);
-			size_t text_len = (size_t)sqlite3_column_bytes(st, i);
+			const char *text = (const char *)db_column_text(st, i);
+			size_t text_len = (size_t)db_column_bytes(st, i);
 			value = is_json ? json_loadb(text, text_len, JSON_DECODE_ANY, NULL) : NULL;
 			if (value == NULL)
 				value = json_stringn(text, text_len);

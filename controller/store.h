@@ -16,11 +16,11 @@
 #include <stdint.h>
 
 #include <jansson.h>
-#include <sqlite3.h>
+#include "controller/db.h"
 
 #include "controller/app.h"
 
-/* BEGIN IMMEDIATE. 0 or SP_ERR_DATABASE (diag names sqlite's reason). */
+/* BEGIN IMMEDIATE. 0 or SP_ERR_DATABASE (diag names the store's reason). */
 int store_begin(struct controller *c, struct sp_diag *diag);
 /* COMMIT, then feed_publish(latest change seq). */
 int store_commit(struct controller *c, struct sp_diag *diag);
@@ -39,6 +39,6 @@ int64_t store_latest_change(struct controller *c);
  * "_json" or that are listed in json_columns (NULL-terminated), which are parsed as JSON
  * and stored under the name without the suffix. Caller releases the result.
  */
-json_t *store_row_json(sqlite3_stmt *st, const char *const *json_columns);
+json_t *store_row_json(struct db_stmt *st, const char *const *json_columns);
 
 #endif

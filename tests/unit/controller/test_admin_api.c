@@ -16,8 +16,7 @@
 #include <cmocka.h>
 
 #include "controller/admin_api.h"
-#include "db/migrations.h"
-#include "shared/migrate.h"
+#include "controller/db.h"
 
 static void ids(void **state)
 {
@@ -240,32 +239,42 @@ static void constraint_messages(void **state)
 {
 	(void)state;
 	char m[256];
-	assert_int_equal(admin_constraint_status(SQLITE_CONSTRAINT_UNIQUE,
+	assert_int_equal(admin_constraint_status(DB_CONSTRAINT_UNIQUE, "alias",
 						 "UNIQUE constraint failed: resources.alias",
 						 "resource", 0, m, sizeof(m)),
 			 409);
 	assert_string_equal(m, "a resource with this alias already exists");
-	assert_int_equal(admin_constraint_status(SQLITE_CONSTRAINT_UNIQUE,
+	assert_int_equal(admin_constraint_status(DB_CONSTRAINT_UNIQUE, "group_id, resource_id",
 						 "UNIQUE constraint failed: policies.group_id, "
 						 "policies.resource_id",
 						 "policy", 0, m, sizeof(m)),
 			 409);
 	assert_string_equal(m, "a policy with this group_id and resource_id already exists");
-	assert_int_equal(admin_constraint_status(SQLITE_CONSTRAINT_TRIGGER,
+	assert_int_equal(admin_constraint_status(DB_CONSTRAINT_UNIQUE, "", "duplicate", "user",
+						 0, m, sizeof(m)),
+			 409);
+	assert_string_equal(m, "this user already exists");
+	assert_int_equal(admin_constraint_status(DB_CONSTRAINT_FOREIGN_KEY, NULL,
 						 "FOREIGN KEY constraint failed", "remote network",
 						 1, m, sizeof(m)),
 			 409);
 	assert_non_null(strstr(m, "still in use"));
-	assert_int_equal(admin_constraint_status(SQLITE_CONSTRAINT_FOREIGNKEY,
+	assert_int_equal(admin_constraint_status(DB_CONSTRAINT_FOREIGN_KEY, NULL,
 						 "FOREIGN KEY constraint failed", "policy", 0, m,
 						 sizeof(m)),
 			 404);
-	assert_int_equal(admin_constraint_status(SQLITE_CONSTRAINT_CHECK,
+	assert_int_equal(admin_constraint_status(DB_CONSTRAINT_RULE, NULL, "the last admin",
+						 "user", 0, m, sizeof(m)),
+			 409);
+	assert_string_equal(m, "the user cannot be changed: the last admin");
+	assert_int_equal(admin_constraint_status(DB_CONSTRAINT_CHECK, NULL,
 						 "CHECK constraint failed: role", "user", 0, m,
 						 sizeof(m)),
 			 400);
-	assert_int_equal(
-	    admin_constraint_status(SQLITE_IOERR, "disk I/O error", "user", 0, m, sizeof(m)), 500);
+	assert_int_equal(admin_constraint_status(DB_CONSTRAINT_NONE, NULL, "disk I/O error", "user",
+						 0, m, sizeof(m)),
+			 500);
+	assert_string_equal(m, "the store failed: disk I/O error");
 }
 
 static void enrollment_tokens(void **state)
@@ -275,16 +284,15 @@ static void enrollment_tokens(void **state)
 	snprintf(dir, sizeof(dir), "/tmp/sp-admin-XXXXXX");
 	assert_non_null(mkdtemp(dir));
 	snprintf(path, sizeof(path), "%s/controller.db", dir);
-	sqlite3 *db = NULL;
+	struct db *db = NULL;
 	int applied = 0;
-	assert_int_equal(sp_db_open(path, &db, NULL), 0);
-	assert_int_equal(sp_migrate(db, sp_migrations, sp_migrations_count, &applied, NULL), 0);
-	assert_int_equal(sqlite3_exec(db,
+	assert_int_equal(db_open(&db_sqlite_driver, path, 0, &db, NULL), 0);
+	assert_int_equal(db_migrate(db, &applied, NULL), 0);
+	assert_int_equal(db_exec(db,
 				      "INSERT INTO remote_networks (id, name, created_at,"
 				      " updated_at) VALUES ('0123456789abcdef0123456789abcdef',"
-				      " 'vpc', 1, 1)",
-				      NULL, NULL, NULL),
-			 SQLITE_OK);
+				      " 'vpc', 1, 1)"),
+			 0);
 	char token[SP_SECRET_TEXT_MAX], id[33];
 	json_t *after = NULL;
 	struct sp_diag d = {{0}};
@@ -302,16 +310,15 @@ static void enrollment_tokens(void **state)
 	/* stored as its SHA-256 only */
 	char hash[SP_SECRET_HASH_HEX];
 	assert_int_equal(sp_secret_hash(token, strlen(token), hash), 0);
-	sqlite3_stmt *st;
-	assert_int_equal(sqlite3_prepare_v2(db,
+	struct db_stmt *st;
+	assert_int_equal(db_prepare(db,
 					    "SELECT token_hash, network_id FROM"
-					    " connector_enrollment_tokens WHERE id = ?",
-					    -1, &st, NULL),
-			 SQLITE_OK);
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-	assert_string_equal((const char *)sqlite3_column_text(st, 0), hash);
-	sqlite3_finalize(st);
+					    " connector_enrollment_tokens WHERE id = ?", &st),
+			 0);
+	db_bind_text(st, 1, id, -1, DB_STATIC);
+	assert_int_equal(db_step(st), DB_ROW);
+	assert_string_equal((const char *)db_column_text(st, 0), hash);
+	db_finalize(st);
 
 	assert_int_equal(admin_connector_token_create(db, "ffffffffffffffffffffffffffffffff", 1000,
 						      3600, token, id, &after, &d),
@@ -322,7 +329,7 @@ static void enrollment_tokens(void **state)
 						      59, token, id, &after, &d),
 			 SP_ERR_INVALID);
 	assert_non_null(strstr(d.message, "ttl_s"));
-	sp_db_close(db);
+	db_close(db);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	assert_int_equal(system(cmd), 0);
 }

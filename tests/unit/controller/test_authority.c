@@ -15,14 +15,13 @@
 #include <cmocka.h>
 
 #include "controller/authority.h"
-#include "db/migrations.h"
-#include "shared/migrate.h"
+#include "controller/db.h"
 
 #define T0 1700000000
 #define DAY 86400
 
 static char dir[64];
-static sqlite3 *db;
+static struct db *db;
 
 static int setup(void **state)
 {
@@ -33,8 +32,8 @@ static int setup(void **state)
 	char path[128];
 	snprintf(path, sizeof(path), "%s/controller.db", dir);
 	int applied = 0;
-	if (sp_db_open(path, &db, NULL) < 0 ||
-	    sp_migrate(db, sp_migrations, sp_migrations_count, &applied, NULL) < 0)
+	if (db_open(&db_sqlite_driver, path, 0, &db, NULL) < 0 ||
+	    db_migrate(db, &applied, NULL) < 0)
 		return -1;
 	return 0;
 }
@@ -42,7 +41,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	sp_db_close(db);
+	db_close(db);
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	return system(cmd) == 0 ? 0 : -1;
@@ -50,11 +49,11 @@ static int teardown(void **state)
 
 static int64_t key_count(void)
 {
-	sqlite3_stmt *st;
-	sqlite3_prepare_v2(db, "SELECT count(*) FROM signing_keys", -1, &st, NULL);
-	sqlite3_step(st);
-	int64_t n = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	struct db_stmt *st;
+	db_prepare(db, "SELECT count(*) FROM signing_keys", &st);
+	db_step(st);
+	int64_t n = db_column_int64(st, 0);
+	db_finalize(st);
 	return n;
 }
 

@@ -17,13 +17,12 @@
 
 #include "controller/authority.h"
 #include "controller/connector_api.h"
-#include "db/migrations.h"
-#include "shared/migrate.h"
+#include "controller/db.h"
 
 #define T0 1700000000
 
 static char dir[64];
-static sqlite3 *db;
+static struct db *db;
 
 static int setup(void **state)
 {
@@ -34,8 +33,8 @@ static int setup(void **state)
 	char path[128];
 	snprintf(path, sizeof(path), "%s/controller.db", dir);
 	int applied = 0;
-	if (sp_db_open(path, &db, NULL) < 0 ||
-	    sp_migrate(db, sp_migrations, sp_migrations_count, &applied, NULL) < 0)
+	if (db_open(&db_sqlite_driver, path, 0, &db, NULL) < 0 ||
+	    db_migrate(db, &applied, NULL) < 0)
 		return -1;
 	return 0;
 }
@@ -43,7 +42,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	sp_db_close(db);
+	db_close(db);
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	return system(cmd) == 0 ? 0 : -1;
@@ -51,12 +50,10 @@ static int teardown(void **state)
 
 static void exec_sql(const char *sql)
 {
-	char *err = NULL;
-	int r = sqlite3_exec(db, sql, NULL, NULL, &err);
-	if (r != SQLITE_OK)
-		fprintf(stderr, "sql: %s\n", err);
-	sqlite3_free(err);
-	assert_int_equal(r, SQLITE_OK);
+	int r = db_exec(db, sql);
+	if (r != 0)
+		fprintf(stderr, "sql: %s\n", db_errmsg(db));
+	assert_int_equal(r, 0);
 }
 
 /* ---- enrollment ---- */

@@ -19,12 +19,11 @@
 #include "controller/change_watch.h"
 #include "controller/feed.h"
 #include "controller/feed_api.h"
-#include "db/migrations.h"
-#include "shared/migrate.h"
+#include "controller/db.h"
 
 static char dir[64];
 static char path[128];
-static sqlite3 *db;
+static struct db *db;
 
 static int setup(void **state)
 {
@@ -34,8 +33,8 @@ static int setup(void **state)
 		return -1;
 	snprintf(path, sizeof(path), "%s/controller.db", dir);
 	int applied = 0;
-	if (sp_db_open(path, &db, NULL) < 0 ||
-	    sp_migrate(db, sp_migrations, sp_migrations_count, &applied, NULL) < 0)
+	if (db_open(&db_sqlite_driver, path, 0, &db, NULL) < 0 ||
+	    db_migrate(db, &applied, NULL) < 0)
 		return -1;
 	return 0;
 }
@@ -43,7 +42,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	sp_db_close(db);
+	db_close(db);
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	return system(cmd) == 0 ? 0 : -1;
@@ -51,21 +50,19 @@ static int teardown(void **state)
 
 static void exec_sql(const char *sql)
 {
-	char *err = NULL;
-	int r = sqlite3_exec(db, sql, NULL, NULL, &err);
-	if (r != SQLITE_OK)
-		fprintf(stderr, "sql: %s\n", err);
-	sqlite3_free(err);
-	assert_int_equal(r, SQLITE_OK);
+	int r = db_exec(db, sql);
+	if (r != 0)
+		fprintf(stderr, "sql: %s\n", db_errmsg(db));
+	assert_int_equal(r, 0);
 }
 
 static int64_t latest(void)
 {
-	sqlite3_stmt *st = NULL;
-	sqlite3_prepare_v2(db, "SELECT coalesce(max(seq), 0) FROM changes", -1, &st, NULL);
-	sqlite3_step(st);
-	int64_t seq = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	struct db_stmt *st = NULL;
+	db_prepare(db, "SELECT coalesce(max(seq), 0) FROM changes", &st);
+	db_step(st);
+	int64_t seq = db_column_int64(st, 0);
+	db_finalize(st);
 	return seq;
 }
 
@@ -320,7 +317,7 @@ static void test_change_watch(void **state)
 	int64_t start = feed_seq(feed);
 	struct change_watch *w = NULL;
 	struct sp_diag d;
-	assert_int_equal(change_watch_start(path, feed, 20, &w, &d), 0);
+	assert_int_equal(change_watch_start(&db_sqlite_driver, path, feed, 20, &w, &d), 0);
 	/* A commit by another connection (this test's), which publishes nothing itself. */
 	exec_sql("INSERT INTO remote_networks (id, name, created_at, updated_at) VALUES"
 	         " ('" NET_A "', 'a', 1, 1)");
@@ -335,7 +332,8 @@ static void test_change_watch(void **state)
 	change_watch_stop(NULL);
 	feed_free(feed);
 
-	assert_int_equal(change_watch_start("/nonexistent/dir/controller.db", NULL, 0, &w, &d),
+	assert_int_equal(change_watch_start(&db_sqlite_driver, "/nonexistent/dir/controller.db",
+	                                    NULL, 0, &w, &d),
 	                 SP_ERR_DATABASE);
 	assert_null(w);
 	assert_non_null(strstr(d.message, "/nonexistent/dir/controller.db"));

@@ -20,8 +20,7 @@
 #include "controller/apikey.h"
 #include "controller/app.h"
 #include "controller/auth.h"
-#include "db/migrations.h"
-#include "shared/migrate.h"
+#include "controller/db.h"
 
 static char dir[64];
 static struct controller ctl;
@@ -47,7 +46,7 @@ static const struct route routes[] = {
 
 static void exec(const char *sql)
 {
-	assert_int_equal(sqlite3_exec(ctl.db, sql, NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(db_exec(ctl.db, sql), 0);
 }
 
 static void add_user(const char *id, const char *role, int disabled)
@@ -72,8 +71,8 @@ static int setup(void **state)
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.now = wall;
 	snprintf(ctl.settings.public_url, sizeof(ctl.settings.public_url), "http://127.0.0.1");
-	if (sp_db_open(path, &ctl.db, NULL) < 0 ||
-	    sp_migrate(ctl.db, sp_migrations, sp_migrations_count, &applied, NULL) < 0 ||
+	if (db_open(&db_sqlite_driver, path, 0, &ctl.db, NULL) < 0 ||
+	    db_migrate(ctl.db, &applied, NULL) < 0 ||
 	    authority_open(&ctl.authority, ctl.db, NULL, wall(), NULL) < 0 ||
 	    auth_open(&ctl, NULL) < 0)
 		return -1;
@@ -91,7 +90,7 @@ static int teardown(void **state)
 	http_server_stop(server);
 	auth_close(&ctl);
 	authority_close(&ctl.authority);
-	sp_db_close(ctl.db);
+	db_close(ctl.db);
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	return system(cmd) == 0 ? 0 : -1;

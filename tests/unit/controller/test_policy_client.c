@@ -22,10 +22,9 @@
 #include "controller/app.h"
 #include "controller/policy.h"
 #include "controller/store.h"
-#include "db/migrations.h"
 #include "shared/jwk.h"
 #include "shared/keys.h"
-#include "shared/migrate.h"
+#include "controller/db.h"
 #include "shared/token.h"
 
 #define URL_BASE "https://controller.test"
@@ -63,10 +62,9 @@ static int64_t wall_clock(void)
 
 static void exec_sql(const char *sql)
 {
-	char *err = NULL;
-	int rc = sqlite3_exec(ctl.db, sql, NULL, NULL, &err);
-	if (rc != SQLITE_OK)
-		fail_msg("%s: %s", sql, err);
+	int rc = db_exec(ctl.db, sql);
+	if (rc != 0)
+		fail_msg("%s: %s", sql, db_errmsg(ctl.db));
 }
 
 /* Inserts a device row for `user` with a fresh key; its thumbprint into jkt. */
@@ -78,20 +76,19 @@ static void insert_device(const char *id, const char *user, const char *state, c
 	assert_int_equal(sp_key_generate(&key), 0);
 	assert_int_equal(sp_jwk_thumbprint(key, jkt), 0);
 	assert_int_equal(sp_key_public_pem(key, &pem, &len), 0);
-	sqlite3_stmt *st = NULL;
-	assert_int_equal(sqlite3_prepare_v2(ctl.db,
+	struct db_stmt *st = NULL;
+	assert_int_equal(db_prepare(ctl.db,
 	                                    "INSERT INTO devices (id, user_id, public_key_thumbprint,"
 	                                    " public_key_pem, state, first_seen_at, last_seen_at,"
-	                                    " updated_at) VALUES (?, ?, ?, ?, ?, 1, 1, 1)",
-	                                    -1, &st, NULL),
-	                 SQLITE_OK);
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, user, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, jkt, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 4, pem, (int)len, SQLITE_STATIC);
-	sqlite3_bind_text(st, 5, state, -1, SQLITE_STATIC);
-	assert_int_equal(sqlite3_step(st), SQLITE_DONE);
-	sqlite3_finalize(st);
+	                                    " updated_at) VALUES (?, ?, ?, ?, ?, 1, 1, 1)", &st),
+	                 0);
+	db_bind_text(st, 1, id, -1, DB_STATIC);
+	db_bind_text(st, 2, user, -1, DB_STATIC);
+	db_bind_text(st, 3, jkt, -1, DB_STATIC);
+	db_bind_text(st, 4, pem, (int)len, DB_STATIC);
+	db_bind_text(st, 5, state, -1, DB_STATIC);
+	assert_int_equal(db_step(st), DB_DONE);
+	db_finalize(st);
 	free(pem);
 	EVP_PKEY_free(key);
 }
@@ -146,8 +143,8 @@ static int setup(void **state)
 	char path[128];
 	snprintf(path, sizeof(path), "%s/controller.db", dir);
 	int applied = 0;
-	if (sp_db_open(path, &ctl.db, NULL) < 0 ||
-	    sp_migrate(ctl.db, sp_migrations, sp_migrations_count, &applied, NULL) < 0)
+	if (db_open(&db_sqlite_driver, path, 0, &ctl.db, NULL) < 0 ||
+	    db_migrate(ctl.db, &applied, NULL) < 0)
 		return -1;
 	snprintf(ctl.settings.public_url, sizeof(ctl.settings.public_url), URL_BASE);
 	ctl.settings.grant_ttl_s = 300;
@@ -177,7 +174,7 @@ static int teardown(void **state)
 	feed_free(ctl.feed);
 	policy_state_free(&ctl);
 	authority_close(&ctl.authority);
-	sp_db_close(ctl.db);
+	db_close(ctl.db);
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	return system(cmd) == 0 ? 0 : -1;

@@ -18,9 +18,8 @@
 #include "controller/auth.h"
 #include "controller/oidc_client.h"
 #include "controller/session.h"
-#include "db/migrations.h"
 #include "shared/keys.h"
-#include "shared/migrate.h"
+#include "controller/db.h"
 #include "shared/token.h"
 
 #define T0 1700000000
@@ -51,8 +50,8 @@ static int setup(void **state)
 	snprintf(ctl.settings.admin_emails, sizeof(ctl.settings.admin_emails),
 	         "root@example.com, Boss@Example.com");
 	ctl.settings.session_ttl_s = 3600;
-	if (sp_db_open(path, &ctl.db, NULL) < 0 ||
-	    sp_migrate(ctl.db, sp_migrations, sp_migrations_count, &applied, NULL) < 0 ||
+	if (db_open(&db_sqlite_driver, path, 0, &ctl.db, NULL) < 0 ||
+	    db_migrate(ctl.db, &applied, NULL) < 0 ||
 	    authority_open(&ctl.authority, ctl.db, NULL, T0, NULL) < 0)
 		return -1;
 	return 0;
@@ -62,7 +61,7 @@ static int teardown(void **state)
 {
 	(void)state;
 	authority_close(&ctl.authority);
-	sp_db_close(ctl.db);
+	db_close(ctl.db);
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	return system(cmd) == 0 ? 0 : -1;
@@ -70,30 +69,30 @@ static int teardown(void **state)
 
 static int64_t count(const char *sql, const char *param)
 {
-	sqlite3_stmt *st = NULL;
-	assert_int_equal(sqlite3_prepare_v2(ctl.db, sql, -1, &st, NULL), SQLITE_OK);
+	struct db_stmt *st = NULL;
+	assert_int_equal(db_prepare(ctl.db, sql, &st), 0);
 	if (param != NULL)
-		sqlite3_bind_text(st, 1, param, -1, SQLITE_STATIC);
-	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-	int64_t n = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+		db_bind_text(st, 1, param, -1, DB_STATIC);
+	assert_int_equal(db_step(st), DB_ROW);
+	int64_t n = db_column_int64(st, 0);
+	db_finalize(st);
 	return n;
 }
 
 static void text(const char *sql, const char *param, char *out, size_t size)
 {
-	sqlite3_stmt *st = NULL;
-	assert_int_equal(sqlite3_prepare_v2(ctl.db, sql, -1, &st, NULL), SQLITE_OK);
-	sqlite3_bind_text(st, 1, param, -1, SQLITE_STATIC);
-	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-	snprintf(out, size, "%s", sqlite3_column_text(st, 0) != NULL
-	                              ? (const char *)sqlite3_column_text(st, 0) : "(null)");
-	sqlite3_finalize(st);
+	struct db_stmt *st = NULL;
+	assert_int_equal(db_prepare(ctl.db, sql, &st), 0);
+	db_bind_text(st, 1, param, -1, DB_STATIC);
+	assert_int_equal(db_step(st), DB_ROW);
+	snprintf(out, size, "%s", db_column_text(st, 0) != NULL
+	                              ? (const char *)db_column_text(st, 0) : "(null)");
+	db_finalize(st);
 }
 
 static void exec(const char *sql)
 {
-	assert_int_equal(sqlite3_exec(ctl.db, sql, NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(db_exec(ctl.db, sql), 0);
 }
 
 static json_t *claims_for(const char *sub, const char *email)
