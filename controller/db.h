@@ -5,9 +5,10 @@
  * database library: a connection is an opaque `struct db`, a prepared statement an opaque
  * `struct db_stmt`, and each call dispatches through the connection's `struct db_driver`.
  * Today one driver exists, SQLite (controller/db_sqlite.c, the only controller file that
- * includes <sqlite3.h>); a PostgreSQL driver can be added beside it without touching the
- * modules, as long as it keeps the contract written on each operation below (marked
- * "PostgreSQL:" where the two engines differ).
+ * includes the SQLite library header; tests/unit/controller/db_boundary.sh checks it); a
+ * PostgreSQL driver can be added beside it without touching the modules, as long as it
+ * keeps the contract written on each operation below (marked "PostgreSQL:" where the two
+ * engines differ).
  *
  * The SQL text the modules hand to db_prepare and db_exec is shared by every driver, so it
  * must stay in the subset both engines read the same way; docs/schema.md ("PostgreSQL
