@@ -169,8 +169,10 @@ static int insert_rows(struct db *db, const struct fixture *f)
 	struct db_stmt *st = NULL;
 	int ok = db_begin_read(db) == 0;
 	char name[32];
-	ok = ok && db_prepare(db, "INSERT INTO remote_networks (id, name, created_at,"
-	                              " updated_at) VALUES (?, ?, 1, 1)", &st) == 0;
+	ok = ok && db_prepare(db,
+			      "INSERT INTO remote_networks (id, name, created_at,"
+			      " updated_at) VALUES (?, ?, 1, 1)",
+			      &st) == 0;
 	for (unsigned i = 0; ok && i < NETWORKS; i++) {
 		snprintf(name, sizeof(name), "net%u", i);
 		db_bind_text(st, 1, f->net_id[i], -1, DB_STATIC);
@@ -179,8 +181,10 @@ static int insert_rows(struct db *db, const struct fixture *f)
 	}
 	db_finalize(st);
 	st = NULL;
-	ok = ok && db_prepare(db, "INSERT INTO groups (id, name, created_at, updated_at)"
-	                              " VALUES (?, ?, 1, 1)", &st) == 0;
+	ok = ok && db_prepare(db,
+			      "INSERT INTO groups (id, name, created_at, updated_at)"
+			      " VALUES (?, ?, 1, 1)",
+			      &st) == 0;
 	for (unsigned i = 0; ok && i < GROUPS; i++) {
 		snprintf(name, sizeof(name), "group%u", i);
 		db_bind_text(st, 1, f->group_id[i], -1, DB_STATIC);
@@ -189,9 +193,11 @@ static int insert_rows(struct db *db, const struct fixture *f)
 	}
 	db_finalize(st);
 	st = NULL;
-	ok = ok && db_prepare(db, "INSERT INTO resources (id, network_id, name, address, alias,"
-	                              " tcp_ports, udp_ports, icmp, created_at, updated_at) VALUES"
-	                              " (?, ?, ?, ?, ?, ?, ?, ?, 1, 1)", &st) == 0;
+	ok = ok && db_prepare(db,
+			      "INSERT INTO resources (id, network_id, name, address, alias,"
+			      " tcp_ports, udp_ports, icmp, created_at, updated_at) VALUES"
+			      " (?, ?, ?, ?, ?, ?, ?, ?, 1, 1)",
+			      &st) == 0;
 	for (unsigned i = 0; ok && i < RESOURCES; i++) {
 		const struct policy_resource_row *r = &f->resources[i];
 		db_bind_text(st, 1, r->id, -1, DB_STATIC);
@@ -209,9 +215,11 @@ static int insert_rows(struct db *db, const struct fixture *f)
 	}
 	db_finalize(st);
 	st = NULL;
-	ok = ok && db_prepare(db, "INSERT INTO policies (id, group_id, resource_id, require_mfa,"
-	                              " max_session_age_s, created_at, updated_at) VALUES"
-	                              " (?, ?, ?, ?, ?, 1, 1)", &st) == 0;
+	ok = ok && db_prepare(db,
+			      "INSERT INTO policies (id, group_id, resource_id, require_mfa,"
+			      " max_session_age_s, created_at, updated_at) VALUES"
+			      " (?, ?, ?, ?, ?, 1, 1)",
+			      &st) == 0;
 	for (size_t i = 0; ok && i < f->rule_count; i++) {
 		const struct policy_rule_row *p = &f->rules[i];
 		db_bind_text(st, 1, p->id, -1, DB_STATIC);
@@ -223,9 +231,11 @@ static int insert_rows(struct db *db, const struct fixture *f)
 	}
 	db_finalize(st);
 	st = NULL;
-	ok = ok && db_prepare(db, "INSERT INTO connectors (id, network_id, name,"
-	                              " public_key_digest, public_key_pem, enrolled_at, updated_at)"
-	                              " VALUES (?, ?, ?, ?, 'pem', 1, 1)", &st) == 0;
+	ok = ok && db_prepare(db,
+			      "INSERT INTO connectors (id, network_id, name,"
+			      " public_key_digest, public_key_pem, enrolled_at, updated_at)"
+			      " VALUES (?, ?, ?, ?, 'pem', 1, 1)",
+			      &st) == 0;
 	for (unsigned i = 0; ok && i < NETWORKS * 2; i++) {
 		const struct policy_connector_row *c = &f->connectors[i];
 		db_bind_text(st, 1, c->id, -1, DB_STATIC);
@@ -237,10 +247,12 @@ static int insert_rows(struct db *db, const struct fixture *f)
 	db_finalize(st);
 	/* One user in the typical user's groups. */
 	ok = ok && db_exec(db, "INSERT INTO users (id, issuer, subject, created_at, updated_at)"
-	                        " VALUES ('00000000000000000000000000000001', 'i', 's', 1, 1)") == 0;
+			       " VALUES ('00000000000000000000000000000001', 'i', 's', 1, 1)") == 0;
 	st = NULL;
-	ok = ok && db_prepare(db, "INSERT INTO memberships (user_id, group_id, created_at)"
-	                              " VALUES ('00000000000000000000000000000001', ?, 1)", &st) == 0;
+	ok = ok && db_prepare(db,
+			      "INSERT INTO memberships (user_id, group_id, created_at)"
+			      " VALUES ('00000000000000000000000000000001', ?, 1)",
+			      &st) == 0;
 	for (size_t i = 0; ok && i < f->typical_count; i++) {
 		db_bind_text(st, 1, f->typical[i], -1, DB_STATIC);
 		ok = db_step(st) == DB_DONE && db_reset(st) == 0;
@@ -321,8 +333,7 @@ int bench_controller_policy(void)
 	snprintf(path, sizeof(path), "%s/controller.db", dir);
 	int applied = 0;
 	if (db_open(&db_sqlite_driver, path, 0, &c.db, NULL) < 0 ||
-	    db_migrate(c.db, &applied, NULL) < 0 ||
-	    insert_rows(c.db, f) < 0) {
+	    db_migrate(c.db, &applied, NULL) < 0 || insert_rows(c.db, f) < 0) {
 		printf("  cannot prepare the store: %s\n", c.db != NULL ? db_errmsg(c.db) : "open");
 		goto out;
 	}

@@ -422,8 +422,8 @@ void admin_reply_store_error(struct http_request *req, struct controller *c, con
 	char message[400];
 	char columns[200];
 	enum db_constraint kind = db_constraint(c->db, columns, sizeof(columns));
-	unsigned status = admin_constraint_status(kind, columns, db_errmsg(c->db), label,
-						  deleting, message, sizeof(message));
+	unsigned status = admin_constraint_status(kind, columns, db_errmsg(c->db), label, deleting,
+						  message, sizeof(message));
 	store_rollback(c);
 	http_reply_error(req, status,
 			 status == 409	 ? "conflict"
@@ -444,8 +444,8 @@ int admin_commit(struct http_request *req, struct controller *c)
 
 /* ---- listing ---- */
 
-static int bind_filter(struct db_stmt *st, int index, const struct admin_filter *f, const char *value,
-		       struct sp_diag *diag)
+static int bind_filter(struct db_stmt *st, int index, const struct admin_filter *f,
+		       const char *value, struct sp_diag *diag)
 {
 	int64_t n = 0;
 	switch (f->type) {
@@ -580,11 +580,9 @@ static void list_rows(struct http_request *req, struct controller *c,
 		memcpy(last, next, sizeof(last));
 		/* Every collection's SELECT names its key first. */
 		if (coll->integer_key)
-			snprintf(next, sizeof(next), "%lld",
-				 (long long)db_column_int64(st, 0));
+			snprintf(next, sizeof(next), "%lld", (long long)db_column_int64(st, 0));
 		else
-			snprintf(next, sizeof(next), "%s",
-				 (const char *)db_column_text(st, 0));
+			snprintf(next, sizeof(next), "%s", (const char *)db_column_text(st, 0));
 		if (jsonl) {
 			char *text = json_dumps(row, JSON_COMPACT);
 			if (text != NULL && rows > 0 &&
@@ -613,8 +611,7 @@ static void list_rows(struct http_request *req, struct controller *c,
 		rows++;
 	}
 	if (step != DB_ROW && step != DB_DONE) {
-		http_reply_error(req, 500, "internal", "the listing failed: %s",
-				 db_errmsg(c->db));
+		http_reply_error(req, 500, "internal", "the listing failed: %s", db_errmsg(c->db));
 		goto out;
 	}
 	int more = rows > limit;
@@ -679,7 +676,8 @@ void admin_get(struct http_request *req, struct controller *c, const struct admi
 
 /* ---- writing ---- */
 
-static int bind_field(struct db_stmt *st, int index, const struct admin_field *f, const json_t *value)
+static int bind_field(struct db_stmt *st, int index, const struct admin_field *f,
+		      const json_t *value)
 {
 	if (json_is_null(value))
 		return db_bind_null(st, index);
@@ -690,7 +688,8 @@ static int bind_field(struct db_stmt *st, int index, const struct admin_field *f
 		return db_bind_int64(st, index, (int64_t)json_integer_value(value));
 	case ADMIN_FIELD_PORTS: {
 		char *text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
-		int r = text != NULL ? db_bind_text(st, index, text, -1, DB_TRANSIENT) : SP_ERR_NOMEM;
+		int r =
+		    text != NULL ? db_bind_text(st, index, text, -1, DB_TRANSIENT) : SP_ERR_NOMEM;
 		free(text);
 		return r;
 	}
@@ -1031,8 +1030,9 @@ int admin_connector_token_create(struct db *db, const char *network_id, int64_t 
 	}
 	r = SP_ERR_DATABASE;
 	if (db_prepare(db,
-			       "INSERT INTO connector_enrollment_tokens (id, network_id,"
-			       " token_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?)", &st) != 0) {
+		       "INSERT INTO connector_enrollment_tokens (id, network_id,"
+		       " token_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+		       &st) != 0) {
 		sp_diag_set(diag, r, "database: %s", db_errmsg(db));
 		goto out;
 	}

@@ -310,10 +310,11 @@ static void change_member(struct http_request *req, struct controller *c, int ad
 		goto out;
 	}
 	if (db_prepare(c->db,
-			       adding ? "INSERT INTO memberships (user_id, group_id, source,"
-					" created_at) VALUES (?2, ?3, 'local', ?1)"
-				      : "DELETE FROM memberships WHERE user_id = ?2"
-					" AND group_id = ?3", &st) != 0) {
+		       adding ? "INSERT INTO memberships (user_id, group_id, source,"
+				" created_at) VALUES (?2, ?3, 'local', ?1)"
+			      : "DELETE FROM memberships WHERE user_id = ?2"
+				" AND group_id = ?3",
+		       &st) != 0) {
 		admin_reply_store_error(req, c, "membership", !adding);
 		goto out;
 	}
@@ -469,8 +470,8 @@ static void set_device_state(struct http_request *req, struct controller *c, con
 	}
 	struct db_stmt *st = NULL;
 	int r = SP_ERR_DATABASE;
-	if (db_prepare(c->db,
-			       "UPDATE devices SET state = ?3, updated_at = ?1 WHERE id = ?2", &st) == 0) {
+	if (db_prepare(c->db, "UPDATE devices SET state = ?3, updated_at = ?1 WHERE id = ?2",
+		       &st) == 0) {
 		db_bind_int64(st, 1, now);
 		db_bind_text(st, 2, id, -1, DB_TRANSIENT);
 		db_bind_text(st, 3, state, -1, DB_STATIC);
@@ -759,8 +760,9 @@ static void create_service_account(struct http_request *req, void *app)
 		goto out;
 	}
 	if (db_prepare(c->db,
-			       "INSERT INTO users (id, kind, display_name, created_at,"
-			       " updated_at) VALUES (?1, 'service', ?2, ?3, ?3)", &st) != 0) {
+		       "INSERT INTO users (id, kind, display_name, created_at,"
+		       " updated_at) VALUES (?1, 'service', ?2, ?3, ?3)",
+		       &st) != 0) {
 		admin_reply_store_error(req, c, "service account", 0);
 		goto out;
 	}
@@ -774,8 +776,9 @@ static void create_service_account(struct http_request *req, void *app)
 	db_finalize(st);
 	st = NULL;
 	if (db_prepare(c->db,
-			       "INSERT INTO service_accounts (user_id, name, description,"
-			       " created_at) VALUES (?1, ?2, ?3, ?4)", &st) != 0) {
+		       "INSERT INTO service_accounts (user_id, name, description,"
+		       " created_at) VALUES (?1, ?2, ?3, ?4)",
+		       &st) != 0) {
 		admin_reply_store_error(req, c, "service account", 0);
 		goto out;
 	}
@@ -922,9 +925,10 @@ static void create_service_account_key(struct http_request *req, void *app)
 		goto out;
 	if (store_new_id(id) < 0 ||
 	    db_prepare(c->db,
-			       "INSERT INTO service_account_keys (id, service_account_id,"
-			       " name, public_key_digest, public_key_pem, created_at,"
-			       " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)", &st) != 0) {
+		       "INSERT INTO service_account_keys (id, service_account_id,"
+		       " name, public_key_digest, public_key_pem, created_at,"
+		       " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+		       &st) != 0) {
 		admin_reply_store_error(req, c, "service account key", 0);
 		goto out;
 	}
@@ -939,8 +943,7 @@ static void create_service_account_key(struct http_request *req, void *app)
 	db_bind_text(st, 5, public_pem, -1, DB_STATIC);
 	db_bind_int64(st, 6, now);
 	db_bind_int64(st, 7, expires_at);
-	if (db_step(st) != DB_DONE ||
-	    admin_load(c, &service_account_keys, id, &after) < 0 ||
+	if (db_step(st) != DB_DONE || admin_load(c, &service_account_keys, id, &after) < 0 ||
 	    admin_audit(c, req, "service_account_key.create", "service_account_key", id, NULL,
 			after) < 0) {
 		admin_reply_store_error(req, c, "service account key", 0);

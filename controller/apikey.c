@@ -9,7 +9,7 @@
 #include "controller/app.h"
 
 int apikey_create(struct db *db, const char *name, const char *role, int64_t now,
-                  char key_out[SP_SECRET_TEXT_MAX], char id_out[33], struct sp_diag *diag)
+		  char key_out[SP_SECRET_TEXT_MAX], char id_out[33], struct sp_diag *diag)
 {
 	int r = SP_ERR_INTERNAL;
 	char hash[SP_SECRET_HASH_HEX];
@@ -32,8 +32,9 @@ int apikey_create(struct db *db, const char *name, const char *role, int64_t now
 	char prefix[13];
 	snprintf(prefix, sizeof(prefix), "%.12s", key_out);
 	if (db_prepare(db,
-	                       "INSERT INTO api_keys (id, name, role, key_hash, prefix, created_at)"
-	                       " VALUES (?, ?, ?, ?, ?, ?)", &st) != 0) {
+		       "INSERT INTO api_keys (id, name, role, key_hash, prefix, created_at)"
+		       " VALUES (?, ?, ?, ?, ?, ?)",
+		       &st) != 0) {
 		r = sp_diag_set(diag, SP_ERR_DATABASE, "cannot store the key: %s", db_errmsg(db));
 		goto out;
 	}
@@ -59,7 +60,7 @@ out:
 }
 
 int apikey_authenticate(struct db *db, const char *presented, int64_t now,
-                        struct apikey_identity *out)
+			struct apikey_identity *out)
 {
 	int r = SP_ERR_NOT_FOUND;
 	char hash[SP_SECRET_HASH_HEX];
@@ -72,9 +73,10 @@ int apikey_authenticate(struct db *db, const char *presented, int64_t now,
 	if (sp_secret_hash(presented, strlen(presented), hash) < 0)
 		return SP_ERR_CRYPTO;
 	if (db_prepare(db,
-	                       "SELECT id, name, role, key_hash, last_used_at FROM api_keys"
-	                       " WHERE key_hash = ? AND revoked_at IS NULL"
-	                       " AND (expires_at IS NULL OR expires_at > ?)", &st) != 0)
+		       "SELECT id, name, role, key_hash, last_used_at FROM api_keys"
+		       " WHERE key_hash = ? AND revoked_at IS NULL"
+		       " AND (expires_at IS NULL OR expires_at > ?)",
+		       &st) != 0)
 		return SP_ERR_DATABASE;
 	db_bind_text(st, 1, hash, -1, DB_STATIC);
 	db_bind_int64(st, 2, now);
@@ -85,10 +87,9 @@ int apikey_authenticate(struct db *db, const char *presented, int64_t now,
 		goto out;
 	snprintf(out->id, sizeof(out->id), "%s", (const char *)db_column_text(st, 0));
 	snprintf(out->name, sizeof(out->name), "%s", (const char *)db_column_text(st, 1));
-	out->role = strcmp((const char *)db_column_text(st, 2), "admin") == 0 ? ROLE_ADMIN
-	                                                                           : ROLE_AUDITOR;
-	int64_t last_used = db_column_type(st, 4) == DB_NULL ? 0
-	                                                              : db_column_int64(st, 4);
+	out->role =
+	    strcmp((const char *)db_column_text(st, 2), "admin") == 0 ? ROLE_ADMIN : ROLE_AUDITOR;
+	int64_t last_used = db_column_type(st, 4) == DB_NULL ? 0 : db_column_int64(st, 4);
 	db_finalize(st);
 	st = NULL;
 	if (now - last_used >= 60 &&

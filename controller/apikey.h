@@ -26,7 +26,7 @@ struct apikey_identity {
  * key_out (shown to the person once, never stored); the new row's id to id_out.
  */
 int apikey_create(struct db *db, const char *name, const char *role, int64_t now,
-                  char key_out[SP_SECRET_TEXT_MAX], char id_out[33], struct sp_diag *diag);
+		  char key_out[SP_SECRET_TEXT_MAX], char id_out[33], struct sp_diag *diag);
 
 /*
  * Finds the unrevoked, unexpired key for a presented secret. SP_ERR_INVALID for text that
@@ -34,6 +34,6 @@ int apikey_create(struct db *db, const char *name, const char *role, int64_t now
  * Records last_used_at at most once a minute per key.
  */
 int apikey_authenticate(struct db *db, const char *presented, int64_t now,
-                        struct apikey_identity *out);
+			struct apikey_identity *out);
 
 #endif

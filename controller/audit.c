@@ -28,14 +28,14 @@ int audit_record(struct db *db, const struct audit_event *e)
 	struct db_stmt *st = NULL;
 	int r = SP_ERR_DATABASE;
 	if (db_prepare(db,
-	                       "INSERT INTO audit_events (time, actor_type, actor_id, actor_label,"
-	                       " action, outcome, target_type, target_id, before_json, after_json,"
-	                       " request_id, source_address)"
-	                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", &st) != 0)
+		       "INSERT INTO audit_events (time, actor_type, actor_id, actor_label,"
+		       " action, outcome, target_type, target_id, before_json, after_json,"
+		       " request_id, source_address)"
+		       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		       &st) != 0)
 		return r;
 	db_bind_int64(st, 1, e->time);
-	db_bind_text(st, 2, e->actor_type != NULL ? e->actor_type : "system", -1,
-	                  DB_STATIC);
+	db_bind_text(st, 2, e->actor_type != NULL ? e->actor_type : "system", -1, DB_STATIC);
 	bind_optional_text(st, 3, e->actor_id);
 	bind_optional_text(st, 4, e->actor_label);
 	db_bind_text(st, 5, e->action, -1, DB_STATIC);

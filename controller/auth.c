@@ -927,7 +927,8 @@ int auth_console_authenticate(struct controller *c, struct http_request *req,
 		return SP_ERR_NOT_FOUND;
 	struct db_stmt *st = NULL;
 	int r = SP_ERR_NOT_FOUND;
-	if (db_prepare(c->db, "SELECT email, role FROM users WHERE id = ? AND disabled = 0", &st) == 0) {
+	if (db_prepare(c->db, "SELECT email, role FROM users WHERE id = ? AND disabled = 0", &st) ==
+	    0) {
 		db_bind_text(st, 1, s->user_id, -1, DB_STATIC);
 		if (db_step(st) == DB_ROW) {
 			const char *email = (const char *)db_column_text(st, 0);

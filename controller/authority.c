@@ -24,7 +24,7 @@ static int db_error(struct db *db, struct sp_diag *diag, const char *what)
 
 /* Generates a key valid from not_before and stores it. */
 static int create_key(struct authority *a, struct db *db, int64_t now, int64_t not_before,
-                      struct sp_diag *diag)
+		      struct sp_diag *diag)
 {
 	int r = SP_ERR_INTERNAL;
 	EVP_PKEY *key = NULL;
@@ -41,8 +41,9 @@ static int create_key(struct authority *a, struct db *db, int64_t now, int64_t n
 	/* The kid is the key's own thumbprint: stable, unique, and checkable by anyone. */
 	int64_t not_after = not_before + a->periods.sign_period_s;
 	if (db_prepare(db,
-	                       "INSERT INTO signing_keys (kid, algorithm, private_key_pem, created_at,"
-	                       " not_before, not_after, retire_after) VALUES (?, 'ES256', ?, ?, ?, ?, ?)", &st) != 0) {
+		       "INSERT INTO signing_keys (kid, algorithm, private_key_pem, created_at,"
+		       " not_before, not_after, retire_after) VALUES (?, 'ES256', ?, ?, ?, ?, ?)",
+		       &st) != 0) {
 		r = db_error(db, diag, "prepare insert");
 		goto out;
 	}
@@ -87,8 +88,9 @@ static int load(struct authority *a, struct db *db, int64_t now, struct sp_diag 
 	clear_loaded(a);
 	sp_jwks_init(&a->published);
 	if (db_prepare(db,
-	                       "SELECT kid, private_key_pem, not_before, not_after, retire_after"
-	                       " FROM signing_keys WHERE retire_after > ? ORDER BY not_before", &st) != 0)
+		       "SELECT kid, private_key_pem, not_before, not_after, retire_after"
+		       " FROM signing_keys WHERE retire_after > ? ORDER BY not_before",
+		       &st) != 0)
 		return db_error(db, diag, "prepare select");
 	db_bind_int64(st, 1, now);
 	int step;
@@ -166,8 +168,10 @@ static int maintain(struct authority *a, struct db *db, int64_t now, struct sp_d
 	db_finalize(st);
 	st = NULL;
 	/* The latest not_after among keys that sign now or later. */
-	if (db_prepare(db, "SELECT max(not_after), count(*) FROM signing_keys"
-	                           " WHERE not_after > ? AND not_before <= ?", &st) != 0) {
+	if (db_prepare(db,
+		       "SELECT max(not_after), count(*) FROM signing_keys"
+		       " WHERE not_after > ? AND not_before <= ?",
+		       &st) != 0) {
 		r = db_error(db, diag, "prepare select");
 		goto out;
 	}
@@ -188,7 +192,8 @@ static int maintain(struct authority *a, struct db *db, int64_t now, struct sp_d
 	}
 	if (current_end - now <= a->periods.publish_lead_s) {
 		/* A successor starting when the current key ends, unless one exists already. */
-		if (db_prepare(db, "SELECT count(*) FROM signing_keys WHERE not_before > ?", &st) != 0) {
+		if (db_prepare(db, "SELECT count(*) FROM signing_keys WHERE not_before > ?", &st) !=
+		    0) {
 			r = db_error(db, diag, "prepare successor");
 			goto out;
 		}
@@ -215,7 +220,7 @@ out:
 }
 
 int authority_open(struct authority *a, struct db *db, const struct authority_periods *periods,
-                   int64_t now, struct sp_diag *diag)
+		   int64_t now, struct sp_diag *diag)
 {
 	memset(a, 0, sizeof(*a));
 	sp_jwks_init(&a->published);

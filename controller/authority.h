@@ -51,7 +51,7 @@ struct authority {
 
 /* Loads keys (creating the first one if the table is empty). periods may be NULL. */
 int authority_open(struct authority *a, struct db *db, const struct authority_periods *periods,
-                   int64_t now, struct sp_diag *diag);
+		   int64_t now, struct sp_diag *diag);
 /*
  * Brings keys up to date at time `now`: creates a successor when due, switches the
  * active key, deletes retired keys, and reloads. Cheap when nothing is due. Writes happen

@@ -9,7 +9,7 @@
 #include "controller/db.h"
 
 struct change_watch {
-	struct db *db;          /* this thread's own read-only connection */
+	struct db *db;		/* this thread's own read-only connection */
 	struct db_stmt *latest; /* SELECT max(seq) */
 	struct feed *feed;
 	unsigned interval_ms;
@@ -54,8 +54,8 @@ static void *watch_main(void *arg)
 	return NULL;
 }
 
-int change_watch_start(const struct db_driver *driver, const char *db_path, struct feed *feed, unsigned interval_ms,
-                       struct change_watch **out, struct sp_diag *diag)
+int change_watch_start(const struct db_driver *driver, const char *db_path, struct feed *feed,
+		       unsigned interval_ms, struct change_watch **out, struct sp_diag *diag)
 {
 	*out = NULL;
 	struct change_watch *w = calloc(1, sizeof(*w));
@@ -68,7 +68,7 @@ int change_watch_start(const struct db_driver *driver, const char *db_path, stru
 	if ((r = db_open(driver, db_path, DB_OPEN_READ_ONLY, &w->db, &open_diag)) < 0 ||
 	    (r = db_prepare(w->db, "SELECT coalesce(max(seq), 0) FROM changes", &w->latest)) < 0) {
 		r = sp_diag_set(diag, SP_ERR_DATABASE, "change watcher cannot read %s: %s", db_path,
-		                w->db != NULL ? db_errmsg(w->db) : open_diag.message);
+				w->db != NULL ? db_errmsg(w->db) : open_diag.message);
 		db_finalize(w->latest);
 		db_close(w->db);
 		free(w);

@@ -29,8 +29,8 @@ struct change_watch;
  * Opens `db_path` read-only through `driver` (the one of the controller's own
  * connection) and starts the thread. interval_ms 0 means the default.
  */
-int change_watch_start(const struct db_driver *driver, const char *db_path, struct feed *feed, unsigned interval_ms,
-                       struct change_watch **out, struct sp_diag *diag);
+int change_watch_start(const struct db_driver *driver, const char *db_path, struct feed *feed,
+		       unsigned interval_ms, struct change_watch **out, struct sp_diag *diag);
 /* Stops the thread and closes the connection. Safe on NULL. */
 void change_watch_stop(struct change_watch *watch);
 

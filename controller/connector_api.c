@@ -278,7 +278,7 @@ static json_t *port_spec(struct db_stmt *st, int column)
 }
 
 int connector_config_claims(struct db *db, const char *issuer, const char *connector_id,
-                            const char *network_id, int64_t now, int64_t seq, json_t **out)
+			    const char *network_id, int64_t now, int64_t seq, json_t **out)
 {
 	*out = NULL;
 	int r = SP_ERR_NOMEM;
@@ -293,20 +293,21 @@ int connector_config_claims(struct db *db, const char *issuer, const char *conne
 
 	r = SP_ERR_DATABASE;
 	if (db_prepare(db,
-	                       "SELECT id, name, address, alias, tcp_ports, udp_ports, icmp"
-	                       " FROM resources WHERE network_id = ? ORDER BY id", &st) != 0)
+		       "SELECT id, name, address, alias, tcp_ports, udp_ports, icmp"
+		       " FROM resources WHERE network_id = ? ORDER BY id",
+		       &st) != 0)
 		goto out;
 	db_bind_text(st, 1, network_id, -1, DB_STATIC);
 	int s;
 	while ((s = db_step(st)) == DB_ROW) {
 		const char *alias = (const char *)db_column_text(st, 3);
-		json_t *res = json_pack("{s:s, s:s, s:s, s:o, s:o*, s:o*, s:b}",
-		                        "id", (const char *)db_column_text(st, 0),
-		                        "name", (const char *)db_column_text(st, 1),
-		                        "address", (const char *)db_column_text(st, 2),
-		                        "alias", alias != NULL ? json_string(alias) : json_null(),
-		                        "tcp", port_spec(st, 4), "udp", port_spec(st, 5),
-		                        "icmp", db_column_int(st, 6) != 0);
+		json_t *res = json_pack("{s:s, s:s, s:s, s:o, s:o*, s:o*, s:b}", "id",
+					(const char *)db_column_text(st, 0), "name",
+					(const char *)db_column_text(st, 1), "address",
+					(const char *)db_column_text(st, 2), "alias",
+					alias != NULL ? json_string(alias) : json_null(), "tcp",
+					port_spec(st, 4), "udp", port_spec(st, 5), "icmp",
+					db_column_int(st, 6) != 0);
 		if (res == NULL || json_object_get(res, "tcp") == NULL ||
 		    json_object_get(res, "udp") == NULL) {
 			json_decref(res);
@@ -354,8 +355,8 @@ out:
 }
 
 int connector_config_document(struct db *db, struct authority *authority, const char *issuer,
-                              const char *connector_id, const char *network_id, int64_t now,
-                              int64_t seq, char **out)
+			      const char *connector_id, const char *network_id, int64_t now,
+			      int64_t seq, char **out)
 {
 	*out = NULL;
 	json_t *claims = NULL;
@@ -406,9 +407,10 @@ static unsigned take_token(struct controller *c, const char *hash, int64_t now, 
 	*code = "unavailable";
 	*message = "the store cannot be read now";
 	if (db_prepare(c->db,
-	                       "SELECT t.id, t.network_id, t.expires_at, t.used_at, n.name"
-	                       " FROM connector_enrollment_tokens t"
-	                       " JOIN remote_networks n ON n.id = t.network_id WHERE t.token_hash = ?", &st) != 0)
+		       "SELECT t.id, t.network_id, t.expires_at, t.used_at, n.name"
+		       " FROM connector_enrollment_tokens t"
+		       " JOIN remote_networks n ON n.id = t.network_id WHERE t.token_hash = ?",
+		       &st) != 0)
 		goto out;
 	db_bind_text(st, 1, hash, -1, DB_STATIC);
 	int s = db_step(st);
@@ -439,8 +441,9 @@ static unsigned take_token(struct controller *c, const char *hash, int64_t now, 
 	db_finalize(st);
 	st = NULL;
 	if (db_prepare(c->db,
-	                       "UPDATE connector_enrollment_tokens SET used_at = ?"
-	                       " WHERE id = ? AND used_at IS NULL", &st) != 0)
+		       "UPDATE connector_enrollment_tokens SET used_at = ?"
+		       " WHERE id = ? AND used_at IS NULL",
+		       &st) != 0)
 		goto out;
 	db_bind_int64(st, 1, now);
 	db_bind_text(st, 2, token_id, -1, DB_STATIC);
@@ -557,10 +560,11 @@ static void handle_enroll(struct http_request *req, void *app)
 	}
 	if (exists < 0 || store_new_id(id) < 0 ||
 	    db_prepare(c->db,
-	                       "INSERT INTO connectors (id, network_id, name, public_key_digest,"
-	                       " public_key_pem, state, direct_address, version, enrolled_at,"
-	                       " last_seen_at, updated_at) VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?,"
-	                       " ?, ?)", &st) != 0) {
+		       "INSERT INTO connectors (id, network_id, name, public_key_digest,"
+		       " public_key_pem, state, direct_address, version, enrolled_at,"
+		       " last_seen_at, updated_at) VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?,"
+		       " ?, ?)",
+		       &st) != 0) {
 		sp_diag_set(&d, SP_ERR_DATABASE, "enroll: %s", db_errmsg(c->db));
 		reply_store_error(req, &d);
 		goto out;
@@ -680,7 +684,8 @@ static void handle_heartbeat(struct http_request *req, void *app)
 		goto out;
 	}
 	in_tx = 1;
-	if (db_prepare(c->db, "SELECT direct_address, version FROM connectors WHERE id = ?", &st) != 0)
+	if (db_prepare(c->db, "SELECT direct_address, version FROM connectors WHERE id = ?", &st) !=
+	    0)
 		goto db_error;
 	db_bind_text(st, 1, req->actor_id, -1, DB_STATIC);
 	if (db_step(st) != DB_ROW)
@@ -702,9 +707,10 @@ static void handle_heartbeat(struct http_request *req, void *app)
 	st = NULL;
 	if (before == NULL || after == NULL ||
 	    db_prepare(c->db,
-	                       "UPDATE connectors SET last_seen_at = ?, direct_address = ?,"
-	                       " version = ?, updated_at = CASE WHEN ? THEN ? ELSE updated_at END"
-	                       " WHERE id = ?", &st) != 0)
+		       "UPDATE connectors SET last_seen_at = ?, direct_address = ?,"
+		       " version = ?, updated_at = CASE WHEN ? <> 0 THEN ? ELSE updated_at END"
+		       " WHERE id = ?",
+		       &st) != 0)
 		goto db_error;
 	db_bind_int64(st, 1, now);
 	if (new_direct != NULL)
@@ -783,11 +789,12 @@ static void handle_flow_events(struct http_request *req, void *app)
 	/* ON CONFLICT names the one constraint a resend may hit; every other violation still
 	 * fails the batch (INSERT OR IGNORE would silently drop rows failing a CHECK). */
 	if (db_prepare(c->db,
-	                       "INSERT INTO flow_events (time, flow_id, connector_id, user_id,"
-	                       " device_id, session_id, resource_id, protocol, destination_host,"
-	                       " destination_ip, destination_port, decision, reason, bytes_up,"
-	                       " bytes_down, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-	                       " ?, ?, ?, ?, ?) ON CONFLICT (connector_id, flow_id) DO NOTHING", &st) != 0)
+		       "INSERT INTO flow_events (time, flow_id, connector_id, user_id,"
+		       " device_id, session_id, resource_id, protocol, destination_host,"
+		       " destination_ip, destination_port, decision, reason, bytes_up,"
+		       " bytes_down, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+		       " ?, ?, ?, ?, ?) ON CONFLICT (connector_id, flow_id) DO NOTHING",
+		       &st) != 0)
 		goto db_error;
 	for (size_t i = 0; i < count; i++) {
 		const struct connector_flow_event *ev = &events[i];

@@ -90,11 +90,11 @@ int connector_flow_events_validate(const json_t *body, struct connector_flow_eve
  * Reads the database; SP_ERR_DATABASE when it cannot.
  */
 int connector_config_claims(struct db *db, const char *issuer, const char *connector_id,
-                            const char *network_id, int64_t now, int64_t seq, json_t **out);
+			    const char *network_id, int64_t now, int64_t seq, json_t **out);
 
 /* The claims above signed with the active key; *out freed by the caller with free(). */
 int connector_config_document(struct db *db, struct authority *authority, const char *issuer,
-                              const char *connector_id, const char *network_id, int64_t now,
-                              int64_t seq, char **out);
+			      const char *connector_id, const char *network_id, int64_t now,
+			      int64_t seq, char **out);
 
 #endif

@@ -1,8 +1,8 @@
 /* controller/db.c — the driver-independent wrappers of db.h: each one dispatches. */
 #include "controller/db_driver.h"
 
-int db_open(const struct db_driver *driver, const char *target, unsigned flags,
-            struct db **out, struct sp_diag *diag)
+int db_open(const struct db_driver *driver, const char *target, unsigned flags, struct db **out,
+	    struct sp_diag *diag)
 {
 	*out = NULL;
 	if (driver == NULL)
@@ -48,13 +48,13 @@ int db_bind_double(struct db_stmt *st, int index, double value)
 }
 
 int db_bind_text(struct db_stmt *st, int index, const char *text, int len,
-                 enum db_lifetime lifetime)
+		 enum db_lifetime lifetime)
 {
 	return st->db->driver->bind_text(st, index, text, len, lifetime);
 }
 
 int db_bind_blob(struct db_stmt *st, int index, const void *data, int len,
-                 enum db_lifetime lifetime)
+		 enum db_lifetime lifetime)
 {
 	return st->db->driver->bind_blob(st, index, data, len, lifetime);
 }

@@ -120,9 +120,9 @@ struct db_driver {
 	int (*bind_int64)(struct db_stmt *st, int index, int64_t value);
 	int (*bind_double)(struct db_stmt *st, int index, double value);
 	int (*bind_text)(struct db_stmt *st, int index, const char *text, int len,
-	                 enum db_lifetime lifetime);
+			 enum db_lifetime lifetime);
 	int (*bind_blob)(struct db_stmt *st, int index, const void *data, int len,
-	                 enum db_lifetime lifetime);
+			 enum db_lifetime lifetime);
 	int (*bind_null)(struct db_stmt *st, int index);
 	/*
 	 * Runs the statement to its next row: DB_ROW (a row is readable), DB_DONE (no more
@@ -192,8 +192,8 @@ struct db_driver {
 extern const struct db_driver db_sqlite_driver;
 
 /* The thin wrappers every module calls; each dispatches through the driver. */
-int db_open(const struct db_driver *driver, const char *target, unsigned flags,
-            struct db **out, struct sp_diag *diag);
+int db_open(const struct db_driver *driver, const char *target, unsigned flags, struct db **out,
+	    struct sp_diag *diag);
 void db_close(struct db *db);
 /* The driver of an open connection. */
 const struct db_driver *db_driver_of(const struct db *db);
@@ -204,9 +204,9 @@ int db_prepare(struct db *db, const char *sql, struct db_stmt **out);
 int db_bind_int64(struct db_stmt *st, int index, int64_t value);
 int db_bind_double(struct db_stmt *st, int index, double value);
 int db_bind_text(struct db_stmt *st, int index, const char *text, int len,
-                 enum db_lifetime lifetime);
+		 enum db_lifetime lifetime);
 int db_bind_blob(struct db_stmt *st, int index, const void *data, int len,
-                 enum db_lifetime lifetime);
+		 enum db_lifetime lifetime);
 int db_bind_null(struct db_stmt *st, int index);
 int db_step(struct db_stmt *st);
 int db_column_count(struct db_stmt *st);

@@ -60,8 +60,7 @@ static int result(int rc)
 	}
 }
 
-static int sqlite_open(const char *target, unsigned flags, struct db **out,
-                       struct sp_diag *diag)
+static int sqlite_open(const char *target, unsigned flags, struct db **out, struct sp_diag *diag)
 {
 	int r = SP_ERR_INTERNAL;
 	struct sqlite_db *db = calloc(1, sizeof(*db));
@@ -71,11 +70,11 @@ static int sqlite_open(const char *target, unsigned flags, struct db **out,
 	if ((flags & DB_OPEN_READ_ONLY) != 0) {
 		db->read_only = 1;
 		if (sqlite3_open_v2(target, &db->handle, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
-		                    NULL) != SQLITE_OK ||
+				    NULL) != SQLITE_OK ||
 		    sqlite3_busy_timeout(db->handle, DB_SQLITE_READER_BUSY_MS) != SQLITE_OK) {
 			r = sp_diag_set(diag, SP_ERR_DATABASE, "%s",
-			                db->handle != NULL ? sqlite3_errmsg(db->handle)
-			                                   : "out of memory");
+					db->handle != NULL ? sqlite3_errmsg(db->handle)
+							   : "out of memory");
 			goto out;
 		}
 	} else if ((r = sp_db_open(target, &db->handle, diag)) < 0) {
@@ -142,17 +141,17 @@ static int sqlite_bind_double(struct db_stmt *st, int index, double value)
 }
 
 static int sqlite_bind_text(struct db_stmt *st, int index, const char *text, int len,
-                            enum db_lifetime lifetime)
+			    enum db_lifetime lifetime)
 {
 	return result(sqlite3_bind_text(stmt_of(st), index, text, len,
-	                                lifetime == DB_STATIC ? SQLITE_STATIC : SQLITE_TRANSIENT));
+					lifetime == DB_STATIC ? SQLITE_STATIC : SQLITE_TRANSIENT));
 }
 
 static int sqlite_bind_blob(struct db_stmt *st, int index, const void *data, int len,
-                            enum db_lifetime lifetime)
+			    enum db_lifetime lifetime)
 {
 	return result(sqlite3_bind_blob(stmt_of(st), index, data, len,
-	                                lifetime == DB_STATIC ? SQLITE_STATIC : SQLITE_TRANSIENT));
+					lifetime == DB_STATIC ? SQLITE_STATIC : SQLITE_TRANSIENT));
 }
 
 static int sqlite_bind_null(struct db_stmt *st, int index)
@@ -296,7 +295,7 @@ static void unique_columns(const char *msg, char *columns, size_t columns_size)
 		while (*end != '\0' && *end != ',')
 			end++;
 		int n = snprintf(columns + used, columns_size - used, "%s%.*s",
-		                 used > 0 ? ", " : "", (int)(end - dot - 1), dot + 1);
+				 used > 0 ? ", " : "", (int)(end - dot - 1), dot + 1);
 		if (n < 0 || (size_t)n >= columns_size - used) {
 			columns[used] = '\0';
 			break;
@@ -318,7 +317,7 @@ static enum db_constraint sqlite_constraint(struct db *db, char *columns, size_t
 	case SQLITE_CONSTRAINT_TRIGGER:
 		/* ON DELETE RESTRICT is reported as a trigger constraint. */
 		return strstr(msg, "FOREIGN KEY") != NULL ? DB_CONSTRAINT_FOREIGN_KEY
-		                                          : DB_CONSTRAINT_RULE;
+							  : DB_CONSTRAINT_RULE;
 	case SQLITE_CONSTRAINT_FOREIGNKEY:
 		return DB_CONSTRAINT_FOREIGN_KEY;
 	case SQLITE_CONSTRAINT_CHECK:
@@ -330,36 +329,36 @@ static enum db_constraint sqlite_constraint(struct db *db, char *columns, size_t
 }
 
 const struct db_driver db_sqlite_driver = {
-	.name = "sqlite",
-	.open = sqlite_open,
-	.close = sqlite_close,
-	.migrate = sqlite_migrate,
-	.schema_version = sqlite_schema_version,
-	.prepare = sqlite_prepare,
-	.bind_int64 = sqlite_bind_int64,
-	.bind_double = sqlite_bind_double,
-	.bind_text = sqlite_bind_text,
-	.bind_blob = sqlite_bind_blob,
-	.bind_null = sqlite_bind_null,
-	.step = sqlite_step,
-	.column_count = sqlite_column_count,
-	.column_name = sqlite_column_name,
-	.column_type = sqlite_column_type,
-	.column_int64 = sqlite_column_int64,
-	.column_double = sqlite_column_double,
-	.column_text = sqlite_column_text,
-	.column_blob = sqlite_column_blob,
-	.column_bytes = sqlite_column_bytes,
-	.reset = sqlite_reset,
-	.clear_bindings = sqlite_clear_bindings,
-	.finalize = sqlite_finalize,
-	.exec = sqlite_exec,
-	.changes = sqlite_changes,
-	.begin_immediate = sqlite_begin_immediate,
-	.begin_read = sqlite_begin_read,
-	.commit = sqlite_commit,
-	.rollback = sqlite_rollback,
-	.in_transaction = sqlite_in_transaction,
-	.errmsg = sqlite_errmsg,
-	.constraint = sqlite_constraint,
+    .name = "sqlite",
+    .open = sqlite_open,
+    .close = sqlite_close,
+    .migrate = sqlite_migrate,
+    .schema_version = sqlite_schema_version,
+    .prepare = sqlite_prepare,
+    .bind_int64 = sqlite_bind_int64,
+    .bind_double = sqlite_bind_double,
+    .bind_text = sqlite_bind_text,
+    .bind_blob = sqlite_bind_blob,
+    .bind_null = sqlite_bind_null,
+    .step = sqlite_step,
+    .column_count = sqlite_column_count,
+    .column_name = sqlite_column_name,
+    .column_type = sqlite_column_type,
+    .column_int64 = sqlite_column_int64,
+    .column_double = sqlite_column_double,
+    .column_text = sqlite_column_text,
+    .column_blob = sqlite_column_blob,
+    .column_bytes = sqlite_column_bytes,
+    .reset = sqlite_reset,
+    .clear_bindings = sqlite_clear_bindings,
+    .finalize = sqlite_finalize,
+    .exec = sqlite_exec,
+    .changes = sqlite_changes,
+    .begin_immediate = sqlite_begin_immediate,
+    .begin_read = sqlite_begin_read,
+    .commit = sqlite_commit,
+    .rollback = sqlite_rollback,
+    .in_transaction = sqlite_in_transaction,
+    .errmsg = sqlite_errmsg,
+    .constraint = sqlite_constraint,
 };

@@ -101,7 +101,7 @@ void feed_client_view_free(struct feed_client_view *view)
 }
 
 int feed_client_view_load(struct db *db, const char *user_id, const char *session_id,
-                          const char *device_id, struct feed_client_view *out)
+			  const char *device_id, struct feed_client_view *out)
 {
 	memset(out, 0, sizeof(*out));
 	snprintf(out->user_id, sizeof(out->user_id), "%s", user_id);
@@ -121,23 +121,24 @@ int feed_client_view_load(struct db *db, const char *user_id, const char *sessio
 	db_bind_text(st, 1, user_id, -1, DB_STATIC);
 	while ((s = db_step(st)) == DB_ROW)
 		if (json_object_set_new(out->groups, (const char *)db_column_text(st, 0),
-		                        json_true()) < 0)
+					json_true()) < 0)
 			goto out;
 	if (s != DB_DONE)
 		goto out;
 	db_finalize(st);
 	st = NULL;
 	if (db_prepare(db,
-	                       "SELECT DISTINCT r.id, r.network_id FROM memberships m"
-	                       " JOIN policies p ON p.group_id = m.group_id"
-	                       " JOIN resources r ON r.id = p.resource_id WHERE m.user_id = ?", &st) != 0)
+		       "SELECT DISTINCT r.id, r.network_id FROM memberships m"
+		       " JOIN policies p ON p.group_id = m.group_id"
+		       " JOIN resources r ON r.id = p.resource_id WHERE m.user_id = ?",
+		       &st) != 0)
 		goto out;
 	db_bind_text(st, 1, user_id, -1, DB_STATIC);
 	while ((s = db_step(st)) == DB_ROW)
 		if (json_object_set_new(out->resources, (const char *)db_column_text(st, 0),
-		                        json_true()) < 0 ||
+					json_true()) < 0 ||
 		    json_object_set_new(out->networks, (const char *)db_column_text(st, 1),
-		                        json_true()) < 0)
+					json_true()) < 0)
 			goto out;
 	if (s != DB_DONE)
 		goto out;
@@ -150,8 +151,7 @@ out:
 }
 
 int feed_pending_kinds(struct db *db, int64_t after, int64_t upto, const char *connector_id,
-                       const char *network_id, const struct feed_client_view *view,
-                       unsigned *kinds)
+		       const char *network_id, const struct feed_client_view *view, unsigned *kinds)
 {
 	unsigned all = view != NULL ? FEED_KIND_RESOURCES | FEED_KIND_SESSION : FEED_KIND_CONFIG;
 	*kinds = 0;
@@ -164,19 +164,20 @@ int feed_pending_kinds(struct db *db, int64_t after, int64_t upto, const char *c
 	struct db_stmt *st = NULL;
 	int r = SP_ERR_DATABASE, s;
 	if (db_prepare(db,
-	                       "SELECT kind, op, entity_id, detail FROM changes"
-	                       " WHERE seq > ? AND seq <= ? ORDER BY seq", &st) != 0)
+		       "SELECT kind, op, entity_id, detail FROM changes"
+		       " WHERE seq > ? AND seq <= ? ORDER BY seq",
+		       &st) != 0)
 		goto out;
 	db_bind_int64(st, 1, after);
 	db_bind_int64(st, 2, upto);
 	while (*kinds != all && (s = db_step(st)) == DB_ROW) {
 		const char *text = (const char *)db_column_text(st, 3);
-		json_t *d = text != NULL ? json_loadb(text, (size_t)db_column_bytes(st, 3), 0, NULL)
-		                         : NULL;
+		json_t *d =
+		    text != NULL ? json_loadb(text, (size_t)db_column_bytes(st, 3), 0, NULL) : NULL;
 		struct feed_change ch = {.kind = (const char *)db_column_text(st, 0),
-		                         .op = (const char *)db_column_text(st, 1),
-		                         .entity_id = (const char *)db_column_text(st, 2),
-		                         .detail = d};
+					 .op = (const char *)db_column_text(st, 1),
+					 .entity_id = (const char *)db_column_text(st, 2),
+					 .detail = d};
 		*kinds |= view != NULL ? feed_change_for_client(&ch, view)
 		                       : feed_change_for_connector(&ch, connector_id, network_id);
 		json_decref(d);
@@ -256,14 +257,15 @@ static int query_integer(struct http_request *req, const char *name, int64_t max
  * frequent changes and are decided on ids alone, without the two queries per held poll.
  */
 static int client_view(struct db *db, struct http_request *req, int64_t after, int64_t upto,
-                       struct feed_client_view *view)
+		       struct feed_client_view *view)
 {
 	struct db_stmt *st = NULL;
 	int need = 1;
 	if (db_prepare(db,
-	                       "SELECT 1 FROM changes WHERE seq > ? AND seq <= ? AND kind IN"
-	                       " ('group', 'policy', 'resource', 'connector', 'remote_network')"
-	                       " LIMIT 1", &st) == 0) {
+		       "SELECT 1 FROM changes WHERE seq > ? AND seq <= ? AND kind IN"
+		       " ('group', 'policy', 'resource', 'connector', 'remote_network')"
+		       " LIMIT 1",
+		       &st) == 0) {
 		db_bind_int64(st, 1, after);
 		db_bind_int64(st, 2, upto);
 		need = db_step(st) != DB_DONE;

@@ -60,7 +60,7 @@ unsigned feed_change_for_client(const struct feed_change *change,
                                 const struct feed_client_view *view);
 
 int feed_client_view_load(struct db *db, const char *user_id, const char *session_id,
-                          const char *device_id, struct feed_client_view *out);
+			  const char *device_id, struct feed_client_view *out);
 void feed_client_view_free(struct feed_client_view *view);
 
 /*
@@ -69,8 +69,8 @@ void feed_client_view_free(struct feed_client_view *view);
  * when more than FEED_SCAN_MAX changes are pending. SP_ERR_DATABASE on failure.
  */
 int feed_pending_kinds(struct db *db, int64_t after, int64_t upto, const char *connector_id,
-                       const char *network_id, const struct feed_client_view *view,
-                       unsigned *kinds);
+		       const char *network_id, const struct feed_client_view *view,
+		       unsigned *kinds);
 
 /* The feed answer {"v":1,"seq":seq,"changes":[...]} for a set of kinds. */
 json_t *feed_answer(int64_t seq, unsigned kinds);

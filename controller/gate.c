@@ -80,11 +80,12 @@ static int gate_client(struct controller *c, struct http_request *req)
 	struct db_stmt *st = NULL;
 	int live = 0;
 	if (db_prepare(c->db,
-	                       "SELECT u.email FROM sessions s JOIN users u ON u.id = s.user_id"
-	                       " JOIN devices v ON v.id = s.device_id"
-	                       " WHERE s.id = ? AND s.user_id = ? AND s.device_id = ?"
-	                       " AND s.revoked_at IS NULL AND s.expires_at > ?"
-	                       " AND u.disabled = 0 AND v.state <> 'blocked'", &st) == 0) {
+		       "SELECT u.email FROM sessions s JOIN users u ON u.id = s.user_id"
+		       " JOIN devices v ON v.id = s.device_id"
+		       " WHERE s.id = ? AND s.user_id = ? AND s.device_id = ?"
+		       " AND s.revoked_at IS NULL AND s.expires_at > ?"
+		       " AND u.disabled = 0 AND v.state <> 'blocked'",
+		       &st) == 0) {
 		db_bind_text(st, 1, req->actor_session, -1, DB_STATIC);
 		db_bind_text(st, 2, user, -1, DB_STATIC);
 		db_bind_text(st, 3, req->actor_device, -1, DB_STATIC);
@@ -167,17 +168,18 @@ static int gate_connector(struct controller *c, struct http_request *req)
 	struct db_stmt *st = NULL;
 	const struct sp_jwks *keys = NULL;
 	if (db_prepare(c->db,
-	                       "SELECT public_key_pem, network_id, name, public_key_digest"
-	                       " FROM connectors WHERE id = ? AND state = 'active'", &st) == 0) {
+		       "SELECT public_key_pem, network_id, name, public_key_digest"
+		       " FROM connectors WHERE id = ? AND state = 'active'",
+		       &st) == 0) {
 		db_bind_text(st, 1, id, -1, DB_STATIC);
 		if (db_step(st) == DB_ROW) {
 			keys = connector_keys(id, (const char *)db_column_text(st, 3),
-			                      (const char *)db_column_text(st, 0),
-			                      (size_t)db_column_bytes(st, 0));
+					      (const char *)db_column_text(st, 0),
+					      (size_t)db_column_bytes(st, 0));
 			snprintf(req->actor_network, sizeof(req->actor_network), "%s",
-			         (const char *)db_column_text(st, 1));
+				 (const char *)db_column_text(st, 1));
 			snprintf(req->actor_label, sizeof(req->actor_label), "%s",
-			         (const char *)db_column_text(st, 2));
+				 (const char *)db_column_text(st, 2));
 		}
 	}
 	db_finalize(st);

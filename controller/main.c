@@ -134,7 +134,7 @@ static int ensure_state_dir(const char *dir, struct sp_diag *diag)
 
 /* Opens the database and brings its schema up to date. */
 static int open_store(const struct controller_settings *s, struct db **db, int *applied,
-                      struct sp_diag *diag)
+		      struct sp_diag *diag)
 {
 	const char *path = NULL;
 	int r = settings_sqlite_path(s, &path, diag);
@@ -226,8 +226,7 @@ static int command_connector_token(const struct controller_settings *s,
 	int64_t now = wall_clock_s();
 	if (db_begin_immediate(db) != 0)
 		goto out;
-	if (db_prepare(db, "SELECT id FROM remote_networks WHERE name = ?", &st) !=
-	    0)
+	if (db_prepare(db, "SELECT id FROM remote_networks WHERE name = ?", &st) != 0)
 		goto out;
 	db_bind_text(st, 1, o->network, -1, DB_STATIC);
 	if (db_step(st) != DB_ROW) {
@@ -365,7 +364,8 @@ static int command_serve(struct controller *c, struct sp_config *cfg)
 	}
 	const char *db_path = NULL;
 	if (settings_sqlite_path(&c->settings, &db_path, &d) < 0 ||
-	    change_watch_start(db_driver_of(c->db), db_path, c->feed, 0, &c->change_watch, &d) < 0) {
+	    change_watch_start(db_driver_of(c->db), db_path, c->feed, 0, &c->change_watch, &d) <
+		0) {
 		fail("change feed", &d);
 		goto out;
 	}

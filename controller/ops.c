@@ -19,7 +19,7 @@ static void handle_readyz(struct http_request *req, void *app)
 	struct controller *c = app;
 	struct db_stmt *st = NULL;
 	int db_ok = db_prepare(c->db, "SELECT 1 FROM settings WHERE id = 1", &st) == 0 &&
-	            db_step(st) == DB_ROW;
+		    db_step(st) == DB_ROW;
 	db_finalize(st);
 	int keys_ok = c->authority.signer != NULL;
 	json_t *body = json_pack("{s:s, s:{s:b, s:b}}", "status", db_ok && keys_ok ? "ready" : "not_ready",

@@ -61,12 +61,14 @@ static int approval_by_admin(struct db *db, int *by_admin)
  * device.
  */
 static int load_device(struct db *db, const char *user_id, const char *device_id, char state[16],
-                       char jkt[SP_JWK_THUMBPRINT_LEN + 1])
+		       char jkt[SP_JWK_THUMBPRINT_LEN + 1])
 {
 	struct db_stmt *st = NULL;
 	int r = SP_ERR_DATABASE;
-	if (db_prepare(db, "SELECT state, public_key_thumbprint FROM devices"
-	                           " WHERE id = ? AND user_id = ?", &st) != 0)
+	if (db_prepare(db,
+		       "SELECT state, public_key_thumbprint FROM devices"
+		       " WHERE id = ? AND user_id = ?",
+		       &st) != 0)
 		goto out;
 	db_bind_text(st, 1, device_id, -1, DB_STATIC);
 	db_bind_text(st, 2, user_id, -1, DB_STATIC);
@@ -286,9 +288,10 @@ static int find_user(struct controller *c, struct http_request *req, const char 
 		lower[n < sizeof(lower) - 1 ? n : sizeof(lower) - 1] = '\0';
 	}
 	if (db_prepare(c->db,
-	                       email != NULL ? "SELECT id, disabled FROM users WHERE email = ?"
-	                                       " ORDER BY id LIMIT 2"
-	                                     : "SELECT id, disabled FROM users WHERE id = ?", &st) != 0) {
+		       email != NULL ? "SELECT id, disabled FROM users WHERE email = ?"
+				       " ORDER BY id LIMIT 2"
+				     : "SELECT id, disabled FROM users WHERE id = ?",
+		       &st) != 0) {
 		reply_database_error(req);
 		goto out;
 	}
@@ -296,7 +299,8 @@ static int find_user(struct controller *c, struct http_request *req, const char 
 	int step;
 	while ((step = db_step(st)) == DB_ROW) {
 		if (found++ == 0) {
-			snprintf(out->id, sizeof(out->id), "%s", (const char *)db_column_text(st, 0));
+			snprintf(out->id, sizeof(out->id), "%s",
+				 (const char *)db_column_text(st, 0));
 			out->disabled = db_column_int(st, 1);
 		}
 	}
@@ -326,9 +330,11 @@ static int device_session_facts(struct controller *c, const char *user_id, const
 	struct db_stmt *st = NULL;
 	int r = SP_ERR_DATABASE;
 	*mfa = 0, *auth_time = 0, *has_session = 0;
-	if (db_prepare(c->db, "SELECT auth_time, amr FROM sessions WHERE user_id = ?"
-	                              " AND device_id = ? AND revoked_at IS NULL AND expires_at > ?"
-	                              " ORDER BY auth_time DESC, id LIMIT 1", &st) != 0)
+	if (db_prepare(c->db,
+		       "SELECT auth_time, amr FROM sessions WHERE user_id = ?"
+		       " AND device_id = ? AND revoked_at IS NULL AND expires_at > ?"
+		       " ORDER BY auth_time DESC, id LIMIT 1",
+		       &st) != 0)
 		goto out;
 	db_bind_text(st, 1, user_id, -1, DB_STATIC);
 	db_bind_text(st, 2, device_id, -1, DB_STATIC);

@@ -72,15 +72,16 @@ static int read_rows(struct db *db, struct loaded_rows *l, int64_t *seq)
 {
 	struct db_stmt *st = NULL;
 	int r = SP_ERR_DATABASE, step;
-	if (db_prepare(db, "SELECT coalesce(max(seq), 0) FROM changes", &st) !=
-	            0 ||
+	if (db_prepare(db, "SELECT coalesce(max(seq), 0) FROM changes", &st) != 0 ||
 	    db_step(st) != DB_ROW)
 		goto out;
 	*seq = db_column_int64(st, 0);
 	db_finalize(st);
 
-	if (db_prepare(db, "SELECT id, network_id, name, address, alias, tcp_ports,"
-	                           " udp_ports, icmp FROM resources", &st) != 0)
+	if (db_prepare(db,
+		       "SELECT id, network_id, name, address, alias, tcp_ports,"
+		       " udp_ports, icmp FROM resources",
+		       &st) != 0)
 		goto out;
 	while ((step = db_step(st)) == DB_ROW) {
 		if (grow((void **)&l->resources, l->resource_count, &l->resource_cap,
@@ -89,36 +90,44 @@ static int read_rows(struct db *db, struct loaded_rows *l, int64_t *seq)
 			goto out;
 		}
 		struct policy_resource_row *row = &l->resources[l->resource_count++];
-		*row = (struct policy_resource_row){
-			.id = column(st, 0, &l->failed), .network_id = column(st, 1, &l->failed),
-			.name = column(st, 2, &l->failed), .address = column(st, 3, &l->failed),
-			.alias = column(st, 4, &l->failed), .tcp_json = column(st, 5, &l->failed),
-			.udp_json = column(st, 6, &l->failed), .icmp = db_column_int(st, 7)};
+		*row = (struct policy_resource_row){.id = column(st, 0, &l->failed),
+						    .network_id = column(st, 1, &l->failed),
+						    .name = column(st, 2, &l->failed),
+						    .address = column(st, 3, &l->failed),
+						    .alias = column(st, 4, &l->failed),
+						    .tcp_json = column(st, 5, &l->failed),
+						    .udp_json = column(st, 6, &l->failed),
+						    .icmp = db_column_int(st, 7)};
 	}
 	if (step != DB_DONE)
 		goto out;
 	db_finalize(st);
 
-	if (db_prepare(db, "SELECT id, group_id, resource_id, require_mfa,"
-	                           " max_session_age_s FROM policies", &st) != 0)
+	if (db_prepare(db,
+		       "SELECT id, group_id, resource_id, require_mfa,"
+		       " max_session_age_s FROM policies",
+		       &st) != 0)
 		goto out;
 	while ((step = db_step(st)) == DB_ROW) {
 		if (grow((void **)&l->rules, l->rule_count, &l->rule_cap, sizeof(*l->rules)) < 0) {
 			r = SP_ERR_NOMEM;
 			goto out;
 		}
-		l->rules[l->rule_count++] = (struct policy_rule_row){
-			.id = column(st, 0, &l->failed), .group_id = column(st, 1, &l->failed),
-			.resource_id = column(st, 2, &l->failed),
-			.require_mfa = db_column_int(st, 3),
-			.max_session_age_s = db_column_int64(st, 4)};
+		l->rules[l->rule_count++] =
+		    (struct policy_rule_row){.id = column(st, 0, &l->failed),
+					     .group_id = column(st, 1, &l->failed),
+					     .resource_id = column(st, 2, &l->failed),
+					     .require_mfa = db_column_int(st, 3),
+					     .max_session_age_s = db_column_int64(st, 4)};
 	}
 	if (step != DB_DONE)
 		goto out;
 	db_finalize(st);
 
-	if (db_prepare(db, "SELECT id, network_id, name, public_key_digest, direct_address"
-	                           " FROM connectors WHERE state = 'active'", &st) != 0)
+	if (db_prepare(db,
+		       "SELECT id, network_id, name, public_key_digest, direct_address"
+		       " FROM connectors WHERE state = 'active'",
+		       &st) != 0)
 		goto out;
 	while ((step = db_step(st)) == DB_ROW) {
 		if (grow((void **)&l->connectors, l->connector_count, &l->connector_cap,
@@ -150,7 +159,7 @@ int policy_snapshot_load(struct db *db, struct policy_snapshot **out, struct sp_
 	int own = !db_in_transaction(db);
 	if (own && db_begin_read(db) != 0)
 		return sp_diag_set(diag, SP_ERR_DATABASE, "cannot read the policies: %s",
-		                   db_errmsg(db));
+				   db_errmsg(db));
 	int r = read_rows(db, &l, &seq);
 	if (r == SP_ERR_DATABASE)
 		sp_diag_set(diag, r, "cannot read the policies: %s", db_errmsg(db));
@@ -221,8 +230,10 @@ int policy_load_groups(struct db *db, const char *user_id, struct policy_groups 
 	size_t cap = 0;
 	int r = SP_ERR_DATABASE, step;
 	/* The primary key (user_id, group_id) yields them sorted by group id. */
-	if (db_prepare(db, "SELECT group_id FROM memberships WHERE user_id = ?"
-	                           " ORDER BY group_id", &st) != 0)
+	if (db_prepare(db,
+		       "SELECT group_id FROM memberships WHERE user_id = ?"
+		       " ORDER BY group_id",
+		       &st) != 0)
 		goto out;
 	db_bind_text(st, 1, user_id, -1, DB_STATIC);
 	while ((step = db_step(st)) == DB_ROW) {

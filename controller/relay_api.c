@@ -112,9 +112,11 @@ static int device_may_ask(struct controller *c, struct http_request *req)
 	struct db_stmt *st = NULL;
 	int r = -1, by_admin = 0, approved = 0, found = 0;
 	if (db_prepare(c->db,
-	                       "SELECT d.state = 'approved', s.device_approval = 'admin'"
-	                       " FROM devices d, settings s WHERE d.id = ? AND d.user_id = ?"
-	                       " AND s.id = 1", &st) == 0) {
+		       "SELECT CASE WHEN d.state = 'approved' THEN 1 ELSE 0 END,"
+		       " CASE WHEN s.device_approval = 'admin' THEN 1 ELSE 0 END"
+		       " FROM devices d, settings s WHERE d.id = ? AND d.user_id = ?"
+		       " AND s.id = 1",
+		       &st) == 0) {
 		db_bind_text(st, 1, req->actor_device, -1, DB_STATIC);
 		db_bind_text(st, 2, req->actor_id, -1, DB_STATIC);
 		int step = db_step(st);

@@ -105,7 +105,7 @@ static int sync_groups(struct controller *c, const char *user_id, const json_t *
 	int r = run(c->db, "CREATE TEMP TABLE IF NOT EXISTS idp_groups_seen (id TEXT PRIMARY KEY)",
 	            "");
 	if (r == 0)
-		r = run(c->db, "DELETE FROM temp.idp_groups_seen", "");
+		r = run(c->db, "DELETE FROM idp_groups_seen", "");
 	size_t i;
 	const json_t *g;
 	json_array_foreach(groups, i, g) {
@@ -117,8 +117,8 @@ static int sync_groups(struct controller *c, const char *user_id, const json_t *
 			continue; /* not a name we can hold: ignored, never fatal to sign-in */
 		const char *name = json_string_value(g);
 		char id[33] = "", source[8] = "";
-		struct db_stmt *st = query_row(c->db, "SELECT id, source FROM groups WHERE name = ?", "s",
-		                             name);
+		struct db_stmt *st =
+		    query_row(c->db, "SELECT id, source FROM groups WHERE name = ?", "s", name);
 		if (st != NULL) {
 			column_copy(st, 0, id, sizeof(id));
 			column_copy(st, 1, source, sizeof(source));
@@ -137,17 +137,21 @@ static int sync_groups(struct controller *c, const char *user_id, const json_t *
 		        " VALUES (?, ?, 'idp', ?) ON CONFLICT (user_id, group_id) DO NOTHING",
 		        "ssi", user_id, id, now);
 		if (r == 0)
-			r = run(c->db, "INSERT OR IGNORE INTO temp.idp_groups_seen (id) VALUES (?)", "s",
-			        id);
+			r = run(c->db,
+				"INSERT INTO idp_groups_seen (id) VALUES (?)"
+				" ON CONFLICT (id) DO NOTHING",
+				"s", id);
 		if (r == 0)
 			json_array_append_new(synced, json_string(name));
 	}
 	if (r == 0)
-		r = run(c->db, "DELETE FROM memberships WHERE user_id = ? AND source = 'idp'"
-		        " AND group_id NOT IN (SELECT id FROM temp.idp_groups_seen)", "s", user_id);
+		r = run(c->db,
+			"DELETE FROM memberships WHERE user_id = ? AND source = 'idp'"
+			" AND group_id NOT IN (SELECT id FROM idp_groups_seen)",
+			"s", user_id);
 	if (r < 0)
 		return sp_diag_set(diag, SP_ERR_DATABASE, "cannot sync groups: %s",
-		                   db_errmsg(c->db));
+				   db_errmsg(c->db));
 	return 0;
 }
 
@@ -182,8 +186,10 @@ int session_provision_user(struct controller *c, const json_t *claims, const jso
 	int r = store_begin(c, diag);
 	if (r < 0)
 		goto out;
-	struct db_stmt *st = query_row(c->db, "SELECT id, role, disabled FROM users"
-	                             " WHERE issuer = ? AND subject = ?", "ss", iss, sub);
+	struct db_stmt *st = query_row(c->db,
+				       "SELECT id, role, disabled FROM users"
+				       " WHERE issuer = ? AND subject = ?",
+				       "ss", iss, sub);
 	int disabled = 0;
 	if (st != NULL) {
 		column_copy(st, 0, out->id, sizeof(out->id));
@@ -209,7 +215,7 @@ int session_provision_user(struct controller *c, const json_t *claims, const jso
 	}
 	if (r < 0) {
 		r = sp_diag_set(diag, SP_ERR_DATABASE, "cannot store the user: %s",
-		                db_errmsg(c->db));
+				db_errmsg(c->db));
 		goto out;
 	}
 	if ((r = sync_groups(c, out->id, groups, now, synced, diag)) < 0)
@@ -306,8 +312,8 @@ int session_create(struct controller *c, const char *user_id, const char *auth_m
 	snprintf(out->user_id, sizeof(out->user_id), "%s", user_id);
 	if ((r = store_begin(c, diag)) < 0)
 		goto fail_key;
-	struct db_stmt *st = query_row(c->db, "SELECT disabled, email FROM users WHERE id = ?", "s",
-	                             user_id);
+	struct db_stmt *st =
+	    query_row(c->db, "SELECT disabled, email FROM users WHERE id = ?", "s", user_id);
 	char email[321] = "";
 	if (st == NULL || db_column_int(st, 0) != 0) {
 		db_finalize(st);
@@ -363,7 +369,7 @@ int session_create(struct controller *c, const char *user_id, const char *auth_m
 		r = issue_refresh(c, out, family, now);
 	if (r < 0) {
 		r = sp_diag_set(diag, SP_ERR_DATABASE, "cannot store the session: %s",
-		                db_errmsg(c->db));
+				db_errmsg(c->db));
 		goto out;
 	}
 	struct audit_event e = {.time = now, .target_type = "device", .target_id = out->device_id};
@@ -439,13 +445,14 @@ int session_refresh(struct controller *c, const char *refresh_token,
 	if ((r = store_begin(c, diag)) < 0)
 		return r;
 	struct db_stmt *st = query_row(
-		c->db,
-		"SELECT t.id, t.family_id, t.expires_at, t.used_at, t.revoked_at, s.id, s.user_id,"
-		" s.device_id, s.expires_at, s.revoked_at, u.disabled, v.state,"
-		" v.public_key_thumbprint, u.email, t.token_hash"
-		" FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id"
-		" JOIN users u ON u.id = s.user_id JOIN devices v ON v.id = s.device_id"
-		" WHERE t.token_hash = ?", "s", hash);
+	    c->db,
+	    "SELECT t.id, t.family_id, t.expires_at, t.used_at, t.revoked_at, s.id, s.user_id,"
+	    " s.device_id, s.expires_at, s.revoked_at, u.disabled, v.state,"
+	    " v.public_key_thumbprint, u.email, t.token_hash"
+	    " FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id"
+	    " JOIN users u ON u.id = s.user_id JOIN devices v ON v.id = s.device_id"
+	    " WHERE t.token_hash = ?",
+	    "s", hash);
 	if (st == NULL || !sp_secret_hash_equal((const char *)db_column_text(st, 14), hash)) {
 		db_finalize(st);
 		r = sp_diag_set(diag, SP_ERR_NOT_FOUND, "the refresh token is unknown");
@@ -561,8 +568,10 @@ int session_revoke(struct controller *c, const char *session_id, const char *rea
 json_t *session_response(struct controller *c, const struct session_grant *g)
 {
 	json_t *user = NULL;
-	struct db_stmt *st = query_row(c->db, "SELECT id, email, display_name, role FROM users"
-	                             " WHERE id = ?", "s", g->user_id);
+	struct db_stmt *st = query_row(c->db,
+				       "SELECT id, email, display_name, role FROM users"
+				       " WHERE id = ?",
+				       "s", g->user_id);
 	if (st != NULL) {
 		user = store_row_json(st, NULL);
 		db_finalize(st);
@@ -603,12 +612,14 @@ int session_service_verify(struct controller *c, const char *assertion, const ch
 	int64_t now = c->now();
 	EVP_PKEY *key = NULL;
 	struct db_stmt *st = query_row(
-		c->db, "SELECT k.public_key_pem, k.service_account_id FROM service_account_keys k"
-		" JOIN users u ON u.id = k.service_account_id WHERE k.id = ? AND k.revoked_at IS NULL"
-		" AND k.expires_at > ? AND u.disabled = 0", "si", kid, now);
+	    c->db,
+	    "SELECT k.public_key_pem, k.service_account_id FROM service_account_keys k"
+	    " JOIN users u ON u.id = k.service_account_id WHERE k.id = ? AND k.revoked_at IS NULL"
+	    " AND k.expires_at > ? AND u.disabled = 0",
+	    "si", kid, now);
 	if (st != NULL) {
 		if (sp_key_from_pem((const char *)db_column_text(st, 0),
-		                    (size_t)db_column_bytes(st, 0), 1, &key, NULL) < 0)
+				    (size_t)db_column_bytes(st, 0), 1, &key, NULL) < 0)
 			key = NULL;
 		column_copy(st, 1, user_id, 33);
 		db_finalize(st);

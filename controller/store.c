@@ -9,7 +9,7 @@ int store_begin(struct controller *c, struct sp_diag *diag)
 {
 	if (db_begin_immediate(c->db) != 0)
 		return sp_diag_set(diag, SP_ERR_DATABASE, "cannot start a transaction: %s",
-		                   db_errmsg(c->db));
+				   db_errmsg(c->db));
 	return 0;
 }
 

@@ -250,9 +250,9 @@ static void constraint_messages(void **state)
 						 "policy", 0, m, sizeof(m)),
 			 409);
 	assert_string_equal(m, "a policy with this group_id and resource_id already exists");
-	assert_int_equal(admin_constraint_status(DB_CONSTRAINT_UNIQUE, "", "duplicate", "user",
-						 0, m, sizeof(m)),
-			 409);
+	assert_int_equal(
+	    admin_constraint_status(DB_CONSTRAINT_UNIQUE, "", "duplicate", "user", 0, m, sizeof(m)),
+	    409);
 	assert_string_equal(m, "this user already exists");
 	assert_int_equal(admin_constraint_status(DB_CONSTRAINT_FOREIGN_KEY, NULL,
 						 "FOREIGN KEY constraint failed", "remote network",
@@ -263,8 +263,8 @@ static void constraint_messages(void **state)
 						 "FOREIGN KEY constraint failed", "policy", 0, m,
 						 sizeof(m)),
 			 404);
-	assert_int_equal(admin_constraint_status(DB_CONSTRAINT_RULE, NULL, "the last admin",
-						 "user", 0, m, sizeof(m)),
+	assert_int_equal(admin_constraint_status(DB_CONSTRAINT_RULE, NULL, "the last admin", "user",
+						 0, m, sizeof(m)),
 			 409);
 	assert_string_equal(m, "the user cannot be changed: the last admin");
 	assert_int_equal(admin_constraint_status(DB_CONSTRAINT_CHECK, NULL,
@@ -288,10 +288,9 @@ static void enrollment_tokens(void **state)
 	int applied = 0;
 	assert_int_equal(db_open(&db_sqlite_driver, path, 0, &db, NULL), 0);
 	assert_int_equal(db_migrate(db, &applied, NULL), 0);
-	assert_int_equal(db_exec(db,
-				      "INSERT INTO remote_networks (id, name, created_at,"
-				      " updated_at) VALUES ('0123456789abcdef0123456789abcdef',"
-				      " 'vpc', 1, 1)"),
+	assert_int_equal(db_exec(db, "INSERT INTO remote_networks (id, name, created_at,"
+				     " updated_at) VALUES ('0123456789abcdef0123456789abcdef',"
+				     " 'vpc', 1, 1)"),
 			 0);
 	char token[SP_SECRET_TEXT_MAX], id[33];
 	json_t *after = NULL;
@@ -312,8 +311,9 @@ static void enrollment_tokens(void **state)
 	assert_int_equal(sp_secret_hash(token, strlen(token), hash), 0);
 	struct db_stmt *st;
 	assert_int_equal(db_prepare(db,
-					    "SELECT token_hash, network_id FROM"
-					    " connector_enrollment_tokens WHERE id = ?", &st),
+				    "SELECT token_hash, network_id FROM"
+				    " connector_enrollment_tokens WHERE id = ?",
+				    &st),
 			 0);
 	db_bind_text(st, 1, id, -1, DB_STATIC);
 	assert_int_equal(db_step(st), DB_ROW);

@@ -102,9 +102,8 @@ static void bind_and_read_each_type(void **state)
 	assert_int_equal(db_step(st), DB_DONE);
 	db_finalize(st);
 
-	assert_int_equal(db_prepare(db, "SELECT i, s, b, n, f, small AS tiny FROM t ORDER BY rowid",
-	                            &st),
-	                 0);
+	assert_int_equal(
+	    db_prepare(db, "SELECT i, s, b, n, f, small AS tiny FROM t ORDER BY rowid", &st), 0);
 	assert_int_equal(db_column_count(st), 6);
 	assert_string_equal(db_column_name(st, 0), "i");
 	assert_string_equal(db_column_name(st, 5), "tiny");
@@ -176,42 +175,42 @@ static void constraint_errors(void **state)
 {
 	(void)state;
 	exec_ok("CREATE TABLE parent (id INTEGER PRIMARY KEY, a TEXT, b TEXT, UNIQUE (a, b));"
-	        "CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL"
-	        "  REFERENCES parent (id) ON DELETE RESTRICT, n INTEGER CHECK (n > 0));"
-	        "CREATE TABLE locked (id INTEGER PRIMARY KEY);"
-	        "CREATE TRIGGER locked_no_delete BEFORE DELETE ON locked BEGIN"
-	        "  SELECT RAISE(ABORT, 'the locked row stays'); END;"
-	        "INSERT INTO parent VALUES (1, 'x', 'y');"
-	        "INSERT INTO child VALUES (1, 1, 5);"
-	        "INSERT INTO locked VALUES (1);");
+		"CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL"
+		"  REFERENCES parent (id) ON DELETE RESTRICT, n INTEGER CHECK (n > 0));"
+		"CREATE TABLE locked (id INTEGER PRIMARY KEY);"
+		"CREATE TRIGGER locked_no_delete BEFORE DELETE ON locked BEGIN"
+		"  SELECT RAISE(ABORT, 'the locked row stays'); END;"
+		"INSERT INTO parent VALUES (1, 'x', 'y');"
+		"INSERT INTO child VALUES (1, 1, 5);"
+		"INSERT INTO locked VALUES (1);");
 	char columns[64];
 
-	assert_int_equal(failing("INSERT INTO parent VALUES (2, 'x', 'y')", columns,
-	                         sizeof(columns)),
-	                 DB_CONSTRAINT_UNIQUE);
+	assert_int_equal(
+	    failing("INSERT INTO parent VALUES (2, 'x', 'y')", columns, sizeof(columns)),
+	    DB_CONSTRAINT_UNIQUE);
 	assert_string_equal(columns, "a, b");
 	assert_non_null(strstr(db_errmsg(db), "UNIQUE constraint failed"));
 
-	assert_int_equal(failing("INSERT INTO parent VALUES (1, 'p', 'q')", columns,
-	                         sizeof(columns)),
-	                 DB_CONSTRAINT_UNIQUE);
+	assert_int_equal(
+	    failing("INSERT INTO parent VALUES (1, 'p', 'q')", columns, sizeof(columns)),
+	    DB_CONSTRAINT_UNIQUE);
 	assert_string_equal(columns, "id");
 	/* A buffer too small for the list gets what fits, whole names only. */
 	char tiny[3];
 	assert_int_equal(failing("INSERT INTO parent VALUES (3, 'x', 'y')", tiny, sizeof(tiny)),
-	                 DB_CONSTRAINT_UNIQUE);
+			 DB_CONSTRAINT_UNIQUE);
 	assert_string_equal(tiny, "a");
 	assert_int_equal(failing("INSERT INTO parent VALUES (3, 'x', 'y')", NULL, 0),
-	                 DB_CONSTRAINT_UNIQUE);
+			 DB_CONSTRAINT_UNIQUE);
 
 	assert_int_equal(failing("INSERT INTO child VALUES (2, 99, 1)", NULL, 0),
-	                 DB_CONSTRAINT_FOREIGN_KEY);
+			 DB_CONSTRAINT_FOREIGN_KEY);
 	assert_int_equal(failing("DELETE FROM parent WHERE id = 1", NULL, 0),
-	                 DB_CONSTRAINT_FOREIGN_KEY);
+			 DB_CONSTRAINT_FOREIGN_KEY);
 	assert_int_equal(failing("INSERT INTO child VALUES (2, 1, 0)", NULL, 0),
-	                 DB_CONSTRAINT_CHECK);
+			 DB_CONSTRAINT_CHECK);
 	assert_int_equal(failing("INSERT INTO child (id, n) VALUES (2, 1)", NULL, 0),
-	                 DB_CONSTRAINT_CHECK);
+			 DB_CONSTRAINT_CHECK);
 	assert_int_equal(failing("DELETE FROM locked", NULL, 0), DB_CONSTRAINT_RULE);
 	assert_string_equal(db_errmsg(db), "the locked row stays");
 	/* Nothing of the failed statements was written. */
@@ -276,8 +275,9 @@ static void errors_carry_a_message(void **state)
 	assert_non_null(strstr(db_errmsg(db), "syntax error"));
 	assert_int_equal(db_prepare(db, "SELECT * FROM missing_table", &st), SP_ERR_DATABASE);
 	assert_non_null(strstr(db_errmsg(db), "no such table: missing_table"));
-	assert_int_equal(db_exec(db, "CREATE TABLE t (i INTEGER NOT NULL); INSERT INTO t VALUES (x)"),
-	                 SP_ERR_DATABASE);
+	assert_int_equal(
+	    db_exec(db, "CREATE TABLE t (i INTEGER NOT NULL); INSERT INTO t VALUES (x)"),
+	    SP_ERR_DATABASE);
 	assert_non_null(strstr(db_errmsg(db), "no such column: x"));
 	/* A step error: a runtime failure the prepare could not see. */
 	exec_ok("CREATE TABLE strict_t (i INTEGER) STRICT");
@@ -299,9 +299,9 @@ static void open_refusals(void **state)
 	assert_non_null(strstr(d.message, ":memory:"));
 	assert_int_equal(db_open(NULL, path, 0, &other, &d), SP_ERR_INVALID);
 	assert_null(other);
-	assert_int_equal(db_open(&db_sqlite_driver, "/nonexistent/dir/x.db", DB_OPEN_READ_ONLY,
-	                         &other, &d),
-	                 SP_ERR_DATABASE);
+	assert_int_equal(
+	    db_open(&db_sqlite_driver, "/nonexistent/dir/x.db", DB_OPEN_READ_ONLY, &other, &d),
+	    SP_ERR_DATABASE);
 	assert_null(other);
 	assert_non_null(strstr(d.message, "unable to open"));
 
@@ -332,12 +332,12 @@ static void migrations(void **state)
 	assert_int_equal(applied, 0);
 	/* The schema's own constraints map the same way. */
 	exec_ok("INSERT INTO remote_networks (id, name, created_at, updated_at) VALUES"
-	        " ('00000000000000000000000000000001', 'n', 1, 1)");
+		" ('00000000000000000000000000000001', 'n', 1, 1)");
 	char columns[64];
 	assert_int_equal(failing("INSERT INTO remote_networks (id, name, created_at, updated_at)"
-	                         " VALUES ('00000000000000000000000000000002', 'n', 1, 1)",
-	                         columns, sizeof(columns)),
-	                 DB_CONSTRAINT_UNIQUE);
+				 " VALUES ('00000000000000000000000000000002', 'n', 1, 1)",
+				 columns, sizeof(columns)),
+			 DB_CONSTRAINT_UNIQUE);
 	assert_string_equal(columns, "name");
 	assert_int_equal(failing("DELETE FROM settings", NULL, 0), DB_CONSTRAINT_RULE);
 	assert_string_equal(db_errmsg(db), "the settings row cannot be deleted");
@@ -346,14 +346,14 @@ static void migrations(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(driver_name, setup, teardown),
-		cmocka_unit_test_setup_teardown(bind_and_read_each_type, setup, teardown),
-		cmocka_unit_test_setup_teardown(transient_text_is_copied, setup, teardown),
-		cmocka_unit_test_setup_teardown(constraint_errors, setup, teardown),
-		cmocka_unit_test_setup_teardown(rollback_leaves_nothing, setup, teardown),
-		cmocka_unit_test_setup_teardown(errors_carry_a_message, setup, teardown),
-		cmocka_unit_test_setup_teardown(open_refusals, setup, teardown),
-		cmocka_unit_test_setup_teardown(migrations, setup, teardown),
+	    cmocka_unit_test_setup_teardown(driver_name, setup, teardown),
+	    cmocka_unit_test_setup_teardown(bind_and_read_each_type, setup, teardown),
+	    cmocka_unit_test_setup_teardown(transient_text_is_copied, setup, teardown),
+	    cmocka_unit_test_setup_teardown(constraint_errors, setup, teardown),
+	    cmocka_unit_test_setup_teardown(rollback_leaves_nothing, setup, teardown),
+	    cmocka_unit_test_setup_teardown(errors_carry_a_message, setup, teardown),
+	    cmocka_unit_test_setup_teardown(open_refusals, setup, teardown),
+	    cmocka_unit_test_setup_teardown(migrations, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -333,8 +333,8 @@ static void test_change_watch(void **state)
 	feed_free(feed);
 
 	assert_int_equal(change_watch_start(&db_sqlite_driver, "/nonexistent/dir/controller.db",
-	                                    NULL, 0, &w, &d),
-	                 SP_ERR_DATABASE);
+					    NULL, 0, &w, &d),
+			 SP_ERR_DATABASE);
 	assert_null(w);
 	assert_non_null(strstr(d.message, "/nonexistent/dir/controller.db"));
 }

@@ -78,10 +78,11 @@ static void insert_device(const char *id, const char *user, const char *state, c
 	assert_int_equal(sp_key_public_pem(key, &pem, &len), 0);
 	struct db_stmt *st = NULL;
 	assert_int_equal(db_prepare(ctl.db,
-	                                    "INSERT INTO devices (id, user_id, public_key_thumbprint,"
-	                                    " public_key_pem, state, first_seen_at, last_seen_at,"
-	                                    " updated_at) VALUES (?, ?, ?, ?, ?, 1, 1, 1)", &st),
-	                 0);
+				    "INSERT INTO devices (id, user_id, public_key_thumbprint,"
+				    " public_key_pem, state, first_seen_at, last_seen_at,"
+				    " updated_at) VALUES (?, ?, ?, ?, ?, 1, 1, 1)",
+				    &st),
+			 0);
 	db_bind_text(st, 1, id, -1, DB_STATIC);
 	db_bind_text(st, 2, user, -1, DB_STATIC);
 	db_bind_text(st, 3, jkt, -1, DB_STATIC);

@@ -85,8 +85,8 @@ static void text(const char *sql, const char *param, char *out, size_t size)
 	assert_int_equal(db_prepare(ctl.db, sql, &st), 0);
 	db_bind_text(st, 1, param, -1, DB_STATIC);
 	assert_int_equal(db_step(st), DB_ROW);
-	snprintf(out, size, "%s", db_column_text(st, 0) != NULL
-	                              ? (const char *)db_column_text(st, 0) : "(null)");
+	snprintf(out, size, "%s",
+		 db_column_text(st, 0) != NULL ? (const char *)db_column_text(st, 0) : "(null)");
 	db_finalize(st);
 }
 
