@@ -105,11 +105,12 @@ struct db_driver {
 	int (*schema_version)(struct db *db, int *version);
 
 	/*
-	 * Prepares one statement. Parameters are written `?` and numbered from 1 in order
-	 * of appearance. PostgreSQL: rewrite each `?` outside string literals and quoted
-	 * identifiers to `$1`, `$2`, … before PQprepare (the modules never use `?NNN`,
-	 * `:name` or `$n` themselves). Bad SQL is SP_ERR_DATABASE with db_errmsg naming the
-	 * engine's reason.
+	 * Prepares one statement. Parameters are written `?`, numbered from 1 in order of
+	 * appearance, or `?N` (1-based, explicit, so one value can be used twice); a
+	 * statement uses one form only, never `:name` or `$N`. PostgreSQL: rewrite them
+	 * outside string literals and quoted identifiers before PQprepare — each `?` to the
+	 * next `$k`, each `?N` to `$N`. Bad SQL is SP_ERR_DATABASE with db_errmsg naming
+	 * the engine's reason.
 	 */
 	int (*prepare)(struct db *db, const char *sql, struct db_stmt **out);
 	/*
