@@ -760,6 +760,32 @@ def case_grant_replayed_after_revocation():
     expect(st == 401, f"new grant for a disabled user: {st} {body}")
 
 
+def case_grant_after_session_revoked_and_device_blocked():
+    """Bob's unexpired grant after an admin revoked his session (`DELETE
+    /api/v1/sessions/{id}`, audited `session.revoke`), and Dave's after an admin blocked
+    his device (audited `device.block`): `revoked` each, the connector naming the session
+    or the device."""
+    g_bob, g_dave = grant(BOB, RES_WEB), grant(DAVE, RES_WEB)
+    size = log_size("connector.log")
+    st, body = admin("DELETE", f"/api/v1/sessions/{BOB.session}")
+    expect(st == 204, f"revoke session: {st} {body}")
+    st, body = admin("POST", f"/api/v1/devices/{DAVE.device}/block")
+    expect(st == 200, f"block device: {st} {body}")
+    # both changes reach the connector in a new config
+    expect(wait_until(lambda: any(l.get("msg") == "config received" and
+                                  l.get("revoked_sessions", 0) >= 3
+                                  for l in log_lines("connector.log", size)), 5),
+           "no config with the revocations")
+    for who, g, words in ((BOB, g_bob, ["session", BOB.session, "revoked"]),
+                          (DAVE, g_dave, ["device", DAVE.device, "blocked"])):
+        mark = flow_mark()
+        refused_stream(g, f"127.0.0.1:{WEB_PORT}", "revoked", who=who, data=http_get("/"))
+        ev = one_denial(mark, "revoked", user_id=who.user, session_id=who.session)
+        connector_denial_line(ev["flow_id"], *words)
+    expect(len(audits("session.revoke", BOB.session)) == 1, "no session.revoke audit event")
+    expect(len(audits("device.block", DAVE.device)) == 1, "no device.block audit event")
+
+
 # ---- cases: TLS ----
 
 def case_tunnel_pin_mismatch():
@@ -1026,6 +1052,15 @@ def case_relay_ticket_other_network():
                 int(time.time()))
 
 
+def case_relay_ticket_other_connector():
+    """A genuine ticket for connector B (Alice may reach network B), which has no control
+    connection at this relay: status 4 (connector unavailable); it is never paired with
+    A, the connector that is registered."""
+    st, t = ticket_for(CONN_B)
+    expect(st == 200 and claims_of(t)["cid"] == cid_of(CONN_B), f"ticket for B: {st} {t}")
+    relay_refused(t, 4, "connector_unavailable")
+
+
 def case_relay_unknown_pairing():
     """A data connection (`SPRD`) with a pairing id nobody was given: closed at once with
     no byte; no pairing counted; the registered connector still pairs afterwards."""
@@ -1135,6 +1170,8 @@ def case_logs_hold_no_secrets():
              for f, text in logs.items() if value in text]
     found += [f"PEM marker in {f}" for f, t in logs.items() if "PRIVATE KEY-----" in t]
     expect(not found, "; ".join(sorted(set(found))))
+    print(f"figure: {len(SECRETS)} secrets searched in {len(logs)} logs"
+          f" ({sum(len(t) for t in logs.values())} bytes)", flush=True)
 
 
 CASES = [
@@ -1150,8 +1187,10 @@ CASES = [
     case_connector_impersonation, case_connector_flow_events_as_other,
     case_connector_config_tampered,
     case_relay_control_pairs, case_relay_ticket_reused, case_relay_ticket_forged,
-    case_relay_ticket_expired, case_relay_ticket_other_network, case_relay_unknown_pairing,
+    case_relay_ticket_expired, case_relay_ticket_other_network,
+    case_relay_ticket_other_connector, case_relay_unknown_pairing,
     case_revoked_user_mid_flow, case_grant_replayed_after_revocation,
+    case_grant_after_session_revoked_and_device_blocked,
     case_connector_config_of_other_connector, case_connector_config_rollback,
     case_client_control_socket_other_user, case_files_modes, case_logs_hold_no_secrets,
 ]
@@ -1181,7 +1220,7 @@ def sp(*args, timeout=60):
 
 
 def setup():
-    global ADMIN_KEY, KID, KEY_PATH, NET_A, NET_B, GROUP, ALICE, BOB, CAROL, RES_WEB, RES_B
+    global DAVE, ADMIN_KEY, KID, KEY_PATH, NET_A, NET_B, GROUP, ALICE, BOB, CAROL, RES_WEB, RES_B
     global RES_CIDR, RES_NAME, GRANT_WEB, GRANT_NAME, CONN_A, CONN_B, KEY_A, DIGEST_A, PROXY
     global FOREIGN_KEY, STRANGER_KEY, KEY_B, OLD_CONFIG_A
     # nginx
@@ -1239,7 +1278,7 @@ http {{
     st, g = admin("POST", "/api/v1/groups", {"name": "eng"})
     expect(st == 201, f"group: {st} {g}")
     GROUP = g["id"]
-    ALICE, BOB, CAROL = person("alice"), person("bob"), person("carol")
+    ALICE, BOB, CAROL, DAVE = person("alice"), person("bob"), person("carol"), person("dave")
     RES_WEB = resource("web", "127.0.0.1", tcp=json.dumps([str(WEB_PORT)]))
     RES_CIDR = resource("block", "127.0.0.0/29", tcp=json.dumps([str(WEB_PORT)]))
     RES_NAME = resource("corp", "*.corp.test")
