@@ -1349,7 +1349,8 @@ http {{
     def up():
         rc, out, _ = sp("status", "--json")
         try:
-            return rc == 0 and json.loads(out).get("state") == "up"
+            st = json.loads(out)
+            return rc == 0 and st.get("state") == "up" and st.get("resources", 0) >= 1
         except ValueError:
             return False
     expect(wait_until(up, 20), "client daemon not up")
