@@ -1199,7 +1199,7 @@ CASES = [
 # ---- the world ----
 
 CTL_PORT, PROXY_PORT, RELAY_PORT, DIRECT_PORT, METRICS_PORT, WEB_PORT, OTHER_PORT, \
-    DNS_PORT, SOCKS_PORT = (free_port() for _ in range(9))
+    DNS_PORT, SOCKS_PORT, HTTP_PORT = (free_port() for _ in range(10))
 URL = f"http://127.0.0.1:{CTL_PORT}"
 DIRECT = f"127.0.0.1:{DIRECT_PORT}"
 CONN_STATE = os.path.join(WORK, "conn")
@@ -1343,7 +1343,8 @@ http {{
     with open(os.path.join(WORK, "sallyport-login.log"), "w") as f:
         f.write(out + err)
     expect(rc == 0, f"login: {rc} {out} {err}")
-    start([SP, "up", "--foreground", "--mode", "proxy", "--socks", f"127.0.0.1:{SOCKS_PORT}"],
+    start([SP, "up", "--foreground", "--mode", "proxy", "--socks", f"127.0.0.1:{SOCKS_PORT}",
+           "--http-proxy", f"127.0.0.1:{HTTP_PORT}"],
           "sallyport-up.log", env=SP_ENV)
 
     def up():
