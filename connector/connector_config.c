@@ -182,6 +182,8 @@ int connector_config_from_claims(const json_t *claims, const char *connector_id,
 	memcpy(cfg->issuer, iss, strlen(iss) + 1);
 	memcpy(cfg->network_id, net, strlen(net) + 1);
 	cfg->seq = json_integer_value(seq);
+	json_t *iat = json_object_get(claims, "iat");
+	cfg->issued_at = json_is_integer(iat) ? json_integer_value(iat) : 0;
 	cfg->expires_at = json_integer_value(exp);
 	r = resources_from_json(json_object_get(claims, "resources"), cfg, diag);
 	if (r < 0)
@@ -205,6 +207,14 @@ int connector_config_from_claims(const json_t *claims, const char *connector_id,
 out:
 	connector_config_free(cfg);
 	return r;
+}
+
+int connector_config_is_older(int64_t cur_seq, int64_t cur_iat,
+			      const struct connector_config *next)
+{
+	if (cur_seq < 0 || next == NULL)
+		return 0;
+	return next->seq < cur_seq && next->issued_at <= cur_iat;
 }
 
 void connector_config_free(struct connector_config *cfg)

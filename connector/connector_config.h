@@ -38,6 +38,7 @@ struct connector_config {
 	char issuer[512];			   /* the controller's public URL (iss) */
 	char network_id[CONNECTOR_ID_MAX + 1];	   /* the network this connector serves */
 	int64_t seq;				   /* change-feed seq the document was built at */
+	int64_t issued_at;			   /* iat of the document (0 when absent) */
 	int64_t expires_at;			   /* exp of the document */
 	struct sp_jwks keys;			   /* controller keys (grants are verified with them) */
 	struct connector_resource *resources;	   /* sorted by id */
@@ -57,6 +58,17 @@ struct connector_config {
 int connector_config_from_claims(const json_t *claims, const char *connector_id,
 				 const char *expected_network, const struct sp_jwks *keys,
 				 int64_t now, struct connector_config **out, struct sp_diag *diag);
+
+/*
+ * 1 when the verified config `next` is older than the one in use, which was built at
+ * change seq `cur_seq` and issued at `cur_iat` (cur_seq < 0: none in use yet): a lower
+ * seq AND an iat no later. Such a document is a replay of an earlier, still unexpired
+ * config (it could bring back revoked sessions or deleted resources) and is refused. A
+ * controller whose database was restored (lower seq) issues documents with a newer iat,
+ * so it is not shut out; nor is one whose clock stepped back (its seq still grows).
+ */
+int connector_config_is_older(int64_t cur_seq, int64_t cur_iat,
+			      const struct connector_config *next);
 
 /* Releases everything. Safe on NULL. */
 void connector_config_free(struct connector_config *cfg);

@@ -41,6 +41,7 @@ int connector_shared_init(struct connector_shared *s)
 	memset(s, 0, sizeof(*s));
 	atomic_init(&s->stop, 0);
 	atomic_init(&s->config_seq, -1);
+	atomic_init(&s->config_iat, 0);
 	pthread_mutex_init(&s->lock, NULL);
 	return connector_flow_queue_init(&s->flows);
 }
@@ -194,7 +195,20 @@ static int fetch_config(struct connector_shared *s, struct sp_jwks *keys)
 		SP_LOG(SP_LOG_ERROR, "config document refused", SP_LOG_STR("detail", d.message));
 		goto out;
 	}
+	if (connector_config_is_older(atomic_load(&s->config_seq), atomic_load(&s->config_iat),
+				      cfg)) {
+		char why[160];
+		snprintf(why, sizeof(why),
+			 "config: older than the one in use (seq %lld < %lld, iat %lld <= %lld)",
+			 (long long)cfg->seq, (long long)atomic_load(&s->config_seq),
+			 (long long)cfg->issued_at, (long long)atomic_load(&s->config_iat));
+		SP_LOG(SP_LOG_ERROR, "config document refused", SP_LOG_STR("detail", why));
+		connector_config_free(cfg);
+		r = SP_ERR_INVALID;
+		goto out;
+	}
 	atomic_store(&s->config_seq, cfg->seq);
+	atomic_store(&s->config_iat, cfg->issued_at);
 	atomic_fetch_add(&s->config_fetches, 1);
 	SP_LOG(SP_LOG_INFO, "config received", SP_LOG_INT("seq", cfg->seq),
 	       SP_LOG_UINT("resources", cfg->resource_count),

@@ -45,6 +45,7 @@ struct connector_shared {
 	atomic_llong last_controller_ok; /* unix time of the last successful exchange */
 	atomic_int has_config;		 /* the data plane holds a config */
 	atomic_llong config_seq;
+	atomic_llong config_iat; /* iat of the config handed over last */
 	atomic_llong config_fetches;
 	atomic_llong controller_errors;
 	atomic_llong flow_events_sent;

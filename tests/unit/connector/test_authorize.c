@@ -431,6 +431,21 @@ static void test_config_checks(void **state)
 			 SP_ERR_INVALID);
 	assert_non_null(strstr(d.message, "resources[1]"));
 	assert_null(cfg);
+	/* a replayed older config (lower seq, issued no later) is older; a restored
+	 * controller (lower seq, newer iat) and a newer seq are not */
+	json_object_set_new(json_array_get(json_object_get(c, "resources"), 1), "tcp",
+			    json_string("all"));
+	assert_int_equal(connector_config_from_claims(c, CONN, NET, &f->jwks, NOW, &cfg, &d), 0);
+	assert_int_equal(cfg->seq, 42);
+	assert_int_equal(cfg->issued_at, NOW);
+	assert_int_equal(connector_config_is_older(-1, 0, cfg), 0);
+	assert_int_equal(connector_config_is_older(43, NOW, cfg), 1);
+	assert_int_equal(connector_config_is_older(43, NOW + 5, cfg), 1);
+	assert_int_equal(connector_config_is_older(43, NOW - 1, cfg), 0);
+	assert_int_equal(connector_config_is_older(42, NOW, cfg), 0);
+	assert_int_equal(connector_config_is_older(41, NOW + 5, cfg), 0);
+	connector_config_free(cfg);
+	cfg = NULL;
 	/* wrong typ */
 	json_object_set_new(c, "typ", json_string("grant"));
 	assert_int_equal(connector_config_from_claims(c, CONN, NET, &f->jwks, NOW, &cfg, NULL),
