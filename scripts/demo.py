@@ -157,10 +157,10 @@ try:
    the admin API (key made with `sallyport-controller admin-key create`):
      ip netns exec {k} curl -H 'Authorization: Bearer {L.admin_key}' http://127.0.0.1:8080/api/v1/resources
 
-   the admin console: {splab.URL}/ inside the lab. From a desktop session (X11), a browser in
+   the admin console: {splab.URL}/admin/ inside the lab. From a desktop session (X11), a browser in
    the controller's namespace reaches it and the test IdP; sign in as eng-user / eng-pass
    (made an admin by --admin-emails):
-     ip netns exec {k} chromium --no-sandbox --user-data-dir=/tmp/sp-demo-browser {splab.URL}/
+     ip netns exec {k} chromium --no-sandbox --user-data-dir=/tmp/sp-demo-browser {splab.URL}/admin/
 
    logs: {lab.work}
    Ctrl-C stops everything and removes the namespaces.""")
