@@ -148,17 +148,19 @@ try:
      ip netns exec {c} env SALLYPORT_STATE_DIR={ENG} {SP} resources
      ip netns exec {c} curl http://app.corp.test/
      ip netns exec {c} curl http://finance.corp.test/            # refused: not your policy
-     ip netns exec {c} curl http://{netlab.INTERNAL['app']}/                # no route: only the tunnel reaches it"""
+     ip netns exec {c} curl http://{netlab.INTERNAL['app']}/    # no route: only the tunnel"""
             + (f"""
      ip netns exec {c} env PGPASSWORD={splab.DB_PASSWORD} psql -h db.corp.test -U postgres"""
                if L.postgres is not None else "") + f"""
      ip netns exec {c} bash                                  # a shell on that machine
 
    the admin API (key made with `sallyport-controller admin-key create`):
-     ip netns exec {k} curl -H 'Authorization: Bearer {L.admin_key}' http://127.0.0.1:8080/api/v1/resources
+     ip netns exec {k} curl -H 'Authorization: Bearer {L.admin_key}' \\
+         http://127.0.0.1:8080/api/v1/resources
 
-   the admin console: {splab.URL}/admin/ inside the lab. From a desktop session (X11), a browser in
-   the controller's namespace reaches it and the test IdP; sign in as eng-user / eng-pass
+   the admin console: {splab.URL}/admin/ inside the lab. From a desktop session
+   (X11), a browser in the controller's namespace reaches it and the test IdP; sign in as
+   eng-user / eng-pass
    (made an admin by --admin-emails):
      ip netns exec {k} chromium --no-sandbox --user-data-dir=/tmp/sp-demo-browser {splab.URL}/admin/
 
@@ -166,7 +168,7 @@ try:
    Ctrl-C stops everything and removes the namespaces.""")
         while True:
             signal.pause()
-except KeyboardInterrupt:
+except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM through netlab's handler
     say("\n   stopping...")
 except Exception as e:
     failures.append(f"{type(e).__name__}: {e}")

@@ -9,7 +9,8 @@ Three namespaces, named after the run's pid so two runs never collide:
 
 `ctl` forwards between the two 172.31 links so the client can dial the connector's direct
 listener, but no namespace outside `vpc` has a route to 10.20.0.0/16: the internal
-addresses live on `lan0` (one end of a veth pair whose both ends stay in `vpc`) and are reached only through the tunnel.
+addresses live on `lan0` (one end of a veth pair whose both ends stay in `vpc`) and are
+reached only through the tunnel.
 
 Every veth pair is made from inside `ctl` with temporary names `spv<pid><n>a/b`, its far
 end created directly in the peer namespace, and renamed only inside the namespaces: no
@@ -289,7 +290,8 @@ class Lab:
                 " except OSError: print('NONE')\n"
                 " sys.exit(0)\n"
                 "q=struct.pack('>HHHHHH',0x5350,0x0100,1,0,0,0)+b''.join("
-                "bytes([len(l)])+l.encode() for l in name.split('.'))+b'\\0'+struct.pack('>HH',1,1)\n"
+                "bytes([len(l)])+l.encode() for l in name.split('.'))"
+                "+b'\\0'+struct.pack('>HH',1,1)\n"
                 "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2)\n"
                 "try:\n s.sendto(q,(server,53)); r=s.recv(512)\n"
                 "except OSError: print('NONE'); sys.exit(0)\n"

@@ -133,8 +133,8 @@ class SallyportLab:
         return json.loads(text) if text.strip() else {}
 
     def seed_resources(self):
-        self.ids["net"] = self.api("POST", "/api/v1/remote-networks",
-                                   {"name": "corp", "description": "the lab's private network"})["id"]
+        self.ids["net"] = self.api("POST", "/api/v1/remote-networks", {
+            "name": "corp", "description": "the lab's private network"})["id"]
         for key, name, address, tcp in (("app", "App", "app.corp.test", ["80"]),
                                         ("finance", "Finance", "finance.corp.test", ["80"]),
                                         ("db", "Database", "db.corp.test", ["5432"])):
