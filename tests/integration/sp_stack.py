@@ -10,6 +10,12 @@ optionally nginx. Used by tests/integration/connector_udp.py and bench/dataplane
     stack.start_connector(); stack.client_args(res, "127.0.0.1:80")  # sp_test_client argv
     ...
     stack.close()          # kills every process it started
+
+Every part can run behind a command prefix, e.g. `ip netns exec NS` (tests/lib/netlab.py
+uses it to place the test IdP and controller in one namespace, the connector in another and
+the client in a third): `Stack(..., prefix=[...])` sets the default, and start_idp,
+start_controller, start_connector and start_client take their own `prefix=`. With a prefix,
+readiness is probed from inside it (curl under the prefix), never from here.
 """
 import json
 import os
@@ -32,20 +38,29 @@ def new_id():
     return os.urandom(16).hex()
 
 
-def wait_http(url, limit=20.0):
+def wait_http(url, limit=20.0, prefix=None):
+    """True once url answers; with a prefix the probe (curl) runs under it."""
     end = time.time() + limit
     while time.time() < end:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return True
-        except OSError:
-            time.sleep(0.05)
+        if prefix:
+            r = subprocess.run([*prefix, "curl", "-s", "-o", "/dev/null", "--noproxy", "*",
+                                "--max-time", "1", url], capture_output=True)
+            if r.returncode == 0:
+                return True
+        else:
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                return True
+            except OSError:
+                pass
+        time.sleep(0.05)
     return False
 
 
 class Stack:
-    def __init__(self, ctl, conn, tool, work, sanitized=False):
+    def __init__(self, ctl, conn, tool, work, sanitized=False, prefix=None):
         self.ctl, self.conn, self.tool, self.work = ctl, conn, tool, work
+        self.prefix = list(prefix or [])
         self.scale = 3 if sanitized else 1
         self.state = os.path.join(work, "ctl")
         self.db_path = os.path.join(self.state, "controller.db")
@@ -60,9 +75,14 @@ class Stack:
         c.execute("PRAGMA foreign_keys = ON")
         return c
 
-    def spawn(self, args, log_name, **kw):
+    def _pre(self, prefix):
+        return list(self.prefix if prefix is None else prefix)
+
+    def spawn(self, args, log_name, prefix=None, **kw):
         log = open(os.path.join(self.work, log_name), "w")
-        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, **kw)
+        kw.setdefault("stdout", log)
+        kw.setdefault("stderr", subprocess.STDOUT if kw["stdout"] is log else log)
+        p = subprocess.Popen(self._pre(prefix) + list(args), **kw)
         self.procs.append(p)
         return p
 
@@ -91,10 +111,45 @@ http {{
             raise RuntimeError("nginx did not start")
         return p
 
-    def start_controller(self):
-        """Migrates, adds the network/user/group/device/session rows, serves."""
+    def start_idp(self, oidc_dir, config, prefix=None, limit=20.0):
+        """The test OpenID provider (tests/oidc/provider.mjs) with config (a dict) on a free
+        loopback port; returns its issuer URL."""
+        cfg_path = os.path.join(self.work, "provider.json")
+        with open(cfg_path, "w") as f:
+            json.dump(config, f)
+        out_path = os.path.join(self.work, "provider.out")
+        self.spawn(["node", os.path.join(oidc_dir, "provider.mjs"), "--config", cfg_path,
+                    "--port", "0", "--quiet"], "provider.err", prefix=prefix,
+                   stdout=open(out_path, "w"), cwd=oidc_dir)
+        end = time.time() + limit
+        while time.time() < end:
+            with open(out_path) as f:
+                line = f.readline()
+            if line.endswith("\n"):
+                return json.loads(line)["issuer"]
+            time.sleep(0.05)
+        raise RuntimeError("test IdP did not start: " +
+                           open(os.path.join(self.work, "provider.err")).read()[-2000:])
+
+    def start_controller(self, seed=True, prefix=None, listen=None, public_url=None,
+                         extra_args=(), env=None):
+        """Migrates; with seed, adds the network/user/group/device/session rows; serves on
+        listen (default 127.0.0.1:<free port>) with public_url (default http://listen)."""
         subprocess.run([self.ctl, "migrate", "--state-dir", self.state], check=True,
                        capture_output=True)
+        if listen is not None:
+            self.url = public_url or f"http://{listen}"
+        listen = listen or f"127.0.0.1:{self.ctl_port}"
+        if seed:
+            self._seed()
+        self.ctl_proc = self.spawn([self.ctl, "serve", "--state-dir", self.state,
+                                    "--http-listen", listen, "--public-url", self.url,
+                                    *extra_args], "controller.log", prefix=prefix, env=env)
+        if not wait_http(self.url + "/healthz", prefix=self._pre(prefix)):
+            raise RuntimeError("controller did not start: " +
+                               open(os.path.join(self.work, "controller.log")).read()[-2000:])
+
+    def _seed(self):
         now = int(time.time())
         self.net, self.user, self.group, self.device, self.session = (
             new_id() for _ in range(5))
@@ -119,11 +174,6 @@ http {{
                   " created_at, last_used_at, expires_at) VALUES (?,?,?,?,?,?,?,?)",
                   (self.session, self.user, self.device, "oidc", now, now, now, now + 86400))
         c.close()
-        self.ctl_proc = self.spawn([self.ctl, "serve", "--state-dir", self.state,
-                                    "--http-listen", f"127.0.0.1:{self.ctl_port}",
-                                    "--public-url", self.url], "controller.log")
-        if not wait_http(self.url + "/healthz"):
-            raise RuntimeError("controller did not start")
 
     def add_resource(self, name, address, tcp=None, udp=None, policy=True):
         """A resource with tcp/udp port lists (strings like "53" or "all"); returns its id."""
@@ -143,15 +193,18 @@ http {{
         c.close()
         return rid
 
-    def connector_health(self):
+    def connector_health(self, prefix=None):
         env = dict(os.environ, SALLYPORT_METRICS_ADDR=f"127.0.0.1:{self.metrics_port}")
-        return subprocess.run([self.conn, "health"], env=env, capture_output=True).returncode
+        return subprocess.run(self._pre(prefix) + [self.conn, "health"], env=env,
+                              capture_output=True).returncode
 
-    def start_connector(self, extra_env=None):
-        """Enrolls (one-time token) and waits until healthy; returns the Popen."""
-        token = subprocess.run([self.ctl, "connector-token", "create", "--network", "lab",
-                                "--state-dir", self.state], check=True,
-                               capture_output=True).stdout.decode().strip()
+    def start_connector(self, extra_env=None, prefix=None, token=None):
+        """Enrolls (one-time token: token, else one made for network "lab" with the
+        controller's CLI) and waits until healthy; returns the Popen."""
+        if token is None:
+            token = subprocess.run([self.ctl, "connector-token", "create", "--network", "lab",
+                                    "--state-dir", self.state], check=True,
+                                   capture_output=True).stdout.decode().strip()
         env = {k: v for k, v in os.environ.items() if not k.startswith("SALLYPORT_")}
         env.update({"SALLYPORT_URL": self.url,
                     "SALLYPORT_STATE_DIR": os.path.join(self.work, "conn-state"),
@@ -165,14 +218,22 @@ http {{
         if extra_env:
             env.update(extra_env)
         self.connector_log = os.path.join(self.work, "connector.log")
-        self.connector = self.spawn([self.conn], "connector.log", env=env)
+        self.connector = self.spawn([self.conn], "connector.log", env=env, prefix=prefix)
         for _ in range(200 * self.scale):
-            if self.connector_health() == 0:
+            if self.connector_health(prefix) == 0:
                 return self.connector
             if self.connector.poll() is not None:
                 break
             time.sleep(0.05)
         raise RuntimeError("connector not healthy: " + open(self.connector_log).read()[-2000:])
+
+    def start_client(self, sp, state_dir, up_args, prefix=None, log_name="sallyport.log"):
+        """`sallyport up --foreground UP_ARGS` with SALLYPORT_STATE_DIR=state_dir (already
+        signed in); returns the Popen (readiness: poll `sallyport status --json`)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SALLYPORT_")}
+        env["SALLYPORT_STATE_DIR"] = state_dir
+        return self.spawn([sp, "up", "--foreground", *up_args], log_name, prefix=prefix,
+                          env=env)
 
     def client_args(self, mode, resource, target):
         """sp_test_client argv for `connect` or `forward` (add --listen for forward)."""
