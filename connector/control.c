@@ -298,6 +298,21 @@ static void *control_main(void *arg)
 	return NULL;
 }
 
+/*
+ * Records the controller's clock minus ours (`controller_time` read from an answer to a
+ * request sent at `sent`) and warns when it is past CONNECTOR_CLOCK_SKEW_WARN_S.
+ */
+static void note_skew(struct connector_shared *s, int64_t controller_time, int64_t sent)
+{
+	int64_t skew = controller_time - sent;
+	atomic_store(&s->clock_skew_s, skew);
+	if (skew > CONNECTOR_CLOCK_SKEW_WARN_S || skew < -CONNECTOR_CLOCK_SKEW_WARN_S)
+		SP_LOG(SP_LOG_WARN,
+		       "clock skew with the controller exceeds 60 s: grants will be refused "
+		       "as expired or not yet valid; fix NTP on this host or the controller",
+		       SP_LOG_INT("skew_s", skew));
+}
+
 static int heartbeat(struct connector_shared *s)
 {
 	json_t *req = json_pack("{s:s?, s:s?}", "direct_address", s->direct_address, "version",
@@ -318,6 +333,9 @@ static int heartbeat(struct connector_shared *s)
 	}
 	json_t *answer = resp.status == 200 ? json_loads(resp.body, 0, NULL) : NULL;
 	if (answer == NULL) {
+		/* a refusal may itself come from the skew (our assertion's iat in its future) */
+		if (resp.date > 0)
+			note_skew(s, resp.date, sent);
 		SP_LOG(SP_LOG_WARN, "heartbeat refused", SP_LOG_INT("status", resp.status),
 		       SP_LOG_STR("answer", resp.body));
 		connector_http_response_free(&resp);
@@ -325,15 +343,8 @@ static int heartbeat(struct connector_shared *s)
 	}
 	connector_http_response_free(&resp);
 	json_t *t = json_object_get(answer, "time");
-	if (json_is_integer(t)) {
-		int64_t skew = json_integer_value(t) - sent;
-		atomic_store(&s->clock_skew_s, skew);
-		if (skew > CONNECTOR_CLOCK_SKEW_WARN_S || skew < -CONNECTOR_CLOCK_SKEW_WARN_S)
-			SP_LOG(SP_LOG_WARN,
-			       "clock skew with the controller exceeds 60 s: grants will be refused "
-			       "as expired or not yet valid; fix NTP on this host or the controller",
-			       SP_LOG_INT("skew_s", skew));
-	}
+	if (json_is_integer(t))
+		note_skew(s, json_integer_value(t), sent);
 	json_decref(answer);
 	atomic_store(&s->last_controller_ok, wall_now());
 	return 0;
