@@ -250,3 +250,100 @@ def metrics(port):
     import urllib.request
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         return r.read().decode()
+
+
+def add_network(stack, name):
+    """Another remote network; returns its id."""
+    nid, now = sp_stack.new_id(), int(time.time())
+    c = stack.db()
+    c.execute("INSERT INTO remote_networks (id, name, created_at, updated_at) VALUES (?,?,?,?)",
+              (nid, name, now, now))
+    c.close()
+    return nid
+
+
+def add_resource(stack, net, name, address, port):
+    """A TCP resource in network `net` with a policy for the stack's group; returns its id."""
+    now, rid = int(time.time()), sp_stack.new_id()
+    c = stack.db()
+    c.execute("INSERT INTO resources (id, network_id, name, address, tcp_ports, udp_ports,"
+              " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
+              (rid, net, name, address, json.dumps([str(port)]), '"none"', now, now))
+    c.execute("INSERT INTO policies (id, group_id, resource_id, created_at, updated_at)"
+              " VALUES (?,?,?,?,?)", (sp_stack.new_id(), stack.group, rid, now, now))
+    c.close()
+    return rid
+
+
+class Connector:
+    """One more connector for `stack`, enrolled into network `network` (by name)."""
+
+    def __init__(self, stack, name, network, url=None, direct_host="127.0.0.1", prefix=None,
+                 extra_env=None):
+        self.stack, self.name, self.network = stack, name, network
+        self.direct_port, self.metrics_port, self.dns_port = (sp_stack.free_port()
+                                                              for _ in range(3))
+        self.direct_host = direct_host
+        self.url = url or stack.url
+        self.prefix = prefix or []
+        self.state = os.path.join(stack.work, f"conn-{name}")
+        self.log = os.path.join(stack.work, f"connector-{name}.log")
+        self.extra_env = extra_env or {}
+        self.proc = None
+        self.token = subprocess.run(
+            [stack.ctl, "connector-token", "create", "--network", network, "--state-dir",
+             stack.state], check=True, capture_output=True).stdout.decode().strip()
+
+    def env(self):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SALLYPORT_")}
+        env.update({"SALLYPORT_URL": self.url, "SALLYPORT_STATE_DIR": self.state,
+                    "SALLYPORT_DIRECT_LISTEN": f"{self.direct_host}:{self.direct_port}",
+                    "SALLYPORT_METRICS_ADDR": f"127.0.0.1:{self.metrics_port}",
+                    "SALLYPORT_NAME": self.name, "SALLYPORT_LOG_FORMAT": "json",
+                    "SALLYPORT_LOG_LEVEL": "warn", "SALLYPORT_DRAIN_TIMEOUT": "5s",
+                    "SALLYPORT_DNS": f"127.0.0.1:{self.dns_port}",
+                    "SALLYPORT_ENROLL_TOKEN": self.token})
+        env.update(self.extra_env)
+        return env
+
+    def health(self):
+        env = dict(os.environ, SALLYPORT_METRICS_ADDR=f"127.0.0.1:{self.metrics_port}")
+        return subprocess.run(self.prefix + [self.stack.conn, "health"], env=env,
+                              capture_output=True).returncode
+
+    def start(self, wait=True):
+        self.proc = self.stack.spawn(self.prefix + [self.stack.conn],
+                                     os.path.basename(self.log), env=self.env())
+        if not wait:
+            return self.proc
+        if not wait_until(lambda: self.health() == 0 or self.proc.poll() is not None,
+                          10 * SCALE, 0.05) or self.proc.poll() is not None:
+            raise RuntimeError(f"connector {self.name} not healthy: " +
+                               open(self.log).read()[-2000:])
+        return self.proc
+
+
+def forward(stack, resource, target, network, log_name, port=None, prefix=None):
+    """An sp_test_client forward (the client's loopback mode) on 127.0.0.1:port; waits until
+    it listens. Returns (Popen, port)."""
+    import socket
+    port = port or sp_stack.free_port()
+    args = stack.client_args("forward", resource, target) + ["--listen", f"127.0.0.1:{port}"]
+    args[args.index("--network") + 1] = network
+    p = stack.spawn((prefix or []) + args, log_name)
+    def listening():
+        try:
+            if prefix:
+                return subprocess.run(prefix + ["python3", "-c",
+                                      f"import socket; socket.create_connection(('127.0.0.1',"
+                                      f" {port}), timeout=1).close()"],
+                                      capture_output=True).returncode == 0
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+    if not wait_until(lambda: listening() or p.poll() is not None, 20 * SCALE, 0.1) or \
+            p.poll() is not None:
+        raise RuntimeError("forward did not start: " +
+                           open(os.path.join(stack.work, log_name)).read()[-1000:])
+    return p, port
