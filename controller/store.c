@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "shared/log.h"
 #include "shared/secret.h"
 
 int store_begin(struct controller *c, struct sp_diag *diag)
@@ -29,13 +30,29 @@ int store_commit(struct controller *c, struct sp_diag *diag)
 {
 	int64_t seq = store_latest_change(c);
 	if (sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-		int r = sp_diag_set(diag, SP_ERR_DATABASE, "cannot commit: %s", sqlite3_errmsg(c->db));
+		int r = store_is_full(c)
+			    ? sp_diag_set(diag, SP_ERR_IO,
+					  "the database disk is full: the change was not saved")
+			    : sp_diag_set(diag, SP_ERR_DATABASE, "cannot commit: %s",
+					  sqlite3_errmsg(c->db));
 		store_rollback(c);
 		return r;
 	}
 	if (c->feed != NULL)
 		feed_publish(c->feed, seq);
 	return 0;
+}
+
+int store_is_full(struct controller *c)
+{
+	if ((sqlite3_extended_errcode(c->db) & 0xff) != SQLITE_FULL)
+		return 0;
+	SP_LOG(SP_LOG_ERROR,
+	       "the database disk is full: changes are refused until space is freed in the state "
+	       "directory",
+	       SP_LOG_STR("database", sqlite3_db_filename(c->db, "main")),
+	       SP_LOG_STR("error", sqlite3_errmsg(c->db)));
+	return 1;
 }
 
 void store_rollback(struct controller *c)

@@ -174,14 +174,23 @@ def main():
             time.sleep(0.5)
         idle[i].set()
 
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(WORKERS)]
-    threads.append(threading.Thread(target=churn, args=(WORKERS,), daemon=True))
-    threads.append(threading.Thread(target=sessions, args=(WORKERS + 1,), daemon=True))
+    def guarded(fn, i):
+        try:
+            fn(i)
+        except Exception as e:
+            stats.add("bad", 1, f"thread {i} ({fn.__name__}) died: {e!r}")
+        finally:
+            idle[i].set()
+    threads = [threading.Thread(target=guarded, args=(worker, i), daemon=True)
+               for i in range(WORKERS)]
+    threads.append(threading.Thread(target=guarded, args=(churn, WORKERS), daemon=True))
+    threads.append(threading.Thread(target=guarded, args=(sessions, WORKERS + 1), daemon=True))
 
     def sample(label):
         pause.set()
-        for ev in idle:
-            ev.wait(60)
+        for i, ev in enumerate(idle):
+            if threads[i].is_alive():
+                ev.wait(60)
         time.sleep(2.0)  # flow ends and their events settle
         out = {}
         for name, p in daemons:
@@ -254,6 +263,7 @@ def main():
     for u in unexplained[:20]:
         print("  log: " + u)
     run.check("every daemon still running", all(p.poll() is None for _, p in daemons))
+    run.check("every load thread ran to the end", not any("died" in d for d in stats.detail))
     run.check("thousands of flows", stats.flows >= 1000 * min(MINUTES, 1), str(stats.flows))
     run.check("every transfer verified by checksum", stats.bad == 0, str(stats.bad))
     run.check("every churn round did what it should", stats.churn > 0 and stats.churn_bad == 0)
