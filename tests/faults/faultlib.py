@@ -91,6 +91,14 @@ class Run:
             traceback.print_exception(exc)
             self.failed += 1
         self.close()
+        # a sanitizer report from any daemon (at exit, after close's SIGTERM) fails the test
+        for name in sorted(os.listdir(self.work)):
+            path = os.path.join(self.work, name)
+            if name.endswith(".log") and os.path.isfile(path):
+                text = open(path, errors="replace").read()
+                if "Sanitizer" in text and ("ERROR:" in text or "WARNING:" in text):
+                    self.check(f"no sanitizer report in {name}", False,
+                               text[text.find("Sanitizer") - 40:][:600])
         if self.failed == 0:
             shutil.rmtree(self.work, ignore_errors=True)
         else:
