@@ -21,6 +21,9 @@
 #define FEED_HOLD_S 25
 #define BACKOFF_MIN_S 1
 #define BACKOFF_MAX_S 60
+/* Queued flow events are retried at least this often while the controller is away, so
+ * they reach it within seconds of its return (they live only in memory until then). */
+#define FLOW_EVENTS_RETRY_MAX_MS 3000
 /* Refetch the config this long before it expires, even without a feed change. */
 #define CONFIG_REFRESH_MARGIN_S 300
 
@@ -89,6 +92,16 @@ static void sleep_interruptible(struct connector_shared *s, double seconds)
 		usleep((useconds_t)(slice * 1e6));
 		seconds -= slice;
 	}
+}
+
+/* Full jitter over [backoff/2, backoff] in ms, then doubles the backoff up to the maximum. */
+static int64_t backoff_delay_ms(int *backoff)
+{
+	uint32_t rnd = 0;
+	RAND_bytes((unsigned char *)&rnd, sizeof(rnd));
+	double wait = *backoff / 2.0 + (*backoff / 2.0) * ((double)rnd / (double)UINT32_MAX);
+	*backoff = *backoff * 2 > BACKOFF_MAX_S ? BACKOFF_MAX_S : *backoff * 2;
+	return (int64_t)(wait * 1000.0);
 }
 
 /* Full jitter over [backoff/2, backoff], then doubles the backoff up to the maximum. */
@@ -312,6 +325,21 @@ static void *control_main(void *arg)
 	return NULL;
 }
 
+/*
+ * Records the controller's clock minus ours (`controller_time` read from an answer to a
+ * request sent at `sent`) and warns when it is past CONNECTOR_CLOCK_SKEW_WARN_S.
+ */
+static void note_skew(struct connector_shared *s, int64_t controller_time, int64_t sent)
+{
+	int64_t skew = controller_time - sent;
+	atomic_store(&s->clock_skew_s, skew);
+	if (skew > CONNECTOR_CLOCK_SKEW_WARN_S || skew < -CONNECTOR_CLOCK_SKEW_WARN_S)
+		SP_LOG(SP_LOG_WARN,
+		       "clock skew with the controller exceeds 60 s: grants will be refused "
+		       "as expired or not yet valid; fix NTP on this host or the controller",
+		       SP_LOG_INT("skew_s", skew));
+}
+
 static int heartbeat(struct connector_shared *s)
 {
 	json_t *req = json_pack("{s:s?, s:s?}", "direct_address", s->direct_address, "version",
@@ -332,6 +360,9 @@ static int heartbeat(struct connector_shared *s)
 	}
 	json_t *answer = resp.status == 200 ? json_loads(resp.body, 0, NULL) : NULL;
 	if (answer == NULL) {
+		/* a refusal may itself come from the skew (our assertion's iat in its future) */
+		if (resp.date > 0)
+			note_skew(s, resp.date, sent);
 		SP_LOG(SP_LOG_WARN, "heartbeat refused", SP_LOG_INT("status", resp.status),
 		       SP_LOG_STR("answer", resp.body));
 		connector_http_response_free(&resp);
@@ -339,15 +370,8 @@ static int heartbeat(struct connector_shared *s)
 	}
 	connector_http_response_free(&resp);
 	json_t *t = json_object_get(answer, "time");
-	if (json_is_integer(t)) {
-		int64_t skew = json_integer_value(t) - sent;
-		atomic_store(&s->clock_skew_s, skew);
-		if (skew > CONNECTOR_CLOCK_SKEW_WARN_S || skew < -CONNECTOR_CLOCK_SKEW_WARN_S)
-			SP_LOG(SP_LOG_WARN,
-			       "clock skew with the controller exceeds 60 s: grants will be refused "
-			       "as expired or not yet valid; fix NTP on this host or the controller",
-			       SP_LOG_INT("skew_s", skew));
-	}
+	if (json_is_integer(t))
+		note_skew(s, json_integer_value(t), sent);
 	json_decref(answer);
 	atomic_store(&s->last_controller_ok, wall_now());
 	return 0;
@@ -392,11 +416,16 @@ static void *reporter_main(void *arg)
 	int backoff = BACKOFF_MIN_S;
 	json_t *batch = NULL;
 	int64_t last_post_ms = 0;
+	int64_t retry_at_ms = 0; /* a failed batch waits for this, or for a good heartbeat */
 	while (!atomic_load(&s->stop)) {
 		if (wall_now() >= next_heartbeat) {
-			if (heartbeat(s) == 0)
+			if (heartbeat(s) == 0) {
 				next_heartbeat = wall_now() + CONNECTOR_HEARTBEAT_INTERVAL_S;
-			else {
+				/* the controller is back: send what waited at once, since a
+				 * crash before the next retry would lose it */
+				retry_at_ms = 0;
+				backoff = BACKOFF_MIN_S;
+			} else {
 				atomic_fetch_add(&s->controller_errors, 1);
 				next_heartbeat = wall_now() + backoff;
 			}
@@ -411,14 +440,21 @@ static void *reporter_main(void *arg)
 			connector_flow_queue_take(&s->flows, CONNECTOR_FLOW_EVENTS_BATCH, 500, &batch);
 		if (batch == NULL)
 			continue;
+		if (sp_monotonic_ms() < retry_at_ms) {
+			sleep_interruptible(s, 0.1);
+			continue;
+		}
 		last_post_ms = sp_monotonic_ms();
 		if (send_events(s, batch, &s->stop) == 0) {
 			json_decref(batch);
 			batch = NULL;
 			backoff = BACKOFF_MIN_S;
+			retry_at_ms = 0;
 		} else {
 			atomic_fetch_add(&s->controller_errors, 1);
-			backoff_wait(s, &backoff);
+			int64_t delay = backoff_delay_ms(&backoff);
+			retry_at_ms = sp_monotonic_ms() +
+				      (delay < FLOW_EVENTS_RETRY_MAX_MS ? delay : FLOW_EVENTS_RETRY_MAX_MS);
 		}
 	}
 	/* Last chance for what is queued at shutdown: one attempt per batch, short. */

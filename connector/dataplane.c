@@ -14,6 +14,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -49,6 +50,10 @@
 #define READ_CHUNK (64 * 1024) /* one inbound TLS buffer (SP_TLS_INBOUND_MAX) per recv */
 #define SERVICE_READ_CHUNK (64 * 1024)
 #define MAX_DNS_SOCKETS 32
+/* After accept() fails for want of descriptors, the listeners pause this long. */
+#define ACCEPT_PAUSE_MS 100
+/* At most one "out of file descriptors" warning per this many seconds. */
+#define FD_WARN_INTERVAL_S 5
 /* A UDP flow drops datagrams from its service while this much waits for the tunnel. */
 #define UDP_QUEUE_MAX (256 * 1024)
 
@@ -116,6 +121,9 @@ struct dataplane {
 	struct evconnlistener *listener;
 	struct evhttp *http;
 	struct event *config_ev, *sigterm_ev, *sigint_ev, *drain_timer, *dns_timer;
+	struct event *accept_timer; /* resumes the paused listeners (see on_accept_error) */
+	int spare_fd;               /* /dev/null, given up to shed one queued connection */
+	int64_t fd_warned_at;       /* wall time of the last "out of file descriptors" line */
 	struct connector_config *config;
 	struct connector_grant_cache grants; /* verified grants of `config` */
 	ares_channel ares;
@@ -129,6 +137,7 @@ struct dataplane {
 	/* counters for /metrics */
 	uint64_t tunnels_total, flows_allowed, flows_denied, flows_cut, bytes_up, bytes_down;
 	uint64_t handshake_failures;
+	uint64_t fd_exhausted; /* accepts and dials that failed with EMFILE/ENFILE */
 	uint64_t denied_by_reason[SP_TUNNEL_REASON_UNKNOWN + 1];
 };
 
@@ -245,6 +254,26 @@ static void flow_finish(struct dataplane *dp, struct flow *f, uint32_t error_cod
 }
 
 /* Refuses a stream that has a flow (before 200). */
+/*
+ * Counts a failure for want of descriptors (EMFILE/ENFILE) and says so at most once per
+ * FD_WARN_INTERVAL_S, so an exhausted connector is visible without flooding its log.
+ */
+static void fd_shortage(struct dataplane *dp, int err)
+{
+	if (err == EMFILE || err == ENFILE)
+		dp->fd_exhausted++;
+	int64_t now = sp_realtime_ms() / 1000;
+	if (now - dp->fd_warned_at < FD_WARN_INTERVAL_S)
+		return;
+	dp->fd_warned_at = now;
+	SP_LOG(SP_LOG_WARN,
+	       err == EMFILE || err == ENFILE
+		   ? "out of file descriptors: refusing new tunnels and flows until some close "
+		     "(raise the open-files limit)"
+		   : "out of kernel memory: refusing new tunnels for a moment",
+	       SP_LOG_STR("error", strerror(err)), SP_LOG_UINT("tunnels", dp->conn_count));
+}
+
 static void flow_refuse(struct flow *f, enum sp_tunnel_reason reason, const char *detail)
 {
 	struct tunnel_conn *conn = f->conn;
@@ -550,7 +579,13 @@ static void flow_connect(struct flow *f, int family, const uint8_t *addr)
 	f->fd = socket(family, (f->proto_udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC,
 		       0);
 	if (f->fd == -1) {
-		flow_refuse(f, SP_TUNNEL_REASON_CONNECT_FAILED, strerror(errno));
+		if (errno == EMFILE || errno == ENFILE) {
+			fd_shortage(dp, errno);
+			flow_refuse(f, SP_TUNNEL_REASON_CONNECT_FAILED,
+				    "out of file descriptors (raise the open-files limit)");
+		} else {
+			flow_refuse(f, SP_TUNNEL_REASON_CONNECT_FAILED, strerror(errno));
+		}
 		return;
 	}
 	f->state = FLOW_CONNECTING;
@@ -1132,6 +1167,65 @@ static void on_drain_timer(evutil_socket_t fd, short what, void *arg)
 	event_base_loopexit(dp->base, NULL);
 }
 
+/*
+ * accept() failed on a listener. Out of descriptors (EMFILE/ENFILE) or kernel memory
+ * the pending connection stays queued and the listener stays readable, so retrying at
+ * once would spin the loop: shed the oldest queued connection (close the spare
+ * descriptor, accept, close), pause both listeners for ACCEPT_PAUSE_MS, and say so at
+ * most every FD_WARN_INTERVAL_S. Other errors are logged and accepting continues.
+ */
+static void on_accept_error(struct evconnlistener *listener, void *arg)
+{
+	struct dataplane *dp = arg;
+	int err = EVUTIL_SOCKET_ERROR();
+	if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) {
+		SP_LOG(SP_LOG_WARN, "cannot accept a connection", SP_LOG_STR("error", strerror(err)));
+		return;
+	}
+	fd_shortage(dp, err);
+	if (dp->spare_fd != -1) {
+		close(dp->spare_fd);
+		int fd = accept(evconnlistener_get_fd(listener), NULL, NULL);
+		if (fd != -1)
+			close(fd);
+		dp->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	}
+	if (dp->accept_timer == NULL || dp->draining)
+		return;
+	evconnlistener_disable(listener);
+	struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+	evtimer_add(dp->accept_timer, &tv);
+}
+
+static void on_accept_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct dataplane *dp = arg;
+	if (dp->listener != NULL && !dp->draining)
+		evconnlistener_enable(dp->listener);
+}
+
+static void on_metrics_resume(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	evconnlistener_enable(arg);
+}
+
+/* The same pause for the metrics listener (whose callback argument is evhttp's). */
+static void on_metrics_accept_error(struct evconnlistener *listener, void *arg)
+{
+	(void)arg;
+	int err = EVUTIL_SOCKET_ERROR();
+	if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM)
+		return;
+	struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+	if (event_base_once(evconnlistener_get_base(listener), -1, EV_TIMEOUT, on_metrics_resume,
+			    listener, &tv) == 0)
+		evconnlistener_disable(listener);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
 	(void)what;
@@ -1216,6 +1310,9 @@ static void on_metrics(struct evhttp_request *req, void *arg)
 					    "%llu\n",
 					    sp_tunnel_reason_name((enum sp_tunnel_reason)r),
 					    (unsigned long long)dp->denied_by_reason[r]);
+	metric(out, "sallyport_connector_fd_exhausted_total", "counter",
+	       "tunnel accepts and service dials that failed for want of file descriptors",
+	       (long long)dp->fd_exhausted);
 	metric(out, "sallyport_connector_flows_cut_total", "counter",
 	       "live flows reset by a revocation", (long long)dp->flows_cut);
 	metric(out, "sallyport_connector_bytes_up_total", "counter", "bytes client to service",
@@ -1279,6 +1376,7 @@ int dataplane_new(struct connector_shared *shared, const struct dataplane_option
 	struct dataplane *dp = calloc(1, sizeof(*dp));
 	if (dp == NULL)
 		return r;
+	dp->spare_fd = -1;
 	dp->shared = shared;
 	dp->opts = *opts;
 	if (dp->opts.connect_timeout_ms <= 0)
@@ -1336,8 +1434,9 @@ int dataplane_new(struct connector_shared *shared, const struct dataplane_option
 	dp->sigint_ev = evsignal_new(dp->base, SIGINT, on_signal, dp);
 	dp->drain_timer = evtimer_new(dp->base, on_drain_timer, dp);
 	dp->dns_timer = evtimer_new(dp->base, on_dns_timer, dp);
+	dp->accept_timer = evtimer_new(dp->base, on_accept_timer, dp);
 	if (dp->config_ev == NULL || dp->sigterm_ev == NULL || dp->sigint_ev == NULL ||
-	    dp->drain_timer == NULL || dp->dns_timer == NULL)
+	    dp->drain_timer == NULL || dp->dns_timer == NULL || dp->accept_timer == NULL)
 		goto fail;
 	event_add(dp->sigterm_ev, NULL);
 	event_add(dp->sigint_ev, NULL);
@@ -1358,6 +1457,12 @@ int dataplane_new(struct connector_shared *shared, const struct dataplane_option
 					opts->direct_listen, strerror(errno));
 			goto fail;
 		}
+		evconnlistener_set_error_cb(dp->listener, on_accept_error);
+		dp->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (dp->spare_fd == -1) {
+			r = sp_diag_set(diag, SP_ERR_IO, "cannot open /dev/null: %s", strerror(errno));
+			goto fail;
+		}
 	}
 	if (opts->metrics_listen != NULL && opts->metrics_listen[0] != '\0') {
 		char host[SP_CONFIG_HOST_MAX];
@@ -1373,11 +1478,14 @@ int dataplane_new(struct connector_shared *shared, const struct dataplane_option
 		evhttp_set_allowed_methods(dp->http, EVHTTP_REQ_GET);
 		evhttp_set_cb(dp->http, "/healthz", on_healthz, dp);
 		evhttp_set_cb(dp->http, "/metrics", on_metrics, dp);
-		if (evhttp_bind_socket(dp->http, host, port) != 0) {
+		struct evhttp_bound_socket *bound = evhttp_bind_socket_with_handle(dp->http, host, port);
+		if (bound == NULL) {
 			r = sp_diag_set(diag, SP_ERR_IO, "SALLYPORT_METRICS_ADDR %s: cannot listen: %s",
 					opts->metrics_listen, strerror(errno));
 			goto fail;
 		}
+		evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(bound),
+					    on_metrics_accept_error);
 	}
 	*out = dp;
 	return 0;
@@ -1415,10 +1523,12 @@ void dataplane_free(struct dataplane *dp)
 	if (dp->shared != NULL && dp->shared->config_event == dp->config_ev)
 		dp->shared->config_event = NULL;
 	struct event *evs[] = {dp->config_ev, dp->sigterm_ev, dp->sigint_ev, dp->drain_timer,
-			       dp->dns_timer};
+			       dp->dns_timer, dp->accept_timer};
 	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
 		if (evs[i] != NULL)
 			event_free(evs[i]);
+	if (dp->spare_fd != -1)
+		close(dp->spare_fd);
 	connector_grant_cache_clear(&dp->grants);
 	connector_config_free(dp->config);
 	SSL_CTX_free(dp->tls_ctx);

@@ -108,6 +108,12 @@ int connector_http(const char *base_url, const char *method, const char *path,
 		goto out;
 	}
 	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &out->status);
+	struct curl_header *date = NULL;
+	if (curl_easy_header(curl, "Date", 0, CURLH_HEADER, -1, &date) == CURLHE_OK &&
+	    date != NULL) {
+		time_t t = curl_getdate(date->value, NULL);
+		out->date = t > 0 ? (int64_t)t : 0;
+	}
 	if (sink.data == NULL) {
 		sink.data = calloc(1, 1);
 		if (sink.data == NULL)

@@ -7,6 +7,7 @@
 
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "shared/error.h"
 
@@ -15,6 +16,7 @@ struct connector_http_response {
 	long status;
 	char *body;
 	size_t body_len;
+	int64_t date; /* the answer's Date header, seconds since 1970; 0 when absent */
 };
 
 /*

@@ -420,6 +420,12 @@ void admin_reply_store_error(struct http_request *req, struct controller *c, con
 			     int deleting)
 {
 	char message[400];
+	if (store_is_full(c)) {
+		store_rollback(c);
+		http_reply_error(req, 507, "insufficient_storage",
+				 "the database disk is full: the %s change was not saved", label);
+		return;
+	}
 	char columns[200];
 	enum db_constraint kind = db_constraint(c->db, columns, sizeof(columns));
 	unsigned status = admin_constraint_status(kind, columns, db_errmsg(c->db), label, deleting,
@@ -437,7 +443,9 @@ int admin_commit(struct http_request *req, struct controller *c)
 {
 	struct sp_diag d = {{0}};
 	int r = store_commit(c, &d);
-	if (r < 0)
+	if (r == SP_ERR_IO)
+		http_reply_error(req, 507, "insufficient_storage", "%s", d.message);
+	else if (r < 0)
 		http_reply_error(req, 500, "internal", "%s", d.message);
 	return r;
 }

@@ -171,3 +171,8 @@ enum db_constraint db_constraint(struct db *db, char *columns, size_t columns_si
 		columns[0] = '\0';
 	return db->driver->constraint(db, columns, columns_size);
 }
+
+int db_storage_full(struct db *db)
+{
+	return db->driver->storage_full(db);
+}

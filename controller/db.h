@@ -187,6 +187,11 @@ struct db_driver {
 	 * "Key (network_id, name)=(…) already exists."
 	 */
 	enum db_constraint (*constraint)(struct db *db, char *columns, size_t columns_size);
+	/*
+	 * 1 when the last failure was the storage holding the database running out of space
+	 * (SQLite SQLITE_FULL; PostgreSQL SQLSTATE 53100 disk_full), else 0.
+	 */
+	int (*storage_full)(struct db *db);
 };
 
 /* The SQLite driver (controller/db_sqlite.c). */
@@ -231,6 +236,7 @@ void db_rollback(struct db *db);
 int db_in_transaction(struct db *db);
 const char *db_errmsg(struct db *db);
 enum db_constraint db_constraint(struct db *db, char *columns, size_t columns_size);
+int db_storage_full(struct db *db);
 
 /* Conveniences over the above for the many 0/1 flags and small counts of the schema. */
 static inline int db_bind_int(struct db_stmt *st, int index, int value)

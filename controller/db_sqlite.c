@@ -328,6 +328,11 @@ static enum db_constraint sqlite_constraint(struct db *db, char *columns, size_t
 	}
 }
 
+static int sqlite_storage_full(struct db *db)
+{
+	return (sqlite3_extended_errcode(handle_of(db)) & 0xff) == SQLITE_FULL;
+}
+
 const struct db_driver db_sqlite_driver = {
     .name = "sqlite",
     .open = sqlite_open,
@@ -360,5 +365,6 @@ const struct db_driver db_sqlite_driver = {
     .rollback = sqlite_rollback,
     .in_transaction = sqlite_in_transaction,
     .errmsg = sqlite_errmsg,
+    .storage_full = sqlite_storage_full,
     .constraint = sqlite_constraint,
 };

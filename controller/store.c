@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "shared/log.h"
 #include "shared/secret.h"
 
 int store_begin(struct controller *c, struct sp_diag *diag)
@@ -28,13 +29,29 @@ int store_commit(struct controller *c, struct sp_diag *diag)
 {
 	int64_t seq = store_latest_change(c);
 	if (db_commit(c->db) != 0) {
-		int r = sp_diag_set(diag, SP_ERR_DATABASE, "cannot commit: %s", db_errmsg(c->db));
+		int r = store_is_full(c)
+			    ? sp_diag_set(diag, SP_ERR_IO,
+					  "the database disk is full: the change was not saved")
+			    : sp_diag_set(diag, SP_ERR_DATABASE, "cannot commit: %s",
+					  db_errmsg(c->db));
 		store_rollback(c);
 		return r;
 	}
 	if (c->feed != NULL)
 		feed_publish(c->feed, seq);
 	return 0;
+}
+
+int store_is_full(struct controller *c)
+{
+	if (!db_storage_full(c->db))
+		return 0;
+	SP_LOG(SP_LOG_ERROR,
+	       "the database disk is full: changes are refused until space is freed in the state "
+	       "directory",
+	       SP_LOG_STR("database", c->settings.database),
+	       SP_LOG_STR("error", db_errmsg(c->db)));
+	return 1;
 }
 
 void store_rollback(struct controller *c)

@@ -27,6 +27,13 @@ int store_commit(struct controller *c, struct sp_diag *diag);
 /* ROLLBACK; safe when no transaction is open. */
 void store_rollback(struct controller *c);
 
+/*
+ * 1 when the last statement on c->db failed because the disk holding the database is full
+ * (db_storage_full), after logging one error line naming the state directory; else 0. Call it
+ * before store_rollback, which resets the error.
+ */
+int store_is_full(struct controller *c);
+
 /* A new random id: 32 lower-case hex digits + NUL. */
 int store_new_id(char id[33]);
 

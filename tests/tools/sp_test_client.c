@@ -292,7 +292,8 @@ static int hex_to_bytes(const char *hex, uint8_t *out, size_t n)
 	return 0;
 }
 
-static int dial(const char *hostport)
+/* Connects to HOST:PORT; -1 when the connection is refused or fails (the caller decides). */
+static int dial_try(const char *hostport)
 {
 	char host[256];
 	const char *colon = strrchr(hostport, ':');
@@ -304,12 +305,24 @@ static int dial(const char *hostport)
 	if (getaddrinfo(host, colon + 1, &hints, &res) != 0)
 		die("cannot resolve the direct address");
 	int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd == -1 || connect(fd, res->ai_addr, res->ai_addrlen) == -1)
-		die("cannot connect to the connector");
+	if (fd == -1 || connect(fd, res->ai_addr, res->ai_addrlen) == -1) {
+		if (fd != -1)
+			close(fd);
+		freeaddrinfo(res);
+		return -1;
+	}
 	freeaddrinfo(res);
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	return fd;
+}
+
+static int dial(const char *hostport)
+{
+	int fd = dial_try(hostport);
+	if (fd == -1)
+		die("cannot connect to the connector");
 	return fd;
 }
 
@@ -975,11 +988,19 @@ static void fwd_refresh_grant(struct fwd *fw)
 		die("bad public_key_digest");
 }
 
+/* A tunnel that can take another stream, dialled when none can; NULL when the connector
+ * cannot be reached (the caller refuses the local connection; the next one dials again,
+ * as the client does after a connector restart). */
 static struct fwd_tunnel *fwd_tunnel_get(struct fwd *fw)
 {
 	for (struct fwd_tunnel *tu = fw->tunnels; tu != NULL; tu = tu->next)
 		if (!tu->dead && sp_tunnel_can_open(tu->t) && !sp_tunnel_peer_going_away(tu->t))
 			return tu;
+	int fd = dial_try(json_string_value(json_object_get(fw->saved, "direct")));
+	if (fd == -1) {
+		fprintf(stderr, "cannot connect to the connector: refusing a local connection\n");
+		return NULL;
+	}
 	struct fwd_tunnel *tu = calloc(1, sizeof(*tu));
 	if (tu == NULL)
 		die("out of memory");
@@ -997,7 +1018,7 @@ static struct fwd_tunnel *fwd_tunnel_get(struct fwd *fw)
 	    sp_tunnel_new(SP_TUNNEL_CLIENT, &cb, tu, &o, &tu->t) < 0 ||
 	    sp_tunnel_tls_new(tu->ssl, tu->t, &tu->tt) < 0)
 		die("tunnel setup failed");
-	tu->fd = dial(json_string_value(json_object_get(fw->saved, "direct")));
+	tu->fd = fd;
 	fwd_watch(fw, tu->fd, tu, EPOLLIN, EPOLL_CTL_ADD);
 	tu->next = fw->tunnels;
 	fw->tunnels = tu;
@@ -1017,6 +1038,10 @@ static void fwd_accept(struct fwd *fw, int lfd)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		fwd_refresh_grant(fw);
 		struct fwd_tunnel *tu = fwd_tunnel_get(fw);
+		if (tu == NULL) {
+			close(fd);
+			continue;
+		}
 		struct fwd_flow *f = calloc(1, sizeof(*f));
 		if (f == NULL)
 			die("out of memory");
