@@ -189,7 +189,7 @@ struct db_driver {
 	enum db_constraint (*constraint)(struct db *db, char *columns, size_t columns_size);
 	/*
 	 * 1 when the last failure was the storage holding the database running out of space
-	 * (SQLite SQLITE_FULL; PostgreSQL SQLSTATE 53100 disk_full), else 0.
+	 * (SQLite: result code FULL; PostgreSQL: SQLSTATE 53100 disk_full), else 0.
 	 */
 	int (*storage_full)(struct db *db);
 };

@@ -87,7 +87,7 @@ try:
     log = open(os.path.join(run.work, "controller.log")).read()
     run.check("the controller log has an error line naming the full disk and the database",
               "ERROR sallyport-controller: the database disk is full: changes are refused until"
-              " space is freed in the state directory database=" + state in log, log[-800:])
+              " space is freed in the state directory database=sqlite:" + state in log, log[-800:])
     run.check("controller still running", ctl.poll() is None)
 
     ns(pid, ["rm", "-f", fill])
