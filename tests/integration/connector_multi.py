@@ -502,6 +502,12 @@ http {{
     downloads = [subprocess.Popen(["curl", "-sS", "--noproxy", "*", "-o", o,
                                    f"{WEB}/slow/big.bin"], stderr=subprocess.PIPE)
                  for o in outs]
+    # the downloads open first (so they alternate over the two connectors), then the loops
+    s = wait_status(lambda s: s.get("flows", {}).get("active", 0) >= len(downloads))
+    streams = {t["connector"]: t.get("streams_open", 0) for t in s.get("tunnels", [])
+               if t.get("state") == "up"}
+    check("the downloads run over both connectors (status: open streams per tunnel)",
+          streams.get("c1", 0) >= 1 and streams.get("c2", 0) >= 1, str(streams))
     loops = [threading.Thread(target=new_flow_loop) for _ in range(3)]
     for t in loops:
         t.start()
