@@ -291,14 +291,17 @@ void tunnel_fail(struct tunnel *tn, const char *why)
 	tn->next = d->dead_tunnels;
 	d->dead_tunnels = tn;
 	reaper_schedule(d);
-	/* flows on it: unanswered ones try another connector (failover), open ones are cut */
+	/*
+	 * flows on it: unanswered ones that sent nothing yet try another connector (failover:
+	 * the service saw at most a connection), the others are cut
+	 */
 	for (struct flow *f = d->flows, *next; f != NULL; f = next) {
 		next = f->next;
 		if (f->tn != tn)
 			continue;
 		f->tn = NULL;
 		f->stream = 0;
-		if (f->state == F_OPENING && !tn->handshake_done)
+		if (f->state == F_OPENING && !f->stream_closed && (!tn->handshake_done || f->up == 0))
 			flow_dispatch(f);
 		else
 			flow_close(f, 1);
