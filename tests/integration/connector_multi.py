@@ -42,7 +42,11 @@ CTL, CONN, SP = sys.argv[1:4]
 SANITIZED = os.environ.get("SALLYPORT_SANITIZED", "0") in ("1", "ON", "TRUE", "true")
 SCALE = 3 if SANITIZED else 1
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-PGBIN = "/usr/lib/postgresql/15/bin"
+PGBINS = sorted((d for d in os.listdir("/usr/lib/postgresql") if d.isdigit()), key=int) \
+    if os.path.isdir("/usr/lib/postgresql") else []
+if not PGBINS or not shutil.which("iperf3"):
+    sys.exit("connector_multi: PostgreSQL server or iperf3 missing: run scripts/install-deps")
+PGBIN = f"/usr/lib/postgresql/{PGBINS[-1]}/bin"
 WORK = tempfile.mkdtemp(prefix="sp-conn-multi-")
 os.chmod(WORK, 0o755)  # nobody (the connectors, postgres) must reach its own dirs inside
 STATE = os.path.join(WORK, "ctl")
