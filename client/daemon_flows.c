@@ -291,14 +291,17 @@ void tunnel_fail(struct tunnel *tn, const char *why)
 	tn->next = d->dead_tunnels;
 	d->dead_tunnels = tn;
 	reaper_schedule(d);
-	/* flows on it: unanswered ones try another connector (failover), open ones are cut */
+	/*
+	 * flows on it: unanswered ones that sent nothing yet try another connector (failover:
+	 * the service saw at most a connection), the others are cut
+	 */
 	for (struct flow *f = d->flows, *next; f != NULL; f = next) {
 		next = f->next;
 		if (f->tn != tn)
 			continue;
 		f->tn = NULL;
 		f->stream = 0;
-		if (f->state == F_OPENING && !tn->handshake_done)
+		if (f->state == F_OPENING && !f->stream_closed && (!tn->handshake_done || f->up == 0))
 			flow_dispatch(f);
 		else
 			flow_close(f, 1);
@@ -519,34 +522,43 @@ static void tunnel_free(struct tunnel *tn)
 	free(tn);
 }
 
-/* A live tunnel to a connector of the network, making one when none is open. */
+/*
+ * A tunnel for a new flow of the network. Flows take the network's connectors in turn
+ * (load spread), reusing a connector's live tunnel or dialing one, and skip connectors in
+ * backoff; when none of those works, any live tunnel of the network is used.
+ */
 static struct tunnel *tunnel_for(struct daemon *d, const char *network_id)
 {
-	for (struct tunnel *tn = d->tunnels; tn != NULL; tn = tn->next)
-		if (!tn->dead && strcmp(tn->network_id, network_id) == 0 &&
-		    !sp_tunnel_peer_going_away(tn->t) && sp_tunnel_can_open(tn->t))
-			return tn;
+	json_t *conns = NULL;
 	size_t i;
 	json_t *net;
 	json_array_foreach(json_object_get(d->claims, "networks"), i, net)
 	{
 		const char *nid = json_string_value(json_object_get(net, "id"));
-		if (nid == NULL || strcmp(nid, network_id) != 0)
-			continue;
-		size_t k;
-		json_t *conn;
-		json_array_foreach(json_object_get(net, "connectors"), k, conn)
-		{
-			const char *cid = json_string_value(json_object_get(conn, "id"));
-			if (cid == NULL || !json_is_string(json_object_get(conn, "direct_address")))
-				continue;
-			if (health_of(d, cid)->retry_at > now_s())
-				continue;
-			struct tunnel *tn = tunnel_new(d, network_id, conn);
-			if (tn != NULL)
-				return tn;
-		}
+		if (nid != NULL && strcmp(nid, network_id) == 0)
+			conns = json_object_get(net, "connectors");
 	}
+	size_t n = json_array_size(conns);
+	unsigned start = d->spread_next++;
+	for (size_t k = 0; k < n; k++) {
+		json_t *conn = json_array_get(conns, (start + k) % n);
+		const char *cid = json_string_value(json_object_get(conn, "id"));
+		if (cid == NULL || !json_is_string(json_object_get(conn, "direct_address")))
+			continue;
+		for (struct tunnel *tn = d->tunnels; tn != NULL; tn = tn->next)
+			if (!tn->dead && strcmp(tn->connector_id, cid) == 0 &&
+			    !sp_tunnel_peer_going_away(tn->t) && sp_tunnel_can_open(tn->t))
+				return tn;
+		if (health_of(d, cid)->retry_at > now_s())
+			continue;
+		struct tunnel *tn = tunnel_new(d, network_id, conn);
+		if (tn != NULL)
+			return tn;
+	}
+	for (struct tunnel *tn = d->tunnels; tn != NULL; tn = tn->next)
+		if (!tn->dead && strcmp(tn->network_id, network_id) == 0 &&
+		    !sp_tunnel_peer_going_away(tn->t) && sp_tunnel_can_open(tn->t))
+			return tn;
 	return NULL;
 }
 

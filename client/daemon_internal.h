@@ -156,6 +156,7 @@ struct daemon {
 	size_t denials_count, denials_next;
 	struct connector_health health[64];
 	size_t health_count;
+	unsigned spread_next; /* new flows take a network's connectors in turn */
 	struct listener *listeners;
 	struct loopback *lb;
 	struct dns_stub *stub; /* loopback mode with --dns: names answered with our addresses */

@@ -19,6 +19,7 @@
 #include "connector/dataplane.h"
 #include "connector/http_client.h"
 #include "connector/identity.h"
+#include "connector/privdrop.h"
 #include "shared/config.h"
 #include "shared/log.h"
 
@@ -51,6 +52,12 @@ static const struct sp_config_key connector_schema[] = {
 	 3600000, NULL},
 	{"udp_idle_timeout", SP_CONFIG_DURATION, "60s", "a UDP flow closes after this long without a datagram",
 	 0, 100, 3600000, NULL},
+	{"user", SP_CONFIG_STRING, NULL,
+	 "started as root: the unprivileged user to become once the state dir and listeners are "
+	 "open (the state dir is handed to it)", 0, 0, 0, NULL},
+	{"allow_root", SP_CONFIG_BOOL, "false",
+	 "started as root without a user: keep running as root instead of refusing", 0, 0, 0,
+	 NULL},
 	{"log_level", SP_CONFIG_ENUM, "info", "debug, info, warn or error", 0, 0, 0, log_levels},
 	{"log_format", SP_CONFIG_ENUM, "text", "text or json", 0, 0, 0, log_formats},
 };
@@ -129,7 +136,25 @@ static int command_run(const struct sp_config *cfg)
 		.version = SALLYPORT_VERSION,
 	};
 	struct sp_diag d = {{0}};
+	/* decided before enrollment, so a refusal does not spend the one-time token */
+	const char *run_as = sp_config_get_str(cfg, "user");
+	int allow_root = 0;
+	(void)sp_config_get_bool(cfg, "allow_root", &allow_root);
+	enum connector_privdrop_action drop;
+	uid_t uid = 0;
+	gid_t gid = 0;
+	if (connector_privdrop_decide(geteuid(), run_as, allow_root, &drop, &d) < 0 ||
+	    (drop == CONNECTOR_PRIVDROP_SWITCH &&
+	     connector_privdrop_lookup(run_as, &uid, &gid, &d) < 0)) {
+		fprintf(stderr, PROGRAM ": %s\n", d.message);
+		goto out;
+	}
 	if (connector_identity_load_or_enroll(&ep, &identity, &d) < 0) {
+		fprintf(stderr, PROGRAM ": %s\n", d.message);
+		goto out;
+	}
+	if (drop == CONNECTOR_PRIVDROP_SWITCH &&
+	    connector_privdrop_chown_state(ep.state_dir, uid, gid, &d) < 0) {
 		fprintf(stderr, PROGRAM ": %s\n", d.message);
 		goto out;
 	}
@@ -154,6 +179,16 @@ static int command_run(const struct sp_config *cfg)
 		fprintf(stderr, PROGRAM ": %s\n", d.message);
 		goto out;
 	}
+	/* everything that needed root is open: give it up before any thread starts */
+	if ((drop == CONNECTOR_PRIVDROP_SWITCH ? connector_privdrop_apply(uid, gid, &d)
+					       : connector_privdrop_no_new_privs(&d)) < 0) {
+		fprintf(stderr, PROGRAM ": %s\n", d.message);
+		goto out;
+	}
+	if (drop == CONNECTOR_PRIVDROP_SWITCH)
+		SP_LOG(SP_LOG_INFO, "privileges dropped", SP_LOG_STR("user", run_as));
+	else if (drop == CONNECTOR_PRIVDROP_STAY_ROOT)
+		SP_LOG_MSG(SP_LOG_WARN, "running as root (SALLYPORT_ALLOW_ROOT is set)");
 	if (connector_control_start(&shared, threads) < 0) {
 		fprintf(stderr, PROGRAM ": cannot start the control threads\n");
 		goto out;

@@ -300,7 +300,8 @@ http {{
     cenv.update({"SALLYPORT_URL": URL, "SALLYPORT_STATE_DIR": os.path.join(WORK, "conn"),
                  "SALLYPORT_DIRECT_LISTEN": f"127.0.0.1:{DIRECT_PORT}",
                  "SALLYPORT_METRICS_ADDR": f"127.0.0.1:{METRICS_PORT}", "SALLYPORT_NAME": "c1",
-                 "SALLYPORT_ENROLL_TOKEN": token, "SALLYPORT_LOG_FORMAT": "json"})
+                 "SALLYPORT_ENROLL_TOKEN": token, "SALLYPORT_LOG_FORMAT": "json",
+                 "SALLYPORT_ALLOW_ROOT": "true"})
     connector = subprocess.Popen([CONN], env=cenv, stdout=open(os.path.join(WORK, "connector.log"), "w"),
                                  stderr=subprocess.STDOUT)
     procs.append(connector)

@@ -213,6 +213,7 @@ http {{
                     "SALLYPORT_NAME": "c1", "SALLYPORT_LOG_FORMAT": "json",
                     "SALLYPORT_LOG_LEVEL": "warn",
                     "SALLYPORT_DRAIN_TIMEOUT": "5s",
+                    "SALLYPORT_ALLOW_ROOT": "true",  # CI containers run tests as root
                     "SALLYPORT_DNS": f"127.0.0.1:{self.dns_port}",
                     "SALLYPORT_ENROLL_TOKEN": token})
         if extra_env:
