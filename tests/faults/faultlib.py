@@ -310,6 +310,7 @@ class Connector:
                     "SALLYPORT_NAME": self.name, "SALLYPORT_LOG_FORMAT": "json",
                     "SALLYPORT_LOG_LEVEL": "warn", "SALLYPORT_DRAIN_TIMEOUT": "5s",
                     "SALLYPORT_DNS": f"127.0.0.1:{self.dns_port}",
+                    "SALLYPORT_ALLOW_ROOT": "true",  # tests run as root; connector_multi covers SALLYPORT_USER
                     "SALLYPORT_ENROLL_TOKEN": self.token})
         env.update(self.extra_env)
         return env

@@ -1292,6 +1292,7 @@ http {{
                 "SALLYPORT_METRICS_ADDR": f"127.0.0.1:{METRICS_PORT}", "SALLYPORT_NAME": "c-a",
                 "SALLYPORT_LOG_FORMAT": "json", "SALLYPORT_LOG_LEVEL": "debug",
                 "SALLYPORT_DRAIN_TIMEOUT": "1s", "SALLYPORT_DNS": f"127.0.0.1:{DNS_PORT}",
+                "SALLYPORT_ALLOW_ROOT": "true",
                 "SALLYPORT_ENROLL_TOKEN": secret("enrollment token", tok["token"])})
     start([CONN], "connector.log", env=env)
     expect(wait_until(connector_healthy, 20), "connector not healthy")
