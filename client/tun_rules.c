@@ -41,10 +41,9 @@ static void offset_text(const struct sp_cidr *c, uint32_t offset, char *out, siz
 	inet_ntop(c->family, a, out, (socklen_t)size);
 }
 
-int tun_rules_prepare(const struct tun_rules_config *cfg, struct tun_rules *out,
-		      struct sp_diag *diag)
+static int prepare(const struct tun_rules_config *cfg, struct tun_rules *out,
+		   struct sp_diag *diag)
 {
-	memset(out, 0, sizeof(*out));
 	const char *dev = cfg->device != NULL ? cfg->device : TUN_RULES_DEFAULT_DEVICE;
 	if (!device_name_ok(dev))
 		return sp_diag_set(diag, SP_ERR_INVALID,
@@ -187,17 +186,31 @@ int tun_rules_down_lines(const struct tun_rules *r, struct tun_rules_lines *out)
 	return rc;
 }
 
+int tun_rules_prepare(const struct tun_rules_config *cfg, struct tun_rules *out,
+		      struct sp_diag *diag)
+{
+	memset(out, 0, sizeof(*out));
+	int rc = prepare(cfg, out, diag);
+	if (rc < 0)
+		memset(out, 0, sizeof(*out));
+	return rc;
+}
+
 size_t tun_rules_split(char *line, char **argv, size_t max)
 {
 	size_t n = 0;
 	if (max == 0)
 		return 0;
 	char *p = line;
-	while (*p != '\0' && n + 1 < max) {
+	for (;;) {
 		while (*p == ' ')
 			*p++ = '\0';
 		if (*p == '\0')
 			break;
+		if (n + 1 == max) {
+			argv[0] = NULL;
+			return 0;
+		}
 		argv[n++] = p;
 		while (*p != '\0' && *p != ' ')
 			p++;

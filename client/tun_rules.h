@@ -70,7 +70,7 @@ struct tun_rules_lines {
 };
 
 /*
- * Checks and canonicalises cfg into *out (zeroed first): the device name is 1..15 of
+ * Checks and canonicalises cfg into *out (zeroed first, and again on failure): the device name is 1..15 of
  * [a-z0-9_-] and starts with a letter; v4_range an IPv4 CIDR, v6_range an IPv6 CIDR or
  * off; ports non-zero (port_v6 only with a v6 range). SP_ERR_INVALID naming the field.
  */
@@ -93,10 +93,14 @@ int tun_rules_up_lines(const struct tun_rules *r, struct tun_rules_lines *out);
  * fwmark ... lookup ...` (run again until it fails, at most TUN_RULES_RULE_DELETE_TRIES
  * times: each line that starts with "ip rule del" or "ip -6 rule del" is such a loop),
  * `ip route flush table ...`, `ip link del dev DEVICE`. Each may fail when that part is
- * not there; a success means a leftover was removed.
+ * not there; a success (other than a flush, which succeeds on an empty table) means a
+ * leftover was removed. Only r->device is read.
  */
 int tun_rules_down_lines(const struct tun_rules *r, struct tun_rules_lines *out);
 
-/* Splits a command line into words in place: argv gets at most max-1 words and a NULL. */
+/*
+ * Splits a command line into words in place: argv gets the words and a NULL. Returns the
+ * number of words, or 0 (argv[0] NULL) when there are none or more than max-1.
+ */
 size_t tun_rules_split(char *line, char **argv, size_t max);
 #endif
