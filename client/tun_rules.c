@@ -147,7 +147,7 @@ int tun_rules_up_lines(const struct tun_rules *r, struct tun_rules_lines *out)
 	if (rc == 0 && r->v6[0] != '\0')
 		rc = add_line(out, "ip -6 addr add %s/128 dev %s nodad", r->dev_v6, r->device);
 	if (rc == 0)
-		rc = add_line(out, "ip link set dev %s up", r->device);
+		rc = add_line(out, "ip link set dev %s mtu %u up", r->device, TUN_RULES_MTU);
 	if (rc == 0)
 		rc = add_line(out, "ip route add %s dev %s", r->v4, r->device);
 	if (rc == 0 && r->v6[0] != '\0')

@@ -31,6 +31,8 @@
 /* "SP": the packet mark and the policy-routing table number. */
 #define TUN_RULES_MARK 0x5350u
 #define TUN_RULES_ROUTE_TABLE 5350u
+/* The device's MTU: as large as lo's, so flows keep loopback-sized segments. */
+#define TUN_RULES_MTU 65535u
 /* Longest command line and script the generators write, NUL included. */
 #define TUN_RULES_LINE_MAX 160
 #define TUN_RULES_SCRIPT_MAX 2048

@@ -122,7 +122,7 @@ static void test_up_lines(void **state)
 	const char *want[] = {
 	    "ip addr add 100.111.255.255/32 dev sallyport0",
 	    "ip -6 addr add fd73:7061:6c6c::f:ffff/128 dev sallyport0 nodad",
-	    "ip link set dev sallyport0 up",
+	    "ip link set dev sallyport0 mtu 65535 up",
 	    "ip route add 100.96.0.0/12 dev sallyport0",
 	    "ip -6 route add fd73:7061:6c6c::/64 dev sallyport0",
 	    "ip rule add fwmark 0x5350 lookup 5350",
