@@ -162,6 +162,8 @@ static void apply_claims(struct daemon *d, json_t *claims)
 		SP_LOG(SP_LOG_WARN, "DNS stub kept its old resources", SP_LOG_STR("why", diag.message));
 	if (d->o->mode == DAEMON_MODE_LOOPBACK)
 		loopback_sync(d);
+	if (d->o->mode == DAEMON_MODE_TUN)
+		tun_sync(d);
 	SP_LOG(SP_LOG_INFO, "resource list", SP_LOG_UINT("resources", count),
 	       SP_LOG_INT("seq", json_integer_value(json_object_get(claims, "seq"))));
 }
@@ -345,12 +347,16 @@ static void *ctl_main(void *arg)
 
 /* ---------- control socket ---------- */
 
+static const char *mode_name(enum daemon_mode mode)
+{
+	return mode == DAEMON_MODE_PROXY ? "proxy" : mode == DAEMON_MODE_TUN ? "tun" : "loopback";
+}
+
 static json_t *status_json(struct daemon *d)
 {
 	json_t *s = json_object();
 	json_object_set_new(s, "state", json_string("up"));
-	json_object_set_new(s, "mode", json_string(d->o->mode == DAEMON_MODE_PROXY ? "proxy"
-										   : "loopback"));
+	json_object_set_new(s, "mode", json_string(mode_name(d->o->mode)));
 	json_object_set_new(s, "controller", json_string(d->controller));
 	json_object_set_new(s, "device_id", json_string(d->device_id));
 	pthread_mutex_lock(&d->lock);
@@ -412,6 +418,7 @@ static json_t *status_json(struct daemon *d)
 		    ls, json_pack("{s:s, s:s, s:i, s:s}", "kind",
 				  l->kind == FLOW_SOCKS	 ? "socks5"
 				  : l->kind == FLOW_HTTP ? "http-connect"
+				  : l->kind == FLOW_TUN	 ? "tun"
 							 : "loopback",
 				  "address", l->addr_text, "port", (int)l->port, "name", l->name));
 	json_object_set_new(s, "listeners", ls);
@@ -420,6 +427,8 @@ static json_t *status_json(struct daemon *d)
 	if (d->o->mode == DAEMON_MODE_LOOPBACK)
 		json_object_set_new(s, "resources_all_ports_not_listened",
 				    json_integer((json_int_t)d->ports_all));
+	if (d->o->mode == DAEMON_MODE_TUN)
+		json_object_set_new(s, "tun", tun_status(d));
 	return s;
 }
 
@@ -568,6 +577,7 @@ int daemon_run(const struct daemon_options *o, struct sp_diag *diag)
 	int rc = 0;
 	d->o = o;
 	d->notify[0] = d->notify[1] = -1;
+	d->tun_fd = -1;
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_cond_init(&d->grant_cond, NULL);
 	grant_cache_init(&d->grants);
@@ -622,7 +632,8 @@ int daemon_run(const struct daemon_options *o, struct sp_diag *diag)
 				goto out;
 		}
 	} else {
-		rc = loopback_new(o->loopback_range, &d->lb, diag);
+		if (o->mode == DAEMON_MODE_LOOPBACK)
+			rc = loopback_new(o->loopback_range, &d->lb, diag);
 		if (rc < 0)
 			goto out;
 		if (o->dns_addr != NULL && o->dns_addr[0] != '\0') {
@@ -639,7 +650,16 @@ int daemon_run(const struct daemon_options *o, struct sp_diag *diag)
 								      : LOOPBACK_DEFAULT_RANGE,
 			    .synthetic_v6 = "off",
 			};
+			if (o->mode == DAEMON_MODE_TUN) {
+				dc.synthetic_v4 = o->tun_range; /* NULL: the stub's default */
+				dc.synthetic_v6 = o->tun_range6;
+			}
 			rc = dns_stub_new(d->base, &dc, &d->stub, diag);
+			if (rc < 0)
+				goto out;
+		}
+		if (o->mode == DAEMON_MODE_TUN) {
+			rc = tun_start(d, diag);
 			if (rc < 0)
 				goto out;
 		}
@@ -655,7 +675,7 @@ int daemon_run(const struct daemon_options *o, struct sp_diag *diag)
 	}
 	d->grant_started = 1;
 	SP_LOG(SP_LOG_INFO, "sallyport up", SP_LOG_STR("controller", d->controller),
-	       SP_LOG_STR("mode", o->mode == DAEMON_MODE_PROXY ? "proxy" : "loopback"),
+	       SP_LOG_STR("mode", mode_name(o->mode)),
 	       SP_LOG_STR("control", d->control_path));
 	event_base_dispatch(d->base);
 	SP_LOG_MSG(SP_LOG_INFO, "sallyport stopping");
@@ -691,6 +711,7 @@ out:
 		evconnlistener_free(ls->l);
 		free(ls);
 	}
+	tun_stop(d);
 	for (size_t i = 0; i < sizeof(d->control_conns) / sizeof(d->control_conns[0]); i++)
 		if (d->control_conns[i] != NULL)
 			bufferevent_free(d->control_conns[i]);

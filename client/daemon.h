@@ -15,6 +15,7 @@
 enum daemon_mode {
 	DAEMON_MODE_PROXY = 1,
 	DAEMON_MODE_LOOPBACK = 2,
+	DAEMON_MODE_TUN = 3, /* root or CAP_NET_ADMIN: client/daemon_tun.c */
 };
 
 /* Settings for daemon_run; strings borrowed for the daemon's lifetime. */
@@ -24,8 +25,11 @@ struct daemon_options {
 	const char *socks_addr;	    /* proxy mode: "127.0.0.1:1080" */
 	const char *http_addr;	    /* proxy mode: "127.0.0.1:3128" */
 	const char *loopback_range; /* loopback mode: "127.77.0.0/16" */
-	const char *dns_addr;	    /* loopback mode: DNS stub listen "ADDR:PORT" or NULL */
+	const char *dns_addr;	    /* loopback/tun mode: DNS stub listen "ADDR:PORT" or NULL */
 	const char *dns_upstreams;  /* the stub's upstreams "ADDR[:PORT],..."; NULL: system */
+	const char *tun_range;	    /* tun mode: synthetic IPv4 CIDR; NULL: SYNTHETIC_DEFAULT_V4 */
+	const char *tun_range6;	    /* tun mode: IPv6 CIDR or "off"; NULL: SYNTHETIC_DEFAULT_V6 */
+	const char *tun_device;	    /* tun mode: device name; NULL: TUN_RULES_DEFAULT_DEVICE */
 };
 
 /*

@@ -893,10 +893,16 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		d->flows->prev = f;
 	d->flows = f;
 	d->flows_active++;
-	if (ls->kind == FLOW_LOOPBACK) {
-		snprintf(f->host, sizeof(f->host), "%s", ls->name);
-		f->port = ls->port;
+	if (ls->kind == FLOW_LOOPBACK || ls->kind == FLOW_TUN) {
+		f->kind = FLOW_LOOPBACK; /* a tun connection is refused with an RST too */
 		f->state = F_OPENING;
+		if (ls->kind == FLOW_LOOPBACK) {
+			snprintf(f->host, sizeof(f->host), "%s", ls->name);
+			f->port = ls->port;
+		} else if (tun_flow_target(d, fd, f->host, sizeof(f->host), &f->port) < 0) {
+			flow_refuse(f, "not_protected", "client", "no protected name at this address");
+			return;
+		}
 		flow_start(f);
 		if (!f->dead && f->state == F_OPENING)
 			bufferevent_enable(f->bev, EV_READ); /* queued until the 200 */
@@ -941,6 +947,26 @@ int listen_on(struct daemon *d, enum flow_kind kind, const char *addr_text, uint
 		free(ls);
 		return sp_diag_set(diag, SP_ERR_IO, "cannot listen on %s:%u: %s", addr_text, port,
 				   strerror(errno));
+	}
+	ls->next = d->listeners;
+	d->listeners = ls;
+	return 0;
+}
+
+int listen_adopt(struct daemon *d, enum flow_kind kind, evutil_socket_t fd, const char *addr_text,
+		 uint16_t port, struct sp_diag *diag)
+{
+	struct listener *ls = calloc(1, sizeof(*ls));
+	if (ls == NULL)
+		return SP_ERR_NOMEM;
+	ls->d = d;
+	ls->kind = kind;
+	ls->port = port;
+	snprintf(ls->addr_text, sizeof(ls->addr_text), "%s", addr_text);
+	ls->l = evconnlistener_new(d->base, on_accept, ls, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+	if (ls->l == NULL) {
+		free(ls);
+		return sp_diag_set(diag, SP_ERR_IO, "cannot serve %s:%u", addr_text, port);
 	}
 	ls->next = d->listeners;
 	d->listeners = ls;

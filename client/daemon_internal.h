@@ -28,6 +28,8 @@
 #include "client/loopback.h"
 #include "client/proxy_parse.h"
 #include "client/state.h"
+#include "client/synthetic.h"
+#include "client/tun_rules.h"
 #include "shared/resource_index.h"
 #include "shared/tunnel.h"
 #include "shared/tunnel_tls.h"
@@ -38,7 +40,8 @@
 #define MAX_FLOWS 4096
 #define ID_MAX 64
 
-enum flow_kind { FLOW_LOOPBACK = 1, FLOW_SOCKS, FLOW_HTTP };
+/* FLOW_TUN is a listener kind only: its connections become FLOW_LOOPBACK flows. */
+enum flow_kind { FLOW_LOOPBACK = 1, FLOW_SOCKS, FLOW_HTTP, FLOW_TUN };
 enum flow_state { F_SOCKS_GREETING = 1, F_SOCKS_REQUEST, F_HTTP_REQUEST, F_OPENING, F_OPEN };
 
 struct daemon;
@@ -159,7 +162,12 @@ struct daemon {
 	unsigned spread_next; /* new flows take a network's connectors in turn */
 	struct listener *listeners;
 	struct loopback *lb;
-	struct dns_stub *stub; /* loopback mode with --dns: names answered with our addresses */
+	struct dns_stub *stub; /* loopback/tun mode with --dns: names answered with our addresses */
+	/* tun mode (client/daemon_tun.c) */
+	struct synthetic *syn_own; /* the synthetic table when there is no DNS stub */
+	int tun_fd;		   /* the TUN device; -1 when none */
+	int tun_applied;	   /* routes, rules and the nft table may exist */
+	struct tun_rules tun;
 	size_t ports_all;
 	struct evconnlistener *control;
 	struct bufferevent *control_conns[16]; /* open control connections (freed at exit) */
@@ -212,4 +220,27 @@ int parse_listen(const char *text, char *host, size_t hsize, uint16_t *port,
 void *grant_main(void *arg);
 /* Frees closed flows and tunnels (the reaper event's handler). */
 void on_reaper(evutil_socket_t fd, short what, void *arg);
+/* Serves connections accepted on a bound, listening socket fd (owned from then on). */
+int listen_adopt(struct daemon *d, enum flow_kind kind, evutil_socket_t fd, const char *addr_text,
+		 uint16_t port, struct sp_diag *diag);
+
+/* daemon_tun.c: tun mode */
+/*
+ * Removes leftovers of an earlier run, opens the transparent listeners, the device, the
+ * routes, rules and the nft table. On failure everything made is removed again.
+ */
+int tun_start(struct daemon *d, struct sp_diag *diag);
+/* Gives every exact protected name its synthetic address (after a new resource list). */
+void tun_sync(struct daemon *d);
+/*
+ * The protected name and port a connection accepted on a tun listener was dialled to
+ * (its local address, a synthetic one). SP_ERR_NOT_FOUND, with the address text in host,
+ * when the address stands for no name now.
+ */
+int tun_flow_target(struct daemon *d, evutil_socket_t fd, char *host, size_t hsize,
+		    uint16_t *port);
+/* Status: device, ranges and the names with their addresses. */
+json_t *tun_status(struct daemon *d);
+/* Removes the table, rules and device (safe to call twice, and when tun_start failed). */
+void tun_stop(struct daemon *d);
 #endif

@@ -6,10 +6,11 @@
  *   sallyport logout
  *   sallyport status [--json]
  *   sallyport resources [--json]
- *   sallyport up [--mode proxy|loopback] [--socks ADDR] [--http-proxy ADDR]
- *                [--loopback-range CIDR] [--dns ADDR:PORT [--dns-upstream LIST]]
+ *   sallyport up [--mode proxy|loopback|tun] [--socks ADDR] [--http-proxy ADDR]
+ *                [--loopback-range CIDR] [--tun-range CIDR] [--tun-range6 CIDR|off]
+ *                [--tun-device NAME] [--dns ADDR:PORT [--dns-upstream LIST]]
  *                [--foreground]
- *   sallyport down
+ *   sallyport down [--tun-device NAME]
  *
  * Exit codes: 0 success, 1 error, 2 usage, 3 not signed in / daemon not running.
  */
@@ -39,6 +40,8 @@
 #include "client/daemon.h"
 #include "client/login_redirect.h"
 #include "client/state.h"
+#include "client/tun_rules.h"
+#include "client/tun_sys.h"
 #include "shared/jwk.h"
 #include "shared/keys.h"
 #include "shared/log.h"
@@ -606,10 +609,49 @@ static int cmd_resources(const char *dir, int argc, char **argv)
 	return 0;
 }
 
-static int cmd_down(const char *dir)
+/* 1 when the process may configure the network: root or CAP_NET_ADMIN (bit 12). */
+static int may_admin_network(void)
+{
+	if (geteuid() == 0)
+		return 1;
+	FILE *f = fopen("/proc/self/status", "re");
+	if (f == NULL)
+		return 0;
+	char line[256];
+	unsigned long long caps = 0;
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (strncmp(line, "CapEff:", 7) == 0)
+			caps = strtoull(line + 7, NULL, 16);
+	fclose(f);
+	return (caps >> 12) & 1u;
+}
+
+/*
+ * With the daemon gone, removes what a tun-mode daemon killed with SIGKILL left (the nft
+ * table, the policy rules, the device), found by name and mark. 1 when something was there.
+ */
+static int tun_leftovers(const char *device)
+{
+	struct tun_rules r;
+	memset(&r, 0, sizeof(r));
+	snprintf(r.device, sizeof(r.device), "%s", device != NULL ? device : TUN_RULES_DEFAULT_DEVICE);
+	if (!may_admin_network())
+		return 0;
+	int removed = 0;
+	tun_sys_cleanup(&r, &removed);
+	if (removed > 0)
+		printf("removed %d leftover tun-mode item%s (device %s, nft table inet %s, rules "
+		       "fwmark 0x%x)\n",
+		       removed, removed == 1 ? "" : "s", r.device, TUN_RULES_NFT_TABLE, TUN_RULES_MARK);
+	return removed > 0;
+}
+
+static int cmd_down(const char *dir, int argc, char **argv)
 {
 	json_t *reply = NULL;
 	if (control_call(dir, CONTROL_DOWN, &reply) < 0) {
+		if (tun_leftovers(opt(argc, argv, "--tun-device")))
+			return 0;
 		fprintf(stderr, "sallyport: the daemon is not running\n");
 		return 3;
 	}
@@ -632,10 +674,21 @@ static int cmd_up(const char *dir, int argc, char **argv)
 	const char *mode = opt(argc, argv, "--mode");
 	if (mode != NULL && strcmp(mode, "loopback") == 0)
 		o.mode = DAEMON_MODE_LOOPBACK;
+	else if (mode != NULL && strcmp(mode, "tun") == 0)
+		o.mode = DAEMON_MODE_TUN;
 	else if (mode != NULL && strcmp(mode, "proxy") != 0) {
-		fprintf(stderr, "sallyport: --mode is proxy or loopback\n");
+		fprintf(stderr, "sallyport: --mode is proxy, loopback or tun\n");
 		return 2;
 	}
+	if (o.mode == DAEMON_MODE_TUN && !may_admin_network()) {
+		fprintf(stderr, "sallyport: tun mode needs root or CAP_NET_ADMIN (it creates a "
+				"network device, routes and nftables rules); use --mode loopback or "
+				"proxy without privileges\n");
+		return 1;
+	}
+	o.tun_range = opt(argc, argv, "--tun-range");
+	o.tun_range6 = opt(argc, argv, "--tun-range6");
+	o.tun_device = opt(argc, argv, "--tun-device");
 	o.socks_addr = opt(argc, argv, "--socks");
 	o.http_addr = opt(argc, argv, "--http-proxy");
 	if (o.socks_addr == NULL)
@@ -699,10 +752,11 @@ static void usage(void)
 		"       sallyport logout\n"
 		"       sallyport status [--json]\n"
 		"       sallyport resources [--json]\n"
-		"       sallyport up [--mode proxy|loopback] [--socks ADDR] [--http-proxy ADDR]\n"
-		"                    [--loopback-range CIDR] [--dns ADDR:PORT [--dns-upstream LIST]]\n"
+		"       sallyport up [--mode proxy|loopback|tun] [--socks ADDR] [--http-proxy ADDR]\n"
+		"                    [--loopback-range CIDR] [--tun-range CIDR] [--tun-range6 CIDR|off]\n"
+		"                    [--tun-device NAME] [--dns ADDR:PORT [--dns-upstream LIST]]\n"
 		"                    [--foreground]\n"
-		"       sallyport down\n");
+		"       sallyport down [--tun-device NAME]\n");
 }
 
 int main(int argc, char **argv)
@@ -731,7 +785,7 @@ int main(int argc, char **argv)
 	else if (strcmp(cmd, "up") == 0)
 		rc = cmd_up(dir, argc, argv);
 	else if (strcmp(cmd, "down") == 0)
-		rc = cmd_down(dir);
+		rc = cmd_down(dir, argc, argv);
 	else {
 		usage();
 		rc = 2;
