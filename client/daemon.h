@@ -26,6 +26,7 @@ struct daemon_options {
 	const char *loopback_range; /* loopback mode: "127.77.0.0/16" */
 	const char *dns_addr;	    /* loopback mode: DNS stub listen "ADDR:PORT" or NULL */
 	const char *dns_upstreams;  /* the stub's upstreams "ADDR[:PORT],..."; NULL: system */
+	int system_dns;		    /* point the system resolver at the stub (client/sysdns.h) */
 };
 
 /*

@@ -28,6 +28,7 @@
 #include "client/loopback.h"
 #include "client/proxy_parse.h"
 #include "client/state.h"
+#include "client/sysdns.h"
 #include "shared/resource_index.h"
 #include "shared/tunnel.h"
 #include "shared/tunnel_tls.h"
@@ -159,6 +160,7 @@ struct daemon {
 	struct listener *listeners;
 	struct loopback *lb;
 	struct dns_stub *stub; /* loopback mode with --dns: names answered with our addresses */
+	struct sysdns *sysdns; /* system resolver pointed at the stub (system_dns), or NULL */
 	size_t ports_all;
 	struct evconnlistener *control;
 	struct bufferevent *control_conns[16]; /* open control connections (freed at exit) */

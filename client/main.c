@@ -8,8 +8,12 @@
  *   sallyport resources [--json]
  *   sallyport up [--mode proxy|loopback] [--socks ADDR] [--http-proxy ADDR]
  *                [--loopback-range CIDR] [--dns ADDR:PORT [--dns-upstream LIST]]
- *                [--foreground]
+ *                [--no-system-dns] [--foreground]
  *   sallyport down
+ *
+ * System DNS (client/sysdns.h): run as root in loopback mode, `up` starts the DNS stub
+ * (on SYSDNS_DEFAULT_LISTEN unless --dns says otherwise) and points the system resolver
+ * at it until the daemon stops; --no-system-dns leaves the system resolver alone.
  *
  * Exit codes: 0 success, 1 error, 2 usage, 3 not signed in / daemon not running.
  */
@@ -39,6 +43,7 @@
 #include "client/daemon.h"
 #include "client/login_redirect.h"
 #include "client/state.h"
+#include "client/sysdns.h"
 #include "shared/jwk.h"
 #include "shared/keys.h"
 #include "shared/log.h"
@@ -606,10 +611,25 @@ static int cmd_resources(const char *dir, int argc, char **argv)
 	return 0;
 }
 
+/* Puts back a resolv.conf that a daemon killed without cleaning up left behind. */
+static int recover_system_dns(const char *dir)
+{
+	int restored = 0;
+	struct sp_diag diag = {{0}};
+	int rc = sysdns_recover(dir, &restored, &diag);
+	if (rc < 0 && rc != SP_ERR_EXISTS)
+		fprintf(stderr, "sallyport: system DNS: %s\n", diag.message);
+	if (restored)
+		printf("system DNS restored (a daemon had stopped without restoring it)\n");
+	return restored;
+}
+
 static int cmd_down(const char *dir)
 {
 	json_t *reply = NULL;
 	if (control_call(dir, CONTROL_DOWN, &reply) < 0) {
+		if (recover_system_dns(dir))
+			return 0;
 		fprintf(stderr, "sallyport: the daemon is not running\n");
 		return 3;
 	}
@@ -645,11 +665,19 @@ static int cmd_up(const char *dir, int argc, char **argv)
 	o.loopback_range = opt(argc, argv, "--loopback-range");
 	o.dns_addr = opt(argc, argv, "--dns");
 	o.dns_upstreams = opt(argc, argv, "--dns-upstream");
+	/* system DNS needs root and a stub: on by default then, the stub on its own address */
+	o.system_dns = geteuid() == 0 && o.mode != DAEMON_MODE_PROXY &&
+		       !flag(argc, argv, "--no-system-dns");
+	if (o.system_dns && o.dns_addr == NULL)
+		o.dns_addr = SYSDNS_DEFAULT_LISTEN;
+	if (o.dns_addr != NULL && o.dns_addr[0] == '\0')
+		o.system_dns = 0; /* --dns "": no stub */
 	json_t *s = NULL;
 	struct sp_diag diag = {{0}};
 	if (state_session_load(dir, &s, &diag) < 0)
 		return fail("up", &diag) + 2;
 	json_decref(s);
+	(void)recover_system_dns(dir);
 	if (!flag(argc, argv, "--foreground")) {
 		char logp[STATE_PATH_MAX];
 		state_path(dir, "daemon.log", logp, sizeof(logp));
@@ -701,7 +729,7 @@ static void usage(void)
 		"       sallyport resources [--json]\n"
 		"       sallyport up [--mode proxy|loopback] [--socks ADDR] [--http-proxy ADDR]\n"
 		"                    [--loopback-range CIDR] [--dns ADDR:PORT [--dns-upstream LIST]]\n"
-		"                    [--foreground]\n"
+		"                    [--no-system-dns] [--foreground]\n"
 		"       sallyport down\n");
 }
 
