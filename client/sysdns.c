@@ -214,9 +214,8 @@ static const char *kind_name(enum sysdns_kind k)
 
 int sysdns_marker_render(const struct sysdns_marker *m, struct sp_buf *out)
 {
-	json_t *j = json_pack("{s:I, s:s, s:s, s:s, s:s}", "pid", (json_int_t)m->pid, "start",
-			      "", "path", m->path, "kind", kind_name(m->kind), "written",
-			      m->written);
+	json_t *j = json_pack("{s:I, s:s, s:s, s:s, s:s}", "pid", (json_int_t)m->pid, "start", "",
+			      "path", m->path, "kind", kind_name(m->kind), "written", m->written);
 	if (j == NULL)
 		return SP_ERR_NOMEM;
 	char start[32];
@@ -248,8 +247,8 @@ static int copy_string(json_t *j, const char *key, char *out, size_t size, int r
 	}
 	const char *s = json_string_value(v);
 	if (s == NULL || strlen(s) >= size)
-		return sp_diag_set(diag, SP_ERR_INVALID, "sysdns marker: \"%s\" is missing or too long",
-				   key);
+		return sp_diag_set(diag, SP_ERR_INVALID,
+				   "sysdns marker: \"%s\" is missing or too long", key);
 	memcpy(out, s, strlen(s) + 1);
 	return 0;
 }
@@ -385,8 +384,7 @@ enum sysdns_restore_action sysdns_decide_restore(const struct sysdns_marker *m,
 {
 	if (cur->kind != SYSDNS_KIND_FILE)
 		return SYSDNS_KEEP;
-	if (strlen(cur->sha256) != SYSDNS_SHA256_HEX - 1 ||
-	    strcmp(cur->sha256, m->written) != 0)
+	if (strlen(cur->sha256) != SYSDNS_SHA256_HEX - 1 || strcmp(cur->sha256, m->written) != 0)
 		return SYSDNS_KEEP;
 	return SYSDNS_RESTORE;
 }

@@ -60,7 +60,7 @@ struct sysdns_nameserver {
 struct sysdns_resolv {
 	struct sysdns_nameserver ns[SYSDNS_NAMESERVERS_MAX];
 	size_t ns_count;
-	size_t ns_ignored;   /* malformed addresses, or beyond SYSDNS_NAMESERVERS_MAX */
+	size_t ns_ignored; /* malformed addresses, or beyond SYSDNS_NAMESERVERS_MAX */
 	char kept[SYSDNS_KEPT_LINES_MAX][SYSDNS_LINE_MAX]; /* search/domain/options/sortlist */
 	size_t kept_count;
 	size_t lines_ignored; /* too long, unknown keyword, beyond SYSDNS_KEPT_LINES_MAX */
@@ -98,12 +98,12 @@ enum sysdns_kind { SYSDNS_KIND_ABSENT = 1, SYSDNS_KIND_FILE, SYSDNS_KIND_SYMLINK
 /* The marker file (sysdns.json in the state directory). */
 struct sysdns_marker {
 	int64_t pid;
-	uint64_t start;		      /* the process's start time (/proc/PID/stat field 22) */
-	char path[1024];	      /* the resolv.conf path we replaced */
-	enum sysdns_kind kind;	      /* what was there */
-	uint32_t mode;		      /* FILE: its permission bits */
-	int64_t uid, gid;	      /* FILE: its owner */
-	char target[1024];	      /* SYMLINK: the link's text */
+	uint64_t start;			 /* the process's start time (/proc/PID/stat field 22) */
+	char path[1024];		 /* the resolv.conf path we replaced */
+	enum sysdns_kind kind;		 /* what was there */
+	uint32_t mode;			 /* FILE: its permission bits */
+	int64_t uid, gid;		 /* FILE: its owner */
+	char target[1024];		 /* SYMLINK: the link's text */
 	char written[SYSDNS_SHA256_HEX]; /* SHA-256 (hex) of the file we wrote */
 };
 
@@ -172,7 +172,7 @@ struct sysdns_options {
 	const char *state_dir;
 	const char *stub_addr; /* IP literal the stub listens on */
 	uint16_t stub_port;
-	const char *link;      /* the daemon's own network link (TUN), or NULL */
+	const char *link; /* the daemon's own network link (TUN), or NULL */
 };
 
 /*

@@ -75,8 +75,9 @@ static int read_file(const char *path, size_t max, struct sp_buf *buf, struct sp
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd == -1)
-		return errno == ENOENT ? SP_ERR_NOT_FOUND
-				       : sp_diag_set(diag, SP_ERR_IO, "%s: %s", path, strerror(errno));
+		return errno == ENOENT
+			   ? SP_ERR_NOT_FOUND
+			   : sp_diag_set(diag, SP_ERR_IO, "%s: %s", path, strerror(errno));
 	int r = 0;
 	uint8_t chunk[4096];
 	for (;;) {
@@ -164,7 +165,8 @@ static int write_replace(const char *path, const void *bytes, size_t len, mode_t
 			if (out != -1)
 				close(out);
 			if (r == 0)
-				SP_LOG(SP_LOG_INFO, "resolv.conf is a mount point: rewritten in place",
+				SP_LOG(SP_LOG_INFO,
+				       "resolv.conf is a mount point: rewritten in place",
 				       SP_LOG_STR("path", path));
 		} else {
 			r = sp_diag_set(diag, SP_ERR_IO, "rename %s: %s", path, strerror(e));
@@ -441,10 +443,11 @@ int sysdns_prepare(const struct sysdns_options *o, struct sysdns **out, struct s
 		struct sysdns_resolv *up = calloc(1, sizeof(*up));
 		struct sp_buf b;
 		sp_buf_init(&b, SYSDNS_RESOLV_MAX);
-		r = up == NULL ? SP_ERR_NOMEM : read_file(RESOLVED_UPSTREAMS, SYSDNS_RESOLV_MAX, &b, diag);
+		r = up == NULL ? SP_ERR_NOMEM
+			       : read_file(RESOLVED_UPSTREAMS, SYSDNS_RESOLV_MAX, &b, diag);
 		if (r == 0)
-			r = sysdns_resolv_parse(b.data != NULL ? b.data : (const uint8_t *)"", b.len,
-						up, diag);
+			r = sysdns_resolv_parse(b.data != NULL ? b.data : (const uint8_t *)"",
+						b.len, up, diag);
 		size_t dropped = 0;
 		if (r == 0 && sysdns_upstreams(up, s->stub_addr, s->stub_port, s->upstreams,
 					       sizeof(s->upstreams), &dropped) < 0)
@@ -455,17 +458,19 @@ int sysdns_prepare(const struct sysdns_options *o, struct sysdns **out, struct s
 		free(up);
 	} else {
 		if (s->stub_port != 53) {
-			r = sp_diag_set(diag, SP_ERR_INVALID,
-					"resolv.conf cannot name a port: the DNS stub must listen on "
-					"port 53 for system DNS (or use --no-system-dns)");
+			r = sp_diag_set(
+			    diag, SP_ERR_INVALID,
+			    "resolv.conf cannot name a port: the DNS stub must listen on "
+			    "port 53 for system DNS (or use --no-system-dns)");
 			goto out;
 		}
 		r = read_original(s, s->path, diag);
 		if (r < 0)
 			goto out;
 		if (s->orig.managed)
-			SP_LOG(SP_LOG_WARN, "resolv.conf is already managed by Sallyport and no "
-					    "saved copy is known: its nameservers are not used",
+			SP_LOG(SP_LOG_WARN,
+			       "resolv.conf is already managed by Sallyport and no "
+			       "saved copy is known: its nameservers are not used",
 			       SP_LOG_STR("path", s->path));
 		size_t dropped = 0;
 		if (sysdns_upstreams(&s->orig, s->stub_addr, s->stub_port, s->upstreams,
@@ -528,7 +533,8 @@ int sysdns_apply(struct sysdns *s, struct sp_diag *diag)
 	int r = state_file(s->state_dir, SAVED_NAME, saved, sizeof(saved), diag);
 	if (r == 0 && s->marker.kind == SYSDNS_KIND_FILE)
 		r = state_write(s->state_dir, SAVED_NAME,
-				s->orig_bytes.data != NULL ? s->orig_bytes.data : (const uint8_t *)"",
+				s->orig_bytes.data != NULL ? s->orig_bytes.data
+							   : (const uint8_t *)"",
 				s->orig_bytes.len, diag);
 	char previous[STATE_PATH_MAX + 64];
 	if (s->marker.kind == SYSDNS_KIND_FILE)
@@ -558,8 +564,9 @@ int sysdns_apply(struct sysdns *s, struct sp_diag *diag)
 	}
 	if (r == 0) {
 		s->applied = 1;
-		SP_LOG(SP_LOG_INFO, "resolv.conf points at the DNS stub", SP_LOG_STR("path", s->path),
-		       SP_LOG_STR("stub", s->stub_addr), SP_LOG_STR("upstreams", s->upstreams));
+		SP_LOG(SP_LOG_INFO, "resolv.conf points at the DNS stub",
+		       SP_LOG_STR("path", s->path), SP_LOG_STR("stub", s->stub_addr),
+		       SP_LOG_STR("upstreams", s->upstreams));
 	}
 	sp_buf_free(&text);
 	sp_buf_free(&marker);
@@ -615,11 +622,13 @@ void sysdns_restore(struct sysdns *s)
 		if (r == 0)
 			r = run_command(cmd, &diag);
 		if (r < 0)
-			SP_LOG(SP_LOG_ERROR, "resolvectl revert failed", SP_LOG_STR("why", diag.message));
+			SP_LOG(SP_LOG_ERROR, "resolvectl revert failed",
+			       SP_LOG_STR("why", diag.message));
 		free(cmd);
 	} else if (s->applied) {
 		if (restore_marker(s->state_dir, &s->marker, "daemon stopping", &diag) < 0)
-			SP_LOG(SP_LOG_ERROR, "resolv.conf not restored", SP_LOG_STR("why", diag.message));
+			SP_LOG(SP_LOG_ERROR, "resolv.conf not restored",
+			       SP_LOG_STR("why", diag.message));
 	}
 	sp_buf_free(&s->orig_bytes);
 	free(s->domains);

@@ -310,7 +310,7 @@ try:
     asked_after = (read(os.path.join(WORK, "dnsmasq.log")) or b"").count(b" app.corp.test from ")
     check("dnsmasq logged app.corp.test before up, never while up (the stub answers it)",
           asked_before > 0 and asked_after == asked_before,
-          f"{asked_before} {asked_after} " + (read(os.path.join(WORK, "dnsmasq.log")) or b"").decode())
+          f"{asked_before} {asked_after}")
     rc, prc, text = stop_with_down(p)
     check("down: exit 0, daemon exit 0", rc == 0 and prc == 0, f"{rc} {prc} {text}")
     check("down: resolv.conf byte-identical to the original, mode 0644",

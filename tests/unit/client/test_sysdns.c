@@ -149,8 +149,8 @@ static void test_upstreams_skip_the_stub(void **state)
 	(void)state;
 	int rc;
 	/* after a crash: resolv.conf already names the stub; it must not forward to itself */
-	struct sysdns_resolv *r = parse_text("nameserver 127.83.80.53\nnameserver 192.0.2.53\n",
-					     &rc);
+	struct sysdns_resolv *r =
+	    parse_text("nameserver 127.83.80.53\nnameserver 192.0.2.53\n", &rc);
 	char up[128];
 	size_t dropped;
 	assert_int_equal(sysdns_upstreams(r, "127.83.80.53", 53, up, sizeof(up), &dropped), 0);
@@ -164,7 +164,8 @@ static void test_upstreams_skip_the_stub(void **state)
 			 SP_ERR_NOT_FOUND);
 	free(r);
 	r = parse_text("nameserver ::1\nnameserver 0:0::1\n", &rc);
-	assert_int_equal(sysdns_upstreams(r, "::1", 53, up, sizeof(up), &dropped), SP_ERR_NOT_FOUND);
+	assert_int_equal(sysdns_upstreams(r, "::1", 53, up, sizeof(up), &dropped),
+			 SP_ERR_NOT_FOUND);
 	free(r);
 }
 
@@ -183,7 +184,8 @@ static void test_render_and_reparse(void **state)
 	assert_non_null(strstr(text, "# Managed by Sallyport"));
 	assert_non_null(strstr(text, "sallyport down"));
 	assert_non_null(strstr(text, "saved in /var/lib/x"));
-	const char *body = strstr(text, "nameserver 127.83.80.53\nsearch corp.test\noptions ndots:2\n");
+	const char *body =
+	    strstr(text, "nameserver 127.83.80.53\nsearch corp.test\noptions ndots:2\n");
 	assert_non_null(body);
 	assert_int_equal(strlen(body), strlen("nameserver 127.83.80.53\nsearch corp.test\n"
 					      "options ndots:2\n")); /* nothing after */
@@ -289,10 +291,10 @@ static void test_crash_detection(void **state)
 	struct sysdns_marker m;
 	fill_marker(&m);
 	m.start = 500;
-	assert_int_equal(sysdns_owner_alive(&m, 0, 0), 0);	/* the pid is gone: a crash */
-	assert_int_equal(sysdns_owner_alive(&m, 1, 500), 1);	/* still running */
-	assert_int_equal(sysdns_owner_alive(&m, 1, 501), 0);	/* pid reused by another */
-	assert_int_equal(sysdns_owner_alive(&m, 1, 0), 1);	/* cannot tell: assume alive */
+	assert_int_equal(sysdns_owner_alive(&m, 0, 0), 0);   /* the pid is gone: a crash */
+	assert_int_equal(sysdns_owner_alive(&m, 1, 500), 1); /* still running */
+	assert_int_equal(sysdns_owner_alive(&m, 1, 501), 0); /* pid reused by another */
+	assert_int_equal(sysdns_owner_alive(&m, 1, 0), 1);   /* cannot tell: assume alive */
 	m.start = 0;
 	assert_int_equal(sysdns_owner_alive(&m, 1, 77), 1);
 }
@@ -352,8 +354,8 @@ static void test_routing_domains(void **state)
 	assert_non_null(cmd);
 	assert_int_equal(sysdns_routing_domains(res, 6, d, 8, &n), 0);
 	assert_int_equal(sysdns_resolved_domain_command("sallyport0", d, n, cmd), 0);
-	const char *want[] = {"resolvectl", "domain", "sallyport0", "~app.corp.test", "~app.sp",
-			      "~corp.test", "~data.corp.test", NULL};
+	const char *want[] = {"resolvectl", "domain",	  "sallyport0",	     "~app.corp.test",
+			      "~app.sp",    "~corp.test", "~data.corp.test", NULL};
 	for (size_t i = 0; i < 8; i++) {
 		if (want[i] == NULL)
 			assert_null(cmd->argv[i]);
