@@ -13,7 +13,8 @@
  *
  * System DNS (client/sysdns.h): run as root in loopback mode, `up` starts the DNS stub
  * (on SYSDNS_DEFAULT_LISTEN unless --dns says otherwise) and points the system resolver
- * at it until the daemon stops; --no-system-dns leaves the system resolver alone.
+ * at it until the daemon stops; --no-system-dns, or a --dns on a port other than 53,
+ * leaves the system resolver alone.
  *
  * Exit codes: 0 success, 1 error, 2 usage, 3 not signed in / daemon not running.
  */
@@ -672,6 +673,12 @@ static int cmd_up(const char *dir, int argc, char **argv)
 		o.dns_addr = SYSDNS_DEFAULT_LISTEN;
 	if (o.dns_addr != NULL && o.dns_addr[0] == '\0')
 		o.system_dns = 0; /* --dns "": no stub */
+	const char *port = o.dns_addr != NULL ? strrchr(o.dns_addr, ':') : NULL;
+	if (o.system_dns && (port == NULL || strcmp(port, ":53") != 0)) {
+		/* resolv.conf cannot name a port: a stub elsewhere is for the user to point at */
+		fprintf(stderr, "sallyport: system DNS left alone: the DNS stub is not on port 53\n");
+		o.system_dns = 0;
+	}
 	json_t *s = NULL;
 	struct sp_diag diag = {{0}};
 	if (state_session_load(dir, &s, &diag) < 0)

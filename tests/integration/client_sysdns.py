@@ -421,6 +421,14 @@ try:
     rc, prc, text = stop_with_down(p)
     check("--no-system-dns: down", rc == 0 and prc == 0 and read(RESOLV) == ORIGINAL)
 
+    # ---- a stub on another port: system DNS left alone (resolv.conf cannot name a port) ----
+    p, log, s = up("--dns", "127.0.0.1:5353")
+    check("--dns on port 5353: up, resolv.conf untouched, no system_dns in status",
+          s.get("state") == "up" and "system_dns" not in s and read(RESOLV) == ORIGINAL and
+          state_files() == [] and "not on port 53" in (read(log) or b"").decode(), str(s))
+    rc, prc, text = stop_with_down(p)
+    check("--dns on port 5353: down", rc == 0 and prc == 0 and read(RESOLV) == ORIGINAL)
+
     # ---- a bind-mounted resolv.conf (containers, `ip netns exec`): rewritten in place ----
     bound = os.path.join(WORK, "bound-resolv.conf")
     with open(bound, "wb") as f:
