@@ -160,6 +160,7 @@ static void apply_claims(struct daemon *d, json_t *claims)
 			grant_cache_remove(&d->grants, d->grants.entries[i].resource_id);
 	if (d->stub != NULL && dns_stub_set_resources(d->stub, res, count, &diag) < 0)
 		SP_LOG(SP_LOG_WARN, "DNS stub kept its old resources", SP_LOG_STR("why", diag.message));
+	(void)sysdns_set_resources(d->sysdns, res, count);
 	if (d->o->mode == DAEMON_MODE_LOOPBACK)
 		loopback_sync(d);
 	if (d->o->mode == DAEMON_MODE_TUN)
@@ -424,6 +425,8 @@ static json_t *status_json(struct daemon *d)
 	json_object_set_new(s, "listeners", ls);
 	if (d->stub != NULL)
 		json_object_set_new(s, "dns", json_string(d->o->dns_addr));
+	if (d->sysdns != NULL)
+		json_object_set_new(s, "system_dns", json_string(sysdns_mode_name(d->sysdns)));
 	if (d->o->mode == DAEMON_MODE_LOOPBACK)
 		json_object_set_new(s, "resources_all_ports_not_listened",
 				    json_integer((json_int_t)d->ports_all));
@@ -654,7 +657,26 @@ int daemon_run(const struct daemon_options *o, struct sp_diag *diag)
 				dc.synthetic_v4 = o->tun_range; /* NULL: the stub's default */
 				dc.synthetic_v6 = o->tun_range6;
 			}
+			if (o->system_dns) {
+				/* the stub forwards to the resolvers the system had, not to itself */
+				struct sysdns_options so = {.state_dir = o->state_dir,
+							    .stub_addr = host,
+							    .stub_port = port};
+				rc = sysdns_prepare(&so, &d->sysdns, diag);
+				if (rc < 0)
+					goto out;
+				if (dc.upstreams == NULL)
+					dc.upstreams = sysdns_upstreams_text(d->sysdns);
+				if (dc.upstreams[0] == '\0') {
+					rc = sp_diag_set(diag, SP_ERR_NOT_FOUND,
+							 "resolv.conf names no nameserver but the stub: "
+							 "give --dns-upstream");
+					goto out;
+				}
+			}
 			rc = dns_stub_new(d->base, &dc, &d->stub, diag);
+			if (rc == 0 && d->sysdns != NULL)
+				rc = sysdns_apply(d->sysdns, diag);
 			if (rc < 0)
 				goto out;
 		}
@@ -681,6 +703,9 @@ int daemon_run(const struct daemon_options *o, struct sp_diag *diag)
 	SP_LOG_MSG(SP_LOG_INFO, "sallyport stopping");
 out:
 	d->stop = 1;
+	/* first, so the system resolver never points at a stub that is gone */
+	sysdns_restore(d->sysdns);
+	d->sysdns = NULL;
 	pthread_mutex_lock(&d->lock);
 	pthread_cond_broadcast(&d->grant_cond);
 	pthread_mutex_unlock(&d->lock);

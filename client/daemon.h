@@ -30,6 +30,7 @@ struct daemon_options {
 	const char *tun_range;	    /* tun mode: synthetic IPv4 CIDR; NULL: SYNTHETIC_DEFAULT_V4 */
 	const char *tun_range6;	    /* tun mode: IPv6 CIDR or "off"; NULL: SYNTHETIC_DEFAULT_V6 */
 	const char *tun_device;	    /* tun mode: device name; NULL: TUN_RULES_DEFAULT_DEVICE */
+	int system_dns;		    /* point the system resolver at the stub (client/sysdns.h) */
 };
 
 /*

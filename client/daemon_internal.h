@@ -30,6 +30,7 @@
 #include "client/state.h"
 #include "client/synthetic.h"
 #include "client/tun_rules.h"
+#include "client/sysdns.h"
 #include "shared/resource_index.h"
 #include "shared/tunnel.h"
 #include "shared/tunnel_tls.h"
@@ -163,6 +164,7 @@ struct daemon {
 	struct listener *listeners;
 	struct loopback *lb;
 	struct dns_stub *stub; /* loopback/tun mode with --dns: names answered with our addresses */
+	struct sysdns *sysdns; /* system resolver pointed at the stub (system_dns), or NULL */
 	/* tun mode (client/daemon_tun.c) */
 	struct synthetic *syn_own; /* the synthetic table when there is no DNS stub */
 	int tun_fd;		   /* the TUN device; -1 when none */

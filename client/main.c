@@ -9,8 +9,13 @@
  *   sallyport up [--mode proxy|loopback|tun] [--socks ADDR] [--http-proxy ADDR]
  *                [--loopback-range CIDR] [--tun-range CIDR] [--tun-range6 CIDR|off]
  *                [--tun-device NAME] [--dns ADDR:PORT [--dns-upstream LIST]]
- *                [--foreground]
+ *                [--no-system-dns] [--foreground]
  *   sallyport down [--tun-device NAME]
+ *
+ * System DNS (client/sysdns.h): run as root in loopback mode, `up` starts the DNS stub
+ * (on SYSDNS_DEFAULT_LISTEN unless --dns says otherwise) and points the system resolver
+ * at it until the daemon stops; --no-system-dns, or a --dns on a port other than 53,
+ * leaves the system resolver alone.
  *
  * Exit codes: 0 success, 1 error, 2 usage, 3 not signed in / daemon not running.
  */
@@ -42,6 +47,7 @@
 #include "client/state.h"
 #include "client/tun_rules.h"
 #include "client/tun_sys.h"
+#include "client/sysdns.h"
 #include "shared/jwk.h"
 #include "shared/keys.h"
 #include "shared/log.h"
@@ -646,11 +652,25 @@ static int tun_leftovers(const char *device)
 	return removed > 0;
 }
 
+/* Puts back a resolv.conf that a daemon killed without cleaning up left behind. */
+static int recover_system_dns(const char *dir)
+{
+	int restored = 0;
+	struct sp_diag diag = {{0}};
+	int rc = sysdns_recover(dir, &restored, &diag);
+	if (rc < 0 && rc != SP_ERR_EXISTS)
+		fprintf(stderr, "sallyport: system DNS: %s\n", diag.message);
+	if (restored)
+		printf("system DNS restored (a daemon had stopped without restoring it)\n");
+	return restored;
+}
+
 static int cmd_down(const char *dir, int argc, char **argv)
 {
 	json_t *reply = NULL;
 	if (control_call(dir, CONTROL_DOWN, &reply) < 0) {
-		if (tun_leftovers(opt(argc, argv, "--tun-device")))
+		int tun_removed = tun_leftovers(opt(argc, argv, "--tun-device"));
+		if (recover_system_dns(dir) + tun_removed > 0)
 			return 0;
 		fprintf(stderr, "sallyport: the daemon is not running\n");
 		return 3;
@@ -698,11 +718,25 @@ static int cmd_up(const char *dir, int argc, char **argv)
 	o.loopback_range = opt(argc, argv, "--loopback-range");
 	o.dns_addr = opt(argc, argv, "--dns");
 	o.dns_upstreams = opt(argc, argv, "--dns-upstream");
+	/* system DNS needs root and a stub: on by default then, the stub on its own address */
+	o.system_dns = geteuid() == 0 && o.mode != DAEMON_MODE_PROXY &&
+		       !flag(argc, argv, "--no-system-dns");
+	if (o.system_dns && o.dns_addr == NULL)
+		o.dns_addr = SYSDNS_DEFAULT_LISTEN;
+	if (o.dns_addr != NULL && o.dns_addr[0] == '\0')
+		o.system_dns = 0; /* --dns "": no stub */
+	const char *port = o.dns_addr != NULL ? strrchr(o.dns_addr, ':') : NULL;
+	if (o.system_dns && (port == NULL || strcmp(port, ":53") != 0)) {
+		/* resolv.conf cannot name a port: a stub elsewhere is for the user to point at */
+		fprintf(stderr, "sallyport: system DNS left alone: the DNS stub is not on port 53\n");
+		o.system_dns = 0;
+	}
 	json_t *s = NULL;
 	struct sp_diag diag = {{0}};
 	if (state_session_load(dir, &s, &diag) < 0)
 		return fail("up", &diag) + 2;
 	json_decref(s);
+	(void)recover_system_dns(dir);
 	if (!flag(argc, argv, "--foreground")) {
 		char logp[STATE_PATH_MAX];
 		state_path(dir, "daemon.log", logp, sizeof(logp));
@@ -755,7 +789,7 @@ static void usage(void)
 		"       sallyport up [--mode proxy|loopback|tun] [--socks ADDR] [--http-proxy ADDR]\n"
 		"                    [--loopback-range CIDR] [--tun-range CIDR] [--tun-range6 CIDR|off]\n"
 		"                    [--tun-device NAME] [--dns ADDR:PORT [--dns-upstream LIST]]\n"
-		"                    [--foreground]\n"
+		"                    [--no-system-dns] [--foreground]\n"
 		"       sallyport down [--tun-device NAME]\n");
 }
 

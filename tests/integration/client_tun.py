@@ -174,7 +174,10 @@ daemons = []
 
 def up(*extra, mode="tun"):
     log = open(os.path.join(WORK, f"sallyport-{mode}-{len(daemons)}.log"), "w")
-    p = subprocess.Popen([SP, "up", "--foreground", "--mode", mode, *extra], env=ENV,
+    # --no-system-dns: this namespace shares the host's /etc/resolv.conf (client_sysdns.py
+    # tests the system DNS integration in a mount namespace of its own)
+    p = subprocess.Popen([SP, "up", "--foreground", "--mode", mode, "--no-system-dns", *extra],
+                         env=ENV,
                          stdout=log, stderr=subprocess.STDOUT)
     daemons.append(p)
     s = wait_status(lambda s: s.get("state") == "up" and s.get("resources", 0) >= 1 and

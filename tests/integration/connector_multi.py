@@ -415,7 +415,8 @@ http {{
     rc, out, err = sp("login", "--controller", URL, "--service-key", sa_key, "--service-kid",
                       KID, "--service-account", SA, "--device-name", "ci-multi")
     check("client signed in with the service key", rc == 0 and "signed in" in out, out + err)
-    daemon = spawn([SP, "up", "--foreground", "--mode", "loopback"], "sallyport.log", env=ENV)
+    daemon = spawn([SP, "up", "--foreground", "--mode", "loopback", "--no-system-dns"],
+                   "sallyport.log", env=ENV)
     s = wait_status(lambda s: len(s.get("listeners", [])) >= 3)
     lb = {l["name"]: l["address"] for l in s.get("listeners", [])}
     check("loopback listeners for web.sp, pg.sp, iperf.sp",
