@@ -50,8 +50,8 @@ class Stack:
         self.state = os.path.join(work, "ctl")
         self.db_path = os.path.join(self.state, "controller.db")
         self.procs = []
-        self.ctl_port, self.direct_port, self.metrics_port, self.dns_port = (
-            free_port() for _ in range(4))
+        self.ctl_port, self.direct_port, self.metrics_port, self.dns_port, self.relay_port = (
+            free_port() for _ in range(5))
         self.url = f"http://127.0.0.1:{self.ctl_port}"
         self.connector = None
 
@@ -91,8 +91,9 @@ http {{
             raise RuntimeError("nginx did not start")
         return p
 
-    def start_controller(self):
-        """Migrates, adds the network/user/group/device/session rows, serves."""
+    def start_controller(self, extra_args=()):
+        """Migrates, adds the network/user/group/device/session rows, serves (its relay on
+        127.0.0.1:relay_port)."""
         subprocess.run([self.ctl, "migrate", "--state-dir", self.state], check=True,
                        capture_output=True)
         now = int(time.time())
@@ -121,7 +122,9 @@ http {{
         c.close()
         self.ctl_proc = self.spawn([self.ctl, "serve", "--state-dir", self.state,
                                     "--http-listen", f"127.0.0.1:{self.ctl_port}",
-                                    "--public-url", self.url], "controller.log")
+                                    "--public-url", self.url, "--relay-listen",
+                                    f"127.0.0.1:{self.relay_port}", *extra_args],
+                                   "controller.log")
         if not wait_http(self.url + "/healthz"):
             raise RuntimeError("controller did not start")
 
@@ -147,8 +150,9 @@ http {{
         env = dict(os.environ, SALLYPORT_METRICS_ADDR=f"127.0.0.1:{self.metrics_port}")
         return subprocess.run([self.conn, "health"], env=env, capture_output=True).returncode
 
-    def start_connector(self, extra_env=None):
-        """Enrolls (one-time token) and waits until healthy; returns the Popen."""
+    def start_connector(self, extra_env=None, direct=True):
+        """Enrolls (one-time token) and waits until healthy; returns the Popen. With
+        direct=False it has no direct listener: relayed tunnels only."""
         token = subprocess.run([self.ctl, "connector-token", "create", "--network", "lab",
                                 "--state-dir", self.state], check=True,
                                capture_output=True).stdout.decode().strip()
@@ -162,6 +166,8 @@ http {{
                     "SALLYPORT_DRAIN_TIMEOUT": "5s",
                     "SALLYPORT_DNS": f"127.0.0.1:{self.dns_port}",
                     "SALLYPORT_ENROLL_TOKEN": token})
+        if not direct:
+            del env["SALLYPORT_DIRECT_LISTEN"]
         if extra_env:
             env.update(extra_env)
         self.connector_log = os.path.join(self.work, "connector.log")
