@@ -396,6 +396,10 @@ static void tunnel_on_read(evutil_socket_t fd, short what, void *arg)
 			if (!tn->handshake_done && sp_tunnel_tls_handshake_done(tn->tt)) {
 				tn->handshake_done = 1;
 				event_del(tn->ev_timeout);
+				for (struct flow *f = tn->d->flows; f != NULL; f = f->next)
+					if (f->tn == tn && f->bev != NULL && !f->dead)
+						bufferevent_trigger(f->bev, EV_READ,
+								    BEV_OPT_DEFER_CALLBACKS);
 				struct connector_health *h = health_of(tn->d, tn->connector_id);
 				if (tn->relayed)
 					h->backoff = 0;
@@ -996,7 +1000,10 @@ static void flow_local_read(struct bufferevent *bev, void *arg)
 		flow_start(f);
 		return;
 	}
-	if (f->tn == NULL || f->stream_closed)
+	/* Bytes wait in the local buffer until the tunnel's handshake is done: a tunnel that
+	 * fails before that hands its flows to another tunnel (failover), and bytes already
+	 * given to the dead one would be lost. The handshake triggers this read again. */
+	if (f->tn == NULL || f->stream_closed || !f->tn->handshake_done)
 		return;
 	while (evbuffer_get_length(in) > 0) {
 		size_t len = evbuffer_get_length(in);

@@ -257,15 +257,17 @@ static void on_link_event(struct bufferevent *bev, short what, void *arg)
 	struct relay_link *link = arg;
 	if (what & BEV_EVENT_CONNECTED) {
 		evutil_socket_t fd = bufferevent_getfd(bev);
-		int one = 1, idle = RELAY_KEEPIDLE_S, intvl = RELAY_KEEPINTVL_S, cnt = RELAY_KEEPCNT;
+		int one = 1, idle = RELAY_KEEPIDLE_S, intvl = RELAY_KEEPINTVL_S,
+		    cnt = RELAY_KEEPCNT;
 		(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
 		return;
 	}
-	link_fail(link, (what & BEV_EVENT_EOF) ? "closed by the relay"
-					       : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	link_fail(link, (what & BEV_EVENT_EOF)
+			    ? "closed by the relay"
+			    : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 }
 
 static void on_link_retry(evutil_socket_t fd, short what, void *arg)
@@ -350,7 +352,8 @@ void connector_relays_update(struct connector_relays *r)
 		for (size_t k = 0; k < count && !listed; k++)
 			listed = strcmp(list[k].text, link->addr.text) == 0;
 		if (!listed) {
-			SP_LOG(SP_LOG_INFO, "relay no longer listed", SP_LOG_STR("relay", link->addr.text));
+			SP_LOG(SP_LOG_INFO, "relay no longer listed",
+			       SP_LOG_STR("relay", link->addr.text));
 			link_close(link);
 			event_del(link->retry_ev);
 			link->used = 0;
@@ -371,7 +374,8 @@ void connector_relays_update(struct connector_relays *r)
 		if (link == NULL)
 			break;
 		if (link->bev == NULL)
-			link->addr = list[k]; /* a re-resolved address applies at the next connect */
+			link->addr =
+			    list[k]; /* a re-resolved address applies at the next connect */
 		if (link->bev == NULL && !event_pending(link->retry_ev, EV_TIMEOUT, NULL))
 			link_connect(link);
 	}

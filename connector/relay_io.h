@@ -26,17 +26,16 @@ typedef void (*connector_relay_adopt_fn)(void *arg, int fd, const char *peer);
 
 struct connector_relay_counters {
 	uint64_t registrations; /* control connections the relay accepted */
-	uint64_t refusals;      /* control connections the relay refused (status byte) */
-	uint64_t dials;         /* dials answered: data connection handed to the data plane */
-	uint64_t dials_failed;  /* dials that could not be answered */
-	size_t registered;      /* control connections registered now */
+	uint64_t refusals;	/* control connections the relay refused (status byte) */
+	uint64_t dials;		/* dials answered: data connection handed to the data plane */
+	uint64_t dials_failed;	/* dials that could not be answered */
+	size_t registered;	/* control connections registered now */
 };
 
 struct connector_relays;
 
 int connector_relays_new(struct event_base *base, struct connector_shared *shared,
-                         connector_relay_adopt_fn adopt, void *arg,
-                         struct connector_relays **out);
+			 connector_relay_adopt_fn adopt, void *arg, struct connector_relays **out);
 /* Takes the current token and relay list from shared: connects to new relays, drops the
  * ones no longer listed, uses the new token for the next registrations. */
 void connector_relays_update(struct connector_relays *r);

@@ -9,7 +9,7 @@ void connector_relay_parser_reset(struct connector_relay_parser *p)
 }
 
 int connector_relay_parse(struct connector_relay_parser *p, const uint8_t *data, size_t len,
-                          struct connector_relay_event *ev)
+			  struct connector_relay_event *ev)
 {
 	memset(ev, 0, sizeof(*ev));
 	switch (p->state) {
@@ -59,7 +59,7 @@ int connector_relay_token_due(int64_t expires_at, int64_t now)
 }
 
 int connector_relay_list_parse(const json_t *relays, struct connector_relay_addr *out,
-                               size_t *count, struct sp_diag *diag)
+			       size_t *count, struct sp_diag *diag)
 {
 	*count = 0;
 	if (relays == NULL)
@@ -75,7 +75,8 @@ int connector_relay_list_parse(const json_t *relays, struct connector_relay_addr
 		    strlen(text) != json_string_length(item) ||
 		    sp_config_parse_address(text, a.host, sizeof(a.host), &a.port, NULL) < 0 ||
 		    a.port == 0)
-			return sp_diag_set(diag, SP_ERR_INVALID, "relays[%zu]: must be host:port", i);
+			return sp_diag_set(diag, SP_ERR_INVALID, "relays[%zu]: must be host:port",
+					   i);
 		memcpy(a.text, text, strlen(text) + 1);
 		int seen = 0;
 		for (size_t k = 0; k < *count && !seen; k++)

@@ -33,8 +33,8 @@
 
 enum connector_relay_state {
 	CONNECTOR_RELAY_AWAIT_STATUS = 0, /* preamble sent, no status byte yet */
-	CONNECTOR_RELAY_REGISTERED,       /* status 0 received: dial messages follow */
-	CONNECTOR_RELAY_CLOSED,           /* refused or broken: the caller closes */
+	CONNECTOR_RELAY_REGISTERED,	  /* status 0 received: dial messages follow */
+	CONNECTOR_RELAY_CLOSED,		  /* refused or broken: the caller closes */
 };
 
 /* The reader of one control connection; zero it (or connector_relay_parser_reset) per
@@ -45,8 +45,8 @@ struct connector_relay_parser {
 
 enum connector_relay_event_kind {
 	CONNECTOR_RELAY_EV_REGISTERED = 1,
-	CONNECTOR_RELAY_EV_REFUSED,        /* status holds the relay's refusal */
-	CONNECTOR_RELAY_EV_DIAL,           /* pairing_id holds the pairing to answer */
+	CONNECTOR_RELAY_EV_REFUSED, /* status holds the relay's refusal */
+	CONNECTOR_RELAY_EV_DIAL,    /* pairing_id holds the pairing to answer */
 };
 
 struct connector_relay_event {
@@ -64,7 +64,7 @@ void connector_relay_parser_reset(struct connector_relay_parser *p);
  * dial, or anything after a refusal); then the state is CLOSED.
  */
 int connector_relay_parse(struct connector_relay_parser *p, const uint8_t *data, size_t len,
-                          struct connector_relay_event *ev);
+			  struct connector_relay_event *ev);
 
 /* The wait before reconnect attempt number `failures` (1 for the first failure), with
  * `random` a uniformly random 32-bit number. */
@@ -79,7 +79,7 @@ struct connector_relay_addr {
 	char host[SP_CONFIG_HOST_MAX];
 	uint16_t port;
 	struct sockaddr_storage sa; /* resolved by the caller (connector/control.c) */
-	socklen_t sa_len;           /* 0: not resolved */
+	socklen_t sa_len;	    /* 0: not resolved */
 };
 
 /*
@@ -88,6 +88,6 @@ struct connector_relay_addr {
  * SP_ERR_INVALID (diag names the entry) for anything else malformed.
  */
 int connector_relay_list_parse(const json_t *relays, struct connector_relay_addr *out,
-                               size_t *count, struct sp_diag *diag);
+			       size_t *count, struct sp_diag *diag);
 
 #endif

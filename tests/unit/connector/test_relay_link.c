@@ -32,7 +32,7 @@ static void test_registered_then_dials(void **state)
 	assert_int_equal(p.state, CONNECTOR_RELAY_REGISTERED);
 	off = 1;
 	assert_int_equal(connector_relay_parse(&p, bytes + off, sizeof(bytes) - off, &ev),
-	                 SP_RELAY_DIAL_LEN);
+			 SP_RELAY_DIAL_LEN);
 	assert_int_equal(ev.kind, CONNECTOR_RELAY_EV_DIAL);
 	uint8_t want[SP_RELAY_PAIRING_ID_LEN];
 	memset(want, 0x10, sizeof(want));
@@ -40,7 +40,7 @@ static void test_registered_then_dials(void **state)
 	off += SP_RELAY_DIAL_LEN;
 	assert_int_equal(connector_relay_parse(&p, bytes + off, 9, &ev), SP_ERR_AGAIN);
 	assert_int_equal(connector_relay_parse(&p, bytes + off, SP_RELAY_DIAL_LEN, &ev),
-	                 SP_RELAY_DIAL_LEN);
+			 SP_RELAY_DIAL_LEN);
 	memset(want, 0x11, sizeof(want));
 	assert_memory_equal(ev.pairing_id, want, sizeof(want));
 	/* an unknown message ends the connection */
@@ -48,7 +48,7 @@ static void test_registered_then_dials(void **state)
 	assert_int_equal(connector_relay_parse(&p, junk, sizeof(junk), &ev), SP_ERR_INVALID);
 	assert_int_equal(p.state, CONNECTOR_RELAY_CLOSED);
 	assert_int_equal(connector_relay_parse(&p, bytes + 1, SP_RELAY_DIAL_LEN, &ev),
-	                 SP_ERR_INVALID);
+			 SP_ERR_INVALID);
 }
 
 static void test_refused(void **state)
@@ -91,8 +91,8 @@ static void test_relay_list(void **state)
 	struct sp_diag d = {{0}};
 	assert_int_equal(connector_relay_list_parse(NULL, a, &n, &d), 0);
 	assert_int_equal(n, 0);
-	json_t *list = json_pack("[s, s, s]", "relay.example:443", "[::1]:8443",
-	                         "relay.example:443");
+	json_t *list =
+	    json_pack("[s, s, s]", "relay.example:443", "[::1]:8443", "relay.example:443");
 	assert_int_equal(connector_relay_list_parse(list, a, &n, &d), 0);
 	assert_int_equal(n, 2);
 	assert_string_equal(a[0].host, "relay.example");
@@ -121,10 +121,10 @@ static void test_relay_list(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_registered_then_dials),
-		cmocka_unit_test(test_refused),
-		cmocka_unit_test(test_backoff_and_renewal),
-		cmocka_unit_test(test_relay_list),
+	    cmocka_unit_test(test_registered_then_dials),
+	    cmocka_unit_test(test_refused),
+	    cmocka_unit_test(test_backoff_and_renewal),
+	    cmocka_unit_test(test_relay_list),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
