@@ -10,7 +10,8 @@ relay; the flow event records the relayed flow; the relay refuses a reused ticke
 in with a service key) fetches the page and the 20 MiB file through a relayed tunnel and
 `status --json` says "path": "relayed"; the separate relay is killed (the connector's
 control connection to it drops) and started again: the connector registers again and flows
-pass through it again.
+pass through it again; the control connection to the in-process relay is cut with `ss -K`
+(as root): the connector registers again.
 
 Usage: connector_relay.py CONTROLLER CONNECTOR SP_TEST_CLIENT SALLYPORT
 """
@@ -256,6 +257,26 @@ try:
     rc, body, err = http_get(stack, res, web, "/index.html", "--relay", "--relay-addr",
                              f"127.0.0.1:{relay2_port}")
     check("flows pass through the restarted relay", rc == 0 and body == page, f"{rc} {err}")
+
+    # the control connection to the in-process relay is cut under the connector (ss -K:
+    # the kernel aborts the socket, as a middlebox reset would): it registers again
+    if os.geteuid() == 0 and shutil.which("ss"):
+        before = metric(stack, "sallyport_connector_relay_registrations_total")
+        r = subprocess.run(["ss", "-K", "-t", "dst", "127.0.0.1", "dport", "=",
+                            f":{stack.relay_port}"], capture_output=True, text=True)
+        check("ss -K cut the connector's control connection",
+              r.returncode == 0 and f"127.0.0.1:{stack.relay_port}" in r.stdout, r.stdout + r.stderr)
+        after = wait_metric(stack, "sallyport_connector_relay_registrations_total",
+                            lambda v: v == before + 1, 20)
+        reg = wait_metric(stack, "sallyport_connector_relays_registered", lambda v: v == 2)
+        check("connection cut: the connector registers again", after == before + 1 and reg == 2,
+              f"{before} {after} {reg}")
+        rc, body, err = http_get(stack, res, web, "/index.html", "--relay")
+        check("flows pass through the in-process relay again", rc == 0 and body == page,
+              f"{rc} {err}")
+    else:
+        print("note: not root (or no ss): the cut of a live control connection is not tested",
+              flush=True)
 
     stack.connector.terminate()
     check("connector stops cleanly", stack.connector.wait(timeout=30) == 0)
