@@ -8,7 +8,8 @@ page and a 20 MiB file byte-exact through the in-process relay and through the s
 relay; the flow event records the relayed flow; the relay refuses a reused ticket
 (replayed) and a forged one (bad_ticket); the real `sallyport` daemon in proxy mode (signed
 in with a service key) fetches the page and the 20 MiB file through a relayed tunnel and
-`status --json` says "path": "relayed"; the separate relay is killed (the connector's
+`status --json` says "path": "relayed", after failing over from a connector that sorts
+first and is reachable neither directly nor through a relay; the separate relay is killed (the connector's
 control connection to it drops) and started again: the connector registers again and flows
 pass through it again; the control connection to the in-process relay is cut with `ss -K`
 (as root): the connector registers again.
@@ -193,6 +194,13 @@ try:
               (kid, sa, hashlib.sha256(sa_der).hexdigest(), sa_pub, now, now + 86400))
     c.execute("INSERT INTO memberships (user_id, group_id, created_at) VALUES (?,?,?)",
               (sa, stack.group, now))
+    # a connector that sorts first, advertises a dead direct address and is registered at
+    # no relay: the daemon tries it direct, then relayed, then fails over to c1 (relayed)
+    dead_id = sp_stack.new_id()
+    c.execute("INSERT INTO connectors (id, network_id, name, public_key_digest, public_key_pem,"
+              " direct_address, enrolled_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
+              (dead_id, stack.net, "a-dead", os.urandom(32).hex(), sa_pub,
+               f"127.0.0.1:{sp_stack.free_port()}", now, now))
     c.close()
     r = subprocess.run([SP, "login", "--controller", stack.url, "--service-key", sa_key,
                         "--service-kid", kid, "--service-account", sa, "--device-name", "ci"],
@@ -234,12 +242,22 @@ try:
     check("status --json: one tunnel, path relayed, up, through the first listed relay",
           len(tunnels) == 1 and tunnels[0]["path"] == "relayed" and tunnels[0]["state"] == "up"
           and tunnels[0]["address"] == f"127.0.0.1:{stack.relay_port}", str(tunnels))
+    log = open(os.path.join(WORK, "sallyport.log")).read()
+    check("failover: a-dead tried direct, then relayed, then c1 relayed",
+          re.search(r"connector=a-dead address=127\.0\.0\.1:\d+ path=direct", log) is not None
+          and "connector=a-dead address=relay path=relayed" in log and
+          re.search(r"tunnel closed connector=a-dead .*connector_unavailable", log) is not None
+          and "tunnel up connector=c1" in log, log[-1500:])
     r = subprocess.run([SP, "down"], env=ENV, capture_output=True, timeout=30)
     try:
         drc = daemon.wait(timeout=15 * SCALE)
     except subprocess.TimeoutExpired:
         drc = None
     check("client daemon stops (exit 0)", drc == 0, str(drc))
+
+    c = stack.db()
+    c.execute("DELETE FROM connectors WHERE id = ?", (dead_id,))
+    c.close()
 
     # ---- the connector's connection to a relay drops: it registers again ----
     before = metric(stack, "sallyport_connector_relay_registrations_total")
