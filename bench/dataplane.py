@@ -7,6 +7,8 @@ Paths, all on 127.0.0.1, to the same targets (nginx for HTTP, iperf3 -s for bulk
   direct    the target itself
   sallyport sp_test_client forward (a listener; each connection a new stream on one warm
             tunnel) -> TLS 1.3 + HTTP/2 -> sallyport-connector -> target
+  relayed   the same, the tunnel through the controller's in-process relay (sp_test_client
+            forward --relay: ticket, "SPRC"; the connector's data connection "SPRD")
   haproxy   haproxy A (plain in, TLS out) -> haproxy B (TLS in, plain out) -> target
   stunnel   stunnel client -> stunnel server -> target
 Every proxy runs one thread (haproxy nbthread 1; the connector and the forwarder are single
@@ -194,15 +196,16 @@ key = {key}
     return entries
 
 
-def start_forwarders(stack, res, targets):
+def start_forwarders(stack, res, targets, relayed=False):
     entries = {}
     for t in targets:
         port = free_port()
+        log = f"forward-{'relayed-' if relayed else ''}{t}.log"
         stack.spawn(stack.client_args("forward", res, f"127.0.0.1:{t}") +
-                    ["--listen", f"127.0.0.1:{port}"], f"forward-{t}.log")
+                    ["--listen", f"127.0.0.1:{port}"] + (["--relay"] if relayed else []), log)
         if not wait_port(port):
             raise RuntimeError("sp_test_client forward did not start: " +
-                               open(os.path.join(WORK, f"forward-{t}.log")).read())
+                               open(os.path.join(WORK, log)).read())
         entries[t] = port
     return entries
 
@@ -239,6 +242,15 @@ def idle_flows(stack, fwd_port, fwd_pid):
             "fwd_per_flow": (fwd - base_fwd) / max(flows, 1)}
 
 
+def metrics_text(stack):
+    try:
+        import urllib.request
+        return urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics",
+                                      timeout=5).read().decode()
+    except OSError:
+        return ""
+
+
 def median(values):
     v = sorted(x for x in values if x is not None)
     return v[len(v) // 2] if v else None
@@ -267,9 +279,15 @@ def main():
         stack.start_controller()
         res = stack.add_resource("bench", "127.0.0.1", tcp=[web, ip])
         stack.start_connector()
+        # registered at the relay before the relayed path is measured
+        end = time.time() + 20
+        while time.time() < end and not re.search(
+                r"^sallyport_connector_relays_registered 1$", metrics_text(stack), re.M):
+            time.sleep(0.1)
         key, crt, pem = make_cert()
         paths = [("direct", {web: web, ip: ip}),
                  ("sallyport", start_forwarders(stack, res, [web, ip])),
+                 ("relayed", start_forwarders(stack, res, [web, ip], relayed=True)),
                  ("haproxy", start_haproxy(stack, pem, crt, [web, ip])),
                  ("stunnel", start_stunnel(stack, key, crt, [web, ip]))]
         if not wait_port(ip):
@@ -338,6 +356,14 @@ def main():
         for label, v, target, bound, higher in rows:
             met = v is not None and (v >= bound if higher else v <= bound)
             print(f"{label:<27} {fmt(v, '6.2f')}x  {target:>7}  {'yes' if met else 'NO'}")
+        r = results["relayed"]
+        print()
+        print("relayed vs direct tunnel     ratio   target  met")
+        for label, v in (("throughput (iperf3)", ratio(r["gbps"], s["gbps"])),
+                         ("keep-alive req/s", ratio(r["rps"], s["rps"])),
+                         ("new connections/s", ratio(r["cps"], s["cps"]))):
+            met = v is not None and v >= 0.8
+            print(f"{label:<27} {fmt(v, '6.2f')}x  {'>= 0.8x':>7}  {'yes' if met else 'NO'}")
         pf = mem["per_flow"]
         print(f"{'connector KiB / idle flow':<27} {pf:7.2f}  {'<= 16':>7}  "
               f"{'yes' if pf <= 16 and mem['flows'] >= IDLE_FLOWS else 'NO'}")

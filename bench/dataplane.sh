@@ -4,11 +4,12 @@
 #   bench/dataplane.sh [BUILD_DIR]        # BUILD_DIR defaults to build/release
 #
 # Compares, in one run: (a) direct loopback to the target, (b) a direct Sallyport tunnel
-# (sp_test_client forward -> sallyport-connector -> target), (c) a haproxy TLS
+# (sp_test_client forward -> sallyport-connector -> target), (b') the same tunnel through
+# the controller's relay (sp_test_client forward --relay), (c) a haproxy TLS
 # wrap-and-unwrap chain, (d) stunnel client -> stunnel server. Figures: iperf3 single-stream
 # throughput, wrk keep-alive request rate and p50/p99 latency, wrk new connections per
 # second, and the connector's memory per idle flow (10,000 flows). Prints a table and the
-# ratios against the haproxy chain: medians of ROUNDS (default 3) interleaved rounds.
+# ratios against the haproxy chain and relayed/direct tunnel: medians of ROUNDS (default 3) interleaved rounds.
 # See bench/dataplane.py for the details.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)

@@ -187,6 +187,12 @@ static void on_notify(evutil_socket_t fd, short what, void *arg)
 	while (results != NULL) {
 		struct grant_result *r = results;
 		results = r->next;
+		if (r->connector_id[0] != '\0') {
+			tunnel_ticket_ready(d, r);
+			free_secret(r->ticket);
+			free(r);
+			continue;
+		}
 		int ok = r->grant != NULL && grant_cache_put(&d->grants, r->resource_id, r->grant,
 							      r->expires_at, now_s()) == 0;
 		if (r->grant != NULL && !ok)
@@ -383,7 +389,8 @@ static json_t *status_json(struct daemon *d)
 		    tunnels,
 		    json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "connector_id",
 			      tn->connector_id, "connector", tn->connector_name, "network_id",
-			      tn->network_id, "address", tn->address, "path", "direct", "streams_open",
+			      tn->network_id, "address", tn->address, "path",
+			      tn->relayed ? "relayed" : "direct", "streams_open",
 			      (json_int_t)st.streams_open, "streams_total",
 			      (json_int_t)st.streams_total, "bytes_in", (json_int_t)st.bytes_in,
 			      "bytes_out", (json_int_t)st.bytes_out));
@@ -722,6 +729,7 @@ out:
 		struct grant_result *r = d->grant_results;
 		d->grant_results = r->next;
 		free_secret(r->grant);
+		free_secret(r->ticket);
 		free(r);
 	}
 	while (d->flows != NULL)

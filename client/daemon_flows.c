@@ -27,6 +27,7 @@
 #include "shared/log.h"
 #include "shared/tls.h"
 #include "shared/secret.h"
+#include "shared/wire.h"
 
 /* ---------- denials ---------- */
 
@@ -272,15 +273,24 @@ void tunnel_fail(struct tunnel *tn, const char *why)
 	SP_LOG(SP_LOG_WARN, "tunnel closed", SP_LOG_STR("connector", tn->connector_name),
 	       SP_LOG_STR("address", tn->address), SP_LOG_STR("why", why));
 	if (!tn->handshake_done) {
+		/* a direct failure sends the next try through the relay; a relayed one moves
+		 * on to another connector of the network */
 		struct connector_health *h = health_of(d, tn->connector_id);
-		h->backoff = h->backoff == 0 ? 1 : h->backoff * 2;
-		if (h->backoff > CONNECTOR_BACKOFF_MAX_S)
-			h->backoff = CONNECTOR_BACKOFF_MAX_S;
-		h->retry_at = now_s() + h->backoff;
+		int64_t *backoff = tn->relayed ? &h->backoff : &h->direct_backoff;
+		*backoff = *backoff == 0 ? 1 : *backoff * 2;
+		if (*backoff > CONNECTOR_BACKOFF_MAX_S)
+			*backoff = CONNECTOR_BACKOFF_MAX_S;
+		if (tn->relayed)
+			h->retry_at = now_s() + *backoff;
+		else
+			h->direct_retry_at = now_s() + *backoff;
 	}
-	event_del(tn->ev_read);
-	event_del(tn->ev_write);
+	if (tn->ev_read != NULL)
+		event_del(tn->ev_read);
+	if (tn->ev_write != NULL)
+		event_del(tn->ev_write);
 	event_del(tn->ev_kick);
+	event_del(tn->ev_timeout);
 	if (tn->prev != NULL)
 		tn->prev->next = tn->next;
 	else
@@ -346,6 +356,27 @@ static void tunnel_on_read(evutil_socket_t fd, short what, void *arg)
 	struct tunnel *tn = arg;
 	uint8_t buf[64 * 1024];
 	struct sp_diag diag = {{0}};
+	if (tn->relay_phase == RELAY_WAIT_STATUS) {
+		uint8_t status = 0;
+		ssize_t n = recv(fd, &status, 1, 0);
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+			return;
+		if (n <= 0) {
+			tunnel_fail(tn, n == 0 ? "closed by the relay" : strerror(errno));
+			return;
+		}
+		if (status != SP_RELAY_PAIRED) {
+			char why[64];
+			snprintf(why, sizeof(why), "relay: %s", sp_relay_status_name(status));
+			tunnel_fail(tn, why);
+			return;
+		}
+		tn->relay_phase = RELAY_PAIRED;
+		tn->tcp_connected = 1;
+		tunnel_pump(tn); /* the ClientHello and the opens queued meanwhile */
+		if (tn->dead)
+			return;
+	}
 	for (int rounds = 0; rounds < 16 && !tn->dead; rounds++) {
 		ssize_t n = recv(fd, buf, sizeof(buf), 0);
 		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -367,10 +398,20 @@ static void tunnel_on_read(evutil_socket_t fd, short what, void *arg)
 			off += used;
 			if (!tn->handshake_done && sp_tunnel_tls_handshake_done(tn->tt)) {
 				tn->handshake_done = 1;
-				health_of(tn->d, tn->connector_id)->backoff = 0;
+				event_del(tn->ev_timeout);
+				for (struct flow *f = tn->d->flows; f != NULL; f = f->next)
+					if (f->tn == tn && f->bev != NULL && !f->dead)
+						bufferevent_trigger(f->bev, EV_READ,
+								    BEV_OPT_DEFER_CALLBACKS);
+				struct connector_health *h = health_of(tn->d, tn->connector_id);
+				if (tn->relayed)
+					h->backoff = 0;
+				else
+					h->direct_backoff = 0;
 				SP_LOG(SP_LOG_INFO, "tunnel up",
 				       SP_LOG_STR("connector", tn->connector_name),
-				       SP_LOG_STR("address", tn->address));
+				       SP_LOG_STR("address", tn->address),
+				       SP_LOG_STR("path", tn->relayed ? "relayed" : "direct"));
 			}
 			tunnel_pump(tn);
 		}
@@ -392,10 +433,43 @@ static void tunnel_on_write(evutil_socket_t fd, short what, void *arg)
 			tunnel_fail(tn, strerror(err != 0 ? err : errno));
 			return;
 		}
-		tn->tcp_connected = 1;
+		if (!tn->relayed) {
+			tn->tcp_connected = 1;
+			event_add(tn->ev_read, NULL);
+		}
+	}
+	if (tn->relay_phase == RELAY_CONNECTING) {
+		while (tn->relay_hello_off < tn->relay_hello_len) {
+			ssize_t n = send(fd, tn->relay_hello + tn->relay_hello_off,
+					 tn->relay_hello_len - tn->relay_hello_off, MSG_NOSIGNAL);
+			if (n == -1 && errno == EINTR)
+				continue;
+			if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+				return;
+			if (n == -1) {
+				tunnel_fail(tn, strerror(errno));
+				return;
+			}
+			tn->relay_hello_off += (size_t)n;
+		}
+		OPENSSL_cleanse(tn->relay_hello, tn->relay_hello_len);
+		free(tn->relay_hello);
+		tn->relay_hello = NULL;
+		tn->relay_phase = RELAY_WAIT_STATUS;
+		event_del(tn->ev_write);
 		event_add(tn->ev_read, NULL);
+		return;
 	}
 	tunnel_pump(tn);
+}
+
+static void tunnel_on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct tunnel *tn = arg;
+	if (!tn->dead && !tn->handshake_done)
+		tunnel_fail(tn, tn->relayed ? "relayed tunnel not up in time" : "no answer in time");
 }
 
 static void tunnel_on_kick(evutil_socket_t fd, short what, void *arg)
@@ -425,19 +499,87 @@ static int hex_pin(const char *hex, uint8_t out[SP_KEY_SPKI_DIGEST_LEN])
 	return 0;
 }
 
-static struct tunnel *tunnel_new(struct daemon *d, const char *network_id, json_t *conn)
+static void health_bump(struct daemon *d, const char *id, int direct)
+{
+	struct connector_health *h = health_of(d, id);
+	int64_t *backoff = direct ? &h->direct_backoff : &h->backoff;
+	*backoff = *backoff == 0 ? 1 : *backoff * 2;
+	if (*backoff > CONNECTOR_BACKOFF_MAX_S)
+		*backoff = CONNECTOR_BACKOFF_MAX_S;
+	if (direct)
+		h->direct_retry_at = now_s() + *backoff;
+	else
+		h->retry_at = now_s() + *backoff;
+}
+
+static void tunnel_free(struct tunnel *tn)
+{
+	if (tn->ev_read != NULL)
+		event_free(tn->ev_read);
+	if (tn->ev_write != NULL)
+		event_free(tn->ev_write);
+	if (tn->ev_kick != NULL)
+		event_free(tn->ev_kick);
+	if (tn->ev_timeout != NULL)
+		event_free(tn->ev_timeout);
+	if (tn->relay_hello != NULL) {
+		OPENSSL_cleanse(tn->relay_hello, tn->relay_hello_len);
+		free(tn->relay_hello);
+	}
+	sp_tunnel_tls_free(tn->tt);
+	sp_tunnel_free(tn->t);
+	SSL_free(tn->ssl);
+	if (tn->fd != -1)
+		close(tn->fd);
+	free(tn);
+}
+
+/* A tunnel object for a connector of the network (TLS pinned to its key), not linked and
+ * without a socket yet. NULL when the connector entry is unusable or out of memory. */
+static struct tunnel *tunnel_alloc(struct daemon *d, const char *network_id, json_t *conn,
+				   int relayed)
 {
 	const char *id = json_string_value(json_object_get(conn, "id"));
 	const char *name = json_string_value(json_object_get(conn, "name"));
-	const char *addr = json_string_value(json_object_get(conn, "direct_address"));
 	const char *digest = json_string_value(json_object_get(conn, "public_key_digest"));
 	uint8_t pin[SP_KEY_SPKI_DIGEST_LEN];
-	if (id == NULL || addr == NULL || hex_pin(digest, pin) < 0)
+	if (id == NULL || strlen(id) > ID_MAX || hex_pin(digest, pin) < 0)
 		return NULL;
+	struct tunnel *tn = calloc(1, sizeof(*tn));
+	if (tn == NULL)
+		return NULL;
+	tn->d = d;
+	tn->fd = -1;
+	tn->relayed = relayed;
+	snprintf(tn->connector_id, sizeof(tn->connector_id), "%s", id);
+	snprintf(tn->connector_name, sizeof(tn->connector_name), "%s", name != NULL ? name : id);
+	snprintf(tn->network_id, sizeof(tn->network_id), "%s", network_id);
+	tn->started = now_s();
+	if (sp_tls_conn_new_memory(d->tls_ctx, &tn->ssl) < 0 ||
+	    sp_tls_set_expected_peer(tn->ssl, pin) < 0 ||
+	    sp_tunnel_new(SP_TUNNEL_CLIENT, &tunnel_cb, tn, NULL, &tn->t) < 0 ||
+	    sp_tunnel_tls_new(tn->ssl, tn->t, &tn->tt) < 0)
+		goto fail;
+	tn->ev_kick = event_new(d->base, -1, 0, tunnel_on_kick, tn);
+	tn->ev_timeout = evtimer_new(d->base, tunnel_on_timeout, tn);
+	if (tn->ev_kick == NULL || tn->ev_timeout == NULL)
+		goto fail;
+	struct timeval tv = {relayed ? TUNNEL_RELAY_TIMEOUT_S : TUNNEL_DIRECT_TIMEOUT_S, 0};
+	event_add(tn->ev_timeout, &tv);
+	return tn;
+fail:
+	tunnel_free(tn);
+	return NULL;
+}
+
+/* Starts a non-blocking connect to "host:port" with the socket events. 0 or -1. */
+static int tunnel_connect(struct tunnel *tn, const char *addr)
+{
+	struct daemon *d = tn->d;
 	char host[256], port[8];
 	const char *colon = strrchr(addr, ':');
 	if (colon == NULL || (size_t)(colon - addr) >= sizeof(host) || strlen(colon + 1) >= 8)
-		return NULL;
+		return -1;
 	const char *h = addr;
 	size_t hlen = (size_t)(colon - addr);
 	if (hlen >= 2 && h[0] == '[' && h[hlen - 1] == ']') {
@@ -447,85 +589,120 @@ static struct tunnel *tunnel_new(struct daemon *d, const char *network_id, json_
 	memcpy(host, h, hlen);
 	host[hlen] = '\0';
 	snprintf(port, sizeof(port), "%s", colon + 1);
-	struct tunnel *tn = calloc(1, sizeof(*tn));
-	if (tn == NULL)
-		return NULL;
-	tn->d = d;
-	tn->fd = -1;
-	snprintf(tn->connector_id, sizeof(tn->connector_id), "%s", id);
-	snprintf(tn->connector_name, sizeof(tn->connector_name), "%s", name != NULL ? name : id);
-	snprintf(tn->network_id, sizeof(tn->network_id), "%s", network_id);
 	snprintf(tn->address, sizeof(tn->address), "%s", addr);
-	tn->started = now_s();
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
 	if (getaddrinfo(host, port, &hints, &res) != 0 || res == NULL)
-		goto fail;
+		return -1;
 	tn->fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (tn->fd == -1)
-		goto fail;
-	int one = 1;
-	(void)setsockopt(tn->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (connect(tn->fd, res->ai_addr, res->ai_addrlen) == -1 && errno != EINPROGRESS)
-		goto fail;
+	int ok = tn->fd != -1;
+	if (ok) {
+		int one = 1;
+		(void)setsockopt(tn->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		ok = connect(tn->fd, res->ai_addr, res->ai_addrlen) == 0 || errno == EINPROGRESS;
+	}
 	freeaddrinfo(res);
-	res = NULL;
-	if (sp_tls_conn_new_memory(d->tls_ctx, &tn->ssl) < 0 ||
-	    sp_tls_set_expected_peer(tn->ssl, pin) < 0 ||
-	    sp_tunnel_new(SP_TUNNEL_CLIENT, &tunnel_cb, tn, NULL, &tn->t) < 0 ||
-	    sp_tunnel_tls_new(tn->ssl, tn->t, &tn->tt) < 0)
-		goto fail;
+	if (!ok)
+		return -1;
 	tn->ev_read = event_new(d->base, tn->fd, EV_READ | EV_PERSIST, tunnel_on_read, tn);
 	tn->ev_write = event_new(d->base, tn->fd, EV_WRITE | EV_PERSIST, tunnel_on_write, tn);
-	tn->ev_kick = event_new(d->base, -1, 0, tunnel_on_kick, tn);
-	if (tn->ev_read == NULL || tn->ev_write == NULL || tn->ev_kick == NULL)
-		goto fail;
+	if (tn->ev_read == NULL || tn->ev_write == NULL)
+		return -1;
 	event_add(tn->ev_write, NULL);
+	return 0;
+}
+
+static void tunnel_link(struct tunnel *tn)
+{
+	struct daemon *d = tn->d;
 	tn->next = d->tunnels;
 	if (d->tunnels != NULL)
 		d->tunnels->prev = tn;
 	d->tunnels = tn;
 	SP_LOG(SP_LOG_INFO, "tunnel connecting", SP_LOG_STR("connector", tn->connector_name),
-	       SP_LOG_STR("address", tn->address));
-	return tn;
-fail:
-	if (res != NULL)
-		freeaddrinfo(res);
-	struct connector_health *hh = health_of(d, id);
-	hh->backoff = hh->backoff == 0 ? 1 : hh->backoff * 2;
-	if (hh->backoff > CONNECTOR_BACKOFF_MAX_S)
-		hh->backoff = CONNECTOR_BACKOFF_MAX_S;
-	hh->retry_at = now_s() + hh->backoff;
-	if (tn->ev_read != NULL)
-		event_free(tn->ev_read);
-	if (tn->ev_write != NULL)
-		event_free(tn->ev_write);
-	if (tn->ev_kick != NULL)
-		event_free(tn->ev_kick);
-	sp_tunnel_tls_free(tn->tt);
-	sp_tunnel_free(tn->t);
-	SSL_free(tn->ssl);
-	if (tn->fd != -1)
-		close(tn->fd);
-	free(tn);
-	return NULL;
+	       SP_LOG_STR("address", tn->address),
+	       SP_LOG_STR("path", tn->relayed ? "relayed" : "direct"));
 }
 
-static void tunnel_free(struct tunnel *tn)
+static struct tunnel *tunnel_new_direct(struct daemon *d, const char *network_id, json_t *conn)
 {
-	event_free(tn->ev_read);
-	event_free(tn->ev_write);
-	event_free(tn->ev_kick);
-	sp_tunnel_tls_free(tn->tt);
-	sp_tunnel_free(tn->t);
-	SSL_free(tn->ssl);
-	close(tn->fd);
-	free(tn);
+	const char *id = json_string_value(json_object_get(conn, "id"));
+	const char *addr = json_string_value(json_object_get(conn, "direct_address"));
+	if (id == NULL || addr == NULL)
+		return NULL;
+	struct tunnel *tn = tunnel_alloc(d, network_id, conn, 0);
+	if (tn == NULL || tunnel_connect(tn, addr) < 0) {
+		health_bump(d, id, 1);
+		if (tn != NULL)
+			tunnel_free(tn);
+		return NULL;
+	}
+	tunnel_link(tn);
+	return tn;
+}
+
+/* A relayed tunnel waits for its ticket (the grant thread asks the controller); flows
+ * open their streams on it meanwhile and go out once TLS runs. */
+static struct tunnel *tunnel_new_relayed(struct daemon *d, const char *network_id, json_t *conn)
+{
+	const char *id = json_string_value(json_object_get(conn, "id"));
+	if (id == NULL)
+		return NULL;
+	struct tunnel *tn = tunnel_alloc(d, network_id, conn, 1);
+	struct grant_request *rq = tn != NULL ? calloc(1, sizeof(*rq)) : NULL;
+	if (rq == NULL) {
+		health_bump(d, id, 0);
+		if (tn != NULL)
+			tunnel_free(tn);
+		return NULL;
+	}
+	tn->relay_phase = RELAY_WAIT_TICKET;
+	snprintf(tn->address, sizeof(tn->address), "relay");
+	snprintf(rq->connector_id, sizeof(rq->connector_id), "%s", tn->connector_id);
+	pthread_mutex_lock(&d->lock);
+	struct grant_request **pp = &d->grant_queue;
+	while (*pp != NULL)
+		pp = &(*pp)->next;
+	*pp = rq;
+	pthread_cond_signal(&d->grant_cond);
+	pthread_mutex_unlock(&d->lock);
+	tunnel_link(tn);
+	return tn;
+}
+
+void tunnel_ticket_ready(struct daemon *d, const struct grant_result *r)
+{
+	struct tunnel *tn = d->tunnels;
+	while (tn != NULL && (tn->dead || tn->relay_phase != RELAY_WAIT_TICKET ||
+			      strcmp(tn->connector_id, r->connector_id) != 0))
+		tn = tn->next;
+	if (tn == NULL)
+		return; /* the tunnel ended meanwhile */
+	if (r->ticket == NULL) {
+		char why[96];
+		snprintf(why, sizeof(why), "no relay ticket: %s", r->reason);
+		tunnel_fail(tn, why);
+		return;
+	}
+	struct sp_buf hello;
+	sp_buf_init(&hello, 16 + SP_RELAY_TICKET_MAX);
+	if (sp_relay_client_hello_encode((const uint8_t *)r->ticket, strlen(r->ticket), &hello) < 0) {
+		sp_buf_free_secret(&hello);
+		tunnel_fail(tn, "the relay ticket is too long");
+		return;
+	}
+	tn->relay_hello = hello.data; /* ours now; wiped once sent */
+	tn->relay_hello_len = hello.len;
+	tn->relay_phase = RELAY_CONNECTING;
+	if (tunnel_connect(tn, r->relay) < 0)
+		tunnel_fail(tn, "cannot connect to the relay");
 }
 
 /*
  * A tunnel for a new flow of the network. Flows take the network's connectors in turn
- * (load spread), reusing a connector's live tunnel or dialing one, and skip connectors in
- * backoff; when none of those works, any live tunnel of the network is used.
+ * (load spread), reusing a connector's live tunnel or making one — direct when the
+ * connector advertises an address that has not failed lately, else through the relay —
+ * and skip connectors that failed on both paths lately; when none of those works, any
+ * live tunnel of the network is used.
  */
 static struct tunnel *tunnel_for(struct daemon *d, const char *network_id)
 {
@@ -543,15 +720,21 @@ static struct tunnel *tunnel_for(struct daemon *d, const char *network_id)
 	for (size_t k = 0; k < n; k++) {
 		json_t *conn = json_array_get(conns, (start + k) % n);
 		const char *cid = json_string_value(json_object_get(conn, "id"));
-		if (cid == NULL || !json_is_string(json_object_get(conn, "direct_address")))
+		if (cid == NULL)
 			continue;
 		for (struct tunnel *tn = d->tunnels; tn != NULL; tn = tn->next)
 			if (!tn->dead && strcmp(tn->connector_id, cid) == 0 &&
 			    !sp_tunnel_peer_going_away(tn->t) && sp_tunnel_can_open(tn->t))
 				return tn;
-		if (health_of(d, cid)->retry_at > now_s())
+		struct connector_health *h = health_of(d, cid);
+		int64_t now = now_s();
+		if (h->retry_at > now)
 			continue;
-		struct tunnel *tn = tunnel_new(d, network_id, conn);
+		struct tunnel *tn = NULL;
+		if (json_is_string(json_object_get(conn, "direct_address")) && h->direct_retry_at <= now)
+			tn = tunnel_new_direct(d, network_id, conn);
+		if (tn == NULL)
+			tn = tunnel_new_relayed(d, network_id, conn);
 		if (tn != NULL)
 			return tn;
 	}
@@ -565,7 +748,33 @@ static struct tunnel *tunnel_for(struct daemon *d, const char *network_id)
 /* ---------- flows: opening ---------- */
 
 
-/* Grant thread: POST /api/client/v1/grants for each queued resource, one at a time. */
+/* Grant thread: a relay ticket for the connector and the relay to use (the first listed). */
+static void fetch_ticket(struct daemon *d, const char *connector_id, const char *access,
+			 struct grant_result *res)
+{
+	char body[160];
+	snprintf(body, sizeof(body), "{\"connector_id\":\"%s\"}", connector_id);
+	long status = 0;
+	json_t *ans = NULL;
+	struct sp_diag diag = {{0}};
+	int rc = api_call(d->controller, "POST", "/api/client/v1/relay-tickets", body, access, 10,
+			  &status, &ans, &diag);
+	const char *ticket = json_string_value(json_object_get(ans, "ticket"));
+	const char *relay = json_string_value(json_array_get(json_object_get(ans, "relays"), 0));
+	if (rc == 0 && status == 200 && ticket != NULL && relay != NULL &&
+	    strlen(relay) < sizeof(res->relay)) {
+		res->ticket = strdup(ticket);
+		snprintf(res->relay, sizeof(res->relay), "%s", relay);
+	}
+	if (res->ticket == NULL)
+		snprintf(res->reason, sizeof(res->reason), "%s",
+			 rc < 0 ? "controller_unreachable"
+			 : rc == 0 && status == 200 ? "no_relay" : api_error_code(ans));
+	json_decref(ans);
+}
+
+/* Grant thread: POST /api/client/v1/grants for each queued resource (or relay-tickets for
+ * a connector), one at a time. */
 void *grant_main(void *arg)
 {
 	struct daemon *d = arg;
@@ -582,10 +791,14 @@ void *grant_main(void *arg)
 		struct grant_result *res = calloc(1, sizeof(*res));
 		if (res != NULL) {
 			snprintf(res->resource_id, sizeof(res->resource_id), "%s", rq->resource_id);
+			snprintf(res->connector_id, sizeof(res->connector_id), "%s",
+				 rq->connector_id);
 			snprintf(res->origin, sizeof(res->origin), "controller");
 			if (access == NULL) {
 				snprintf(res->reason, sizeof(res->reason), "signed_out");
 				snprintf(res->origin, sizeof(res->origin), "client");
+			} else if (rq->connector_id[0] != '\0') {
+				fetch_ticket(d, rq->connector_id, access, res);
 			} else {
 				char body[128];
 				snprintf(body, sizeof(body), "{\"resource_id\":\"%s\"}", rq->resource_id);
@@ -796,7 +1009,10 @@ static void flow_local_read(struct bufferevent *bev, void *arg)
 		flow_start(f);
 		return;
 	}
-	if (f->tn == NULL || f->stream_closed)
+	/* Bytes wait in the local buffer until the tunnel's handshake is done: a tunnel that
+	 * fails before that hands its flows to another tunnel (failover), and bytes already
+	 * given to the dead one would be lost. The handshake triggers this read again. */
+	if (f->tn == NULL || f->stream_closed || !f->tn->handshake_done)
 		return;
 	while (evbuffer_get_length(in) > 0) {
 		size_t len = evbuffer_get_length(in);

@@ -40,12 +40,25 @@
 #define LOCAL_OUT_HIGH (1024 * 1024)
 #define MAX_FLOWS 4096
 #define ID_MAX 64
+/* A direct tunnel not through its TLS handshake within this long gives way to the relay. */
+#define TUNNEL_DIRECT_TIMEOUT_S 5
+/* A relayed tunnel (ticket, relay, pairing, handshake) gets this long. */
+#define TUNNEL_RELAY_TIMEOUT_S 15
 
 /* FLOW_TUN is a listener kind only: its connections become FLOW_LOOPBACK flows. */
 enum flow_kind { FLOW_LOOPBACK = 1, FLOW_SOCKS, FLOW_HTTP, FLOW_TUN };
 enum flow_state { F_SOCKS_GREETING = 1, F_SOCKS_REQUEST, F_HTTP_REQUEST, F_OPENING, F_OPEN };
 
 struct daemon;
+
+/* Where a relayed tunnel is (docs/client.md "Relay"); direct tunnels stay at RELAY_NONE. */
+enum relay_phase {
+	RELAY_NONE = 0,
+	RELAY_WAIT_TICKET,  /* the grant thread fetches a ticket */
+	RELAY_CONNECTING,   /* TCP to the relay, then the "SPRC" preamble */
+	RELAY_WAIT_STATUS,  /* preamble sent, waiting for the status byte */
+	RELAY_PAIRED,       /* the relay splices: TLS runs as on a direct tunnel */
+};
 
 struct tunnel {
 	struct daemon *d;
@@ -59,6 +72,11 @@ struct tunnel {
 	int dead;
 	struct event *ev_read, *ev_write;
 	struct event *ev_kick; /* runs tunnel_pump outside tunnel callbacks */
+	struct event *ev_timeout; /* not up in time: the tunnel fails (and the flows move on) */
+	int relayed;
+	enum relay_phase relay_phase;
+	uint8_t *relay_hello;     /* "SPRC" + ticket (a secret: wiped), until sent */
+	size_t relay_hello_len, relay_hello_off;
 	SSL *ssl;
 	struct sp_tunnel *t;
 	struct sp_tunnel_tls *tt;
@@ -109,6 +127,7 @@ struct denial {
 /* A grant the loop asks the grant thread for (heap; the thread frees it). */
 struct grant_request {
 	char resource_id[ID_MAX + 1];
+	char connector_id[ID_MAX + 1]; /* set: a relay ticket for this connector instead */
 	struct grant_request *next;
 };
 
@@ -119,13 +138,18 @@ struct grant_result {
 	int64_t expires_at;
 	char reason[48];
 	char origin[16];
+	char connector_id[ID_MAX + 1]; /* set: the answer to a ticket request */
+	char *ticket;                  /* the relay ticket (secret) */
+	char relay[300];               /* the relay to present it to */
 	struct grant_result *next;
 };
 
 struct connector_health {
 	char id[ID_MAX + 1];
-	int64_t retry_at;
+	int64_t retry_at; /* relayed (or the connector as a whole) */
 	int64_t backoff;
+	int64_t direct_retry_at; /* its direct address failed: relayed until then */
+	int64_t direct_backoff;
 };
 
 struct daemon {
@@ -220,6 +244,9 @@ int parse_listen(const char *text, char *host, size_t hsize, uint16_t *port,
 		 struct sp_diag *diag);
 /* The grant thread's body (arg: struct daemon). */
 void *grant_main(void *arg);
+/* A ticket answer from the grant thread: the relayed tunnel waiting for it goes on (or
+ * fails). Takes nothing from r. */
+void tunnel_ticket_ready(struct daemon *d, const struct grant_result *r);
 /* Frees closed flows and tunnels (the reaper event's handler). */
 void on_reaper(evutil_socket_t fd, short what, void *arg);
 /* Serves connections accepted on a bound, listening socket fd (owned from then on). */

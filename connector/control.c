@@ -4,12 +4,14 @@
 #include "connector/control.h"
 
 #include <inttypes.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 #include "connector/http_client.h"
@@ -51,6 +53,11 @@ int connector_shared_init(struct connector_shared *s)
 
 void connector_shared_destroy(struct connector_shared *s)
 {
+	if (s->relay_token != NULL) {
+		OPENSSL_cleanse(s->relay_token, strlen(s->relay_token));
+		free(s->relay_token);
+		s->relay_token = NULL;
+	}
 	connector_config_free(s->pending);
 	s->pending = NULL;
 	pthread_mutex_destroy(&s->lock);
@@ -64,6 +71,28 @@ struct connector_config *connector_shared_take_config(struct connector_shared *s
 	s->pending = NULL;
 	pthread_mutex_unlock(&s->lock);
 	return cfg;
+}
+
+int connector_shared_relay_get(struct connector_shared *s, char **token,
+                               struct connector_relay_addr relays[CONNECTOR_RELAY_MAX],
+                               size_t *count)
+{
+	int r = 0;
+	pthread_mutex_lock(&s->lock);
+	*token = s->relay_token != NULL ? strdup(s->relay_token) : NULL;
+	if (s->relay_token != NULL && *token == NULL)
+		r = SP_ERR_NOMEM;
+	*count = s->relay_count;
+	memcpy(relays, s->relays, sizeof(s->relays[0]) * s->relay_count);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+void connector_shared_relay_token_refused(struct connector_shared *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->relay_token_stale = 1;
+	pthread_mutex_unlock(&s->lock);
 }
 
 int connector_shared_ready(struct connector_shared *s, int64_t now)
@@ -409,6 +438,99 @@ static int send_events(struct connector_shared *s, json_t *batch, const atomic_i
 	return r;
 }
 
+/* POST /api/connector/v1/relay-token: a fresh token and the relay list, handed over. */
+static int fetch_relay_token(struct connector_shared *s)
+{
+	struct connector_http_response resp;
+	struct sp_diag d = {{0}};
+	int r = call(s, "POST", "/api/connector/v1/relay-token", "{}", 20, 65536, &resp, &d);
+	if (r < 0) {
+		if (r != SP_ERR_AGAIN)
+			log_failure("relay token not fetched", d.message);
+		return r;
+	}
+	json_t *answer = resp.status == 200 ? json_loads(resp.body, 0, NULL) : NULL;
+	if (answer == NULL) {
+		SP_LOG(SP_LOG_WARN, "relay token refused", SP_LOG_INT("status", resp.status),
+		       SP_LOG_STR("answer", resp.body));
+		connector_http_response_free(&resp);
+		return SP_ERR_IO;
+	}
+	connector_http_response_free(&resp);
+	struct connector_relay_addr relays[CONNECTOR_RELAY_MAX];
+	size_t count = 0;
+	const char *token = json_string_value(json_object_get(answer, "token"));
+	json_t *exp = json_object_get(answer, "expires_at");
+	char *copy = NULL;
+	r = connector_relay_list_parse(json_object_get(answer, "relays"), relays, &count, &d);
+	if (r == 0 && (token == NULL || strlen(token) == 0 || strlen(token) > SP_RELAY_TOKEN_MAX ||
+		       !json_is_integer(exp)))
+		r = sp_diag_set(&d, SP_ERR_INVALID, "token and expires_at are required");
+	if (r == 0 && (copy = strdup(token)) == NULL)
+		r = SP_ERR_NOMEM;
+	if (r < 0) {
+		log_failure("relay token answer refused", d.message);
+		json_decref(answer);
+		return r;
+	}
+	/* Resolved here, on a thread that may block, so the data plane never does. */
+	size_t kept = 0;
+	for (size_t i = 0; i < count; i++) {
+		char port[8];
+		snprintf(port, sizeof(port), "%u", (unsigned)relays[i].port);
+		struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+		int g = getaddrinfo(relays[i].host, port, &hints, &res);
+		if (g != 0 || res == NULL || res->ai_addrlen > sizeof(relays[i].sa)) {
+			SP_LOG(SP_LOG_WARN, "relay address does not resolve",
+			       SP_LOG_STR("relay", relays[i].text),
+			       SP_LOG_STR("detail", g != 0 ? gai_strerror(g) : "no address"));
+			if (res != NULL)
+				freeaddrinfo(res);
+			continue;
+		}
+		memcpy(&relays[i].sa, res->ai_addr, res->ai_addrlen);
+		relays[i].sa_len = res->ai_addrlen;
+		freeaddrinfo(res);
+		relays[kept++] = relays[i];
+	}
+	count = kept;
+	pthread_mutex_lock(&s->lock);
+	if (s->relay_token != NULL) {
+		OPENSSL_cleanse(s->relay_token, strlen(s->relay_token));
+		free(s->relay_token);
+	}
+	s->relay_token = copy;
+	s->relay_token_expires = json_integer_value(exp);
+	s->relay_token_stale = 0;
+	memcpy(s->relays, relays, sizeof(relays[0]) * count);
+	s->relay_count = count;
+	pthread_mutex_unlock(&s->lock);
+	json_decref(answer);
+	if (s->relay_event != NULL)
+		event_active(s->relay_event, EV_READ, 0);
+	SP_LOG(SP_LOG_DEBUG, "relay token fetched", SP_LOG_UINT("relays", count));
+	return 0;
+}
+
+/* Fetches the relay token when it is due, stale or missing; *retry_at paces failures. */
+static void relay_token_tick(struct connector_shared *s, int64_t *retry_at, int *backoff)
+{
+	int64_t now = wall_now();
+	pthread_mutex_lock(&s->lock);
+	int due = s->relay_token_stale || connector_relay_token_due(s->relay_token_expires, now);
+	pthread_mutex_unlock(&s->lock);
+	if (!due || now < *retry_at)
+		return;
+	if (fetch_relay_token(s) == 0) {
+		*backoff = BACKOFF_MIN_S;
+		*retry_at = 0;
+		return;
+	}
+	atomic_fetch_add(&s->controller_errors, 1);
+	*retry_at = now + *backoff;
+	*backoff = *backoff * 2 > BACKOFF_MAX_S ? BACKOFF_MAX_S : *backoff * 2;
+}
+
 static void *reporter_main(void *arg)
 {
 	struct connector_shared *s = arg;
@@ -417,7 +539,10 @@ static void *reporter_main(void *arg)
 	json_t *batch = NULL;
 	int64_t last_post_ms = 0;
 	int64_t retry_at_ms = 0; /* a failed batch waits for this, or for a good heartbeat */
+	int64_t relay_retry_at = 0;
+	int relay_backoff = BACKOFF_MIN_S;
 	while (!atomic_load(&s->stop)) {
+		relay_token_tick(s, &relay_retry_at, &relay_backoff);
 		if (wall_now() >= next_heartbeat) {
 			if (heartbeat(s) == 0) {
 				next_heartbeat = wall_now() + CONNECTOR_HEARTBEAT_INTERVAL_S;

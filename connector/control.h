@@ -6,8 +6,10 @@
  *                    refetching /.well-known/jwks.json once on an unknown kid), hands it to
  *                    the data plane, then long-polls the feed and refetches on "config";
  *                    jittered exponential backoff on failure.
- *   reporter thread  heartbeat every 15 s (logs clock skew over 60 s) and flow-event
- *                    batches from the bounded queue.
+ *   reporter thread  heartbeat every 15 s (logs clock skew over 60 s), flow-event
+ *                    batches from the bounded queue, and the relay-connector token with
+ *                    the relay list (POST /api/connector/v1/relay-token), renewed 2 min
+ *                    before it expires or when a relay refuses it.
  *
  * Handoff: the control thread puts a new config in `pending` under `lock` (freeing any
  * pending one the data plane has not taken yet) and calls event_active(config_event);
@@ -28,6 +30,7 @@
 #include "connector/connector_config.h"
 #include "connector/flow_events.h"
 #include "connector/identity.h"
+#include "connector/relay_link.h"
 
 #define CONNECTOR_HEARTBEAT_INTERVAL_S 15
 #define CONNECTOR_CLOCK_SKEW_WARN_S 60
@@ -56,7 +59,23 @@ struct connector_shared {
 	struct event *config_event;	  /* made by the data plane before threads start */
 
 	struct connector_flow_queue flows;
+
+	/* relay (connector/relay_io.c): guarded by lock */
+	char *relay_token;                 /* relay-connector token, NULL until fetched */
+	int64_t relay_token_expires;       /* its exp */
+	struct connector_relay_addr relays[CONNECTOR_RELAY_MAX];
+	size_t relay_count;
+	int relay_token_stale;             /* a relay refused the token: fetch another now */
+	struct event *relay_event;         /* made by the data plane before threads start */
 };
+
+/* Data-plane thread: copies the relay token (caller frees with free_secret semantics:
+ * OPENSSL_cleanse + free) and list. *token NULL when none is held. */
+int connector_shared_relay_get(struct connector_shared *s, char **token,
+                               struct connector_relay_addr relays[CONNECTOR_RELAY_MAX],
+                               size_t *count);
+/* Data-plane thread: a relay refused the token (bad or expired): fetch another soon. */
+void connector_shared_relay_token_refused(struct connector_shared *s);
 
 int connector_shared_init(struct connector_shared *s);
 void connector_shared_destroy(struct connector_shared *s);

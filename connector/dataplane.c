@@ -36,6 +36,7 @@
 #include <openssl/ssl.h>
 
 #include "connector/authorize.h"
+#include "connector/relay_io.h"
 #include "shared/config.h"
 #include "shared/jwk.h"
 #include "shared/log.h"
@@ -102,7 +103,7 @@ struct tunnel_conn {
 	struct event *read_ev, *write_ev, *handshake_timer;
 	char jkt[SP_JWK_THUMBPRINT_LEN + 1];
 	int have_jkt;
-	char peer[INET6_ADDRSTRLEN + 8];
+	char peer[SP_CONFIG_HOST_MAX + 16];
 	struct flow *flows;
 	struct flow *dirty; /* flows with new bytes for their service (see on_data) */
 	struct tunnel_conn *prev, *next;
@@ -119,6 +120,8 @@ struct dataplane {
 	struct event_base *base;
 	SSL_CTX *tls_ctx;
 	struct evconnlistener *listener;
+	struct connector_relays *relays; /* control and data connections to the relays */
+	struct event *relay_ev;          /* the reporter thread has a new relay token or list */
 	struct evhttp *http;
 	struct event *config_ev, *sigterm_ev, *sigint_ev, *drain_timer, *dns_timer;
 	struct event *accept_timer; /* resumes the paused listeners (see on_accept_error) */
@@ -1039,11 +1042,12 @@ static void on_handshake_timer(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-static void on_accept(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *addr,
-		      int addrlen, void *arg)
+/*
+ * Serves a tunnel on a connected socket: accepted on the direct listener, or a relay data
+ * connection after its preamble (connector/relay_io.c). Takes fd; peer labels the logs.
+ */
+static void tunnel_adopt(void *arg, int fd, const char *peer)
 {
-	(void)listener;
-	(void)addrlen;
 	struct dataplane *dp = arg;
 	if (dp->conn_count >= MAX_TUNNELS || dp->draining) {
 		close(fd);
@@ -1056,17 +1060,7 @@ static void on_accept(struct evconnlistener *listener, evutil_socket_t fd, struc
 	}
 	conn->dp = dp;
 	conn->fd = fd;
-	char host[INET6_ADDRSTRLEN] = "?";
-	int port = 0;
-	if (addr->sa_family == AF_INET) {
-		inet_ntop(AF_INET, &((struct sockaddr_in *)(void *)addr)->sin_addr, host, sizeof(host));
-		port = ntohs(((struct sockaddr_in *)(void *)addr)->sin_port);
-	} else if (addr->sa_family == AF_INET6) {
-		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)(void *)addr)->sin6_addr, host,
-			  sizeof(host));
-		port = ntohs(((struct sockaddr_in6 *)(void *)addr)->sin6_port);
-	}
-	snprintf(conn->peer, sizeof(conn->peer), "%s:%d", host, port);
+	snprintf(conn->peer, sizeof(conn->peer), "%s", peer);
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (sp_tls_conn_new_memory(dp->tls_ctx, &conn->ssl) < 0 ||
@@ -1101,6 +1095,34 @@ fail:
 	SSL_free(conn->ssl);
 	close(fd);
 	free(conn);
+}
+
+static void on_accept(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *addr,
+		      int addrlen, void *arg)
+{
+	(void)listener;
+	(void)addrlen;
+	char host[INET6_ADDRSTRLEN] = "?";
+	char peer[INET6_ADDRSTRLEN + 8];
+	int port = 0;
+	if (addr->sa_family == AF_INET) {
+		inet_ntop(AF_INET, &((struct sockaddr_in *)(void *)addr)->sin_addr, host, sizeof(host));
+		port = ntohs(((struct sockaddr_in *)(void *)addr)->sin_port);
+	} else if (addr->sa_family == AF_INET6) {
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)(void *)addr)->sin6_addr, host,
+			  sizeof(host));
+		port = ntohs(((struct sockaddr_in6 *)(void *)addr)->sin6_port);
+	}
+	snprintf(peer, sizeof(peer), "%s:%d", host, port);
+	tunnel_adopt(arg, fd, peer);
+}
+
+static void on_relay_update(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct dataplane *dp = arg;
+	connector_relays_update(dp->relays);
 }
 
 /* ---- config handoff and revocation ---- */
@@ -1239,6 +1261,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	       SP_LOG_UINT("tunnels", dp->conn_count));
 	if (dp->listener != NULL)
 		evconnlistener_disable(dp->listener);
+	connector_relays_stop(dp->relays);
 	struct tunnel_conn *conn = dp->conns;
 	while (conn != NULL) {
 		struct tunnel_conn *next = conn->next;
@@ -1319,6 +1342,17 @@ static void on_metrics(struct evhttp_request *req, void *arg)
 	       (long long)dp->bytes_up);
 	metric(out, "sallyport_connector_bytes_down_total", "counter", "bytes service to client",
 	       (long long)dp->bytes_down);
+	const struct connector_relay_counters *rc = connector_relays_counters(dp->relays);
+	metric(out, "sallyport_connector_relays_registered", "gauge",
+	       "relay control connections registered now", (long long)rc->registered);
+	metric(out, "sallyport_connector_relay_registrations_total", "counter",
+	       "registrations a relay accepted", (long long)rc->registrations);
+	metric(out, "sallyport_connector_relay_refusals_total", "counter",
+	       "registrations a relay refused", (long long)rc->refusals);
+	metric(out, "sallyport_connector_relay_dials_total", "counter",
+	       "relay dials answered with a data connection", (long long)rc->dials);
+	metric(out, "sallyport_connector_relay_dials_failed_total", "counter",
+	       "relay dials that could not be answered", (long long)rc->dials_failed);
 	metric(out, "sallyport_connector_config_seq", "gauge", "seq of the config in use",
 	       atomic_load(&s->config_seq));
 	metric(out, "sallyport_connector_config_fetches_total", "counter", "configs received",
@@ -1441,6 +1475,11 @@ int dataplane_new(struct connector_shared *shared, const struct dataplane_option
 	event_add(dp->sigterm_ev, NULL);
 	event_add(dp->sigint_ev, NULL);
 	shared->config_event = dp->config_ev;
+	dp->relay_ev = event_new(dp->base, -1, 0, on_relay_update, dp);
+	if (dp->relay_ev == NULL ||
+	    connector_relays_new(dp->base, shared, tunnel_adopt, dp, &dp->relays) < 0)
+		goto fail;
+	shared->relay_event = dp->relay_ev;
 
 	if (opts->direct_listen != NULL && opts->direct_listen[0] != '\0') {
 		struct sockaddr_storage ss;
@@ -1498,6 +1537,7 @@ int dataplane_run(struct dataplane *dp)
 {
 	/* a config may have arrived before the loop started */
 	event_active(dp->config_ev, EV_READ, 0);
+	event_active(dp->relay_ev, EV_READ, 0);
 	return event_base_dispatch(dp->base) < 0 ? SP_ERR_IO : 0;
 }
 
@@ -1511,6 +1551,11 @@ void dataplane_free(struct dataplane *dp)
 	}
 	if (dp->listener != NULL)
 		evconnlistener_free(dp->listener);
+	connector_relays_free(dp->relays);
+	if (dp->shared != NULL && dp->shared->relay_event == dp->relay_ev)
+		dp->shared->relay_event = NULL;
+	if (dp->relay_ev != NULL)
+		event_free(dp->relay_ev);
 	if (dp->http != NULL)
 		evhttp_free(dp->http);
 	if (dp->ares_ready) {

@@ -48,6 +48,7 @@ struct controller_settings {
 	char public_url[512];
 	char http_listen[128];
 	char relay_listen[128];
+	char relay_public[2048]; /* "" : relay_listen with the bound port */
 	char database[4096];
 	char state_dir[4096];
 	char tls_cert[4096];

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -707,6 +708,14 @@ static void pair_up(struct conn *w, struct conn *data)
 	p->up.pipe[0] = p->up.pipe[1] = p->down.pipe[0] = p->down.pipe[1] = -1;
 	p->client_fd = w->fd;
 	p->data_fd = data->fd;
+	/*
+	 * The relay passes on each piece as it arrives. With Nagle on, a small TLS record (a
+	 * request, a stream open) waited in the relay for the ACK of the previous one, which
+	 * the far end delays by up to 40 ms: relayed new flows/s were an eighth of direct.
+	 */
+	int one = 1;
+	(void)setsockopt(p->client_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	(void)setsockopt(p->data_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	memcpy(p->ip, w->ip, sizeof(p->ip));
 	struct sp_metric *up = r->m != NULL ? &r->m->bytes_up : NULL;
 	struct sp_metric *down = r->m != NULL ? &r->m->bytes_down : NULL;

@@ -67,6 +67,40 @@ json_t *relay_connector_token_claims(const char *connector_id, int64_t now)
 	                    RELAY_CONNECTOR_TOKEN_TTL_S);
 }
 
+json_t *relay_public_list(const char *relay_public, const char *relay_listen,
+                          uint16_t bound_port)
+{
+	json_t *list = json_array();
+	if (list == NULL)
+		return NULL;
+	if (relay_public != NULL && relay_public[0] != '\0') {
+		const char *p = relay_public;
+		for (;;) {
+			const char *end = strchr(p, ',');
+			size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+			if (len > 0 && json_array_append_new(list, json_stringn(p, len)) < 0)
+				goto fail;
+			if (end == NULL)
+				return list;
+			p = end + 1;
+		}
+	}
+	if (bound_port == 0 || relay_listen == NULL)
+		return list;
+	const char *colon = strrchr(relay_listen, ':');
+	if (colon == NULL)
+		return list;
+	char text[160];
+	int n = snprintf(text, sizeof(text), "%.*s:%u", (int)(colon - relay_listen), relay_listen,
+	                 (unsigned)bound_port);
+	if (n > 0 && (size_t)n < sizeof(text) && json_array_append_new(list, json_string(text)) < 0)
+		goto fail;
+	return list;
+fail:
+	json_decref(list);
+	return NULL;
+}
+
 static void reply_signed(struct controller *c, struct http_request *req, json_t *claims,
                          const char *member)
 {
@@ -80,8 +114,10 @@ static void reply_signed(struct controller *c, struct http_request *req, json_t 
 		return;
 	}
 	json_t *exp = json_object_get(claims, "exp");
-	http_reply_json(req, 200, json_pack("{s:s, s:I}", member, jws, "expires_at",
-	                                    (json_int_t)json_integer_value(exp)));
+	json_t *relays = relay_public_list(c->settings.relay_public, c->settings.relay_listen,
+	                                   c->relay != NULL ? relay_port(c->relay) : 0);
+	http_reply_json(req, 200, json_pack("{s:s, s:I, s:o*}", member, jws, "expires_at",
+	                                    (json_int_t)json_integer_value(exp), "relays", relays));
 	http_add_header(req, "Cache-Control", "no-store");
 	free(jws);
 }

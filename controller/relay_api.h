@@ -24,4 +24,13 @@ json_t *relay_ticket_claims(const char *connector_id, const char *jti, int64_t n
 /* {v, typ "relay-connector", aud, iat, exp = iat + 600, cid}; NULL when out of memory. */
 json_t *relay_connector_token_claims(const char *connector_id, int64_t now);
 
+/*
+ * The relay addresses handed to connectors and clients ("relays" in both answers,
+ * docs/protocol.md §3): the entries of relay_public (comma-separated host:port) when it is
+ * set; otherwise relay_listen with its port replaced by bound_port (the in-process relay's
+ * port, 0 when it is not running: then an empty array). NULL when out of memory.
+ */
+json_t *relay_public_list(const char *relay_public, const char *relay_listen,
+                          uint16_t bound_port);
+
 #endif

@@ -21,6 +21,9 @@ const struct sp_config_key controller_schema[] = {
 	 0, 0, 0, NULL},
 	{"relay_listen", SP_CONFIG_ADDRESS, "127.0.0.1:8443", "address:port of the tunnel relay", 0,
 	 0, 0, NULL},
+	{"relay_public", SP_CONFIG_STRING, NULL,
+	 "comma-separated host:port list of the relays connectors and clients dial (at most 8; "
+	 "default: relay_listen with the port it bound)", 0, 0, 0, NULL},
 	{"relay_max_connections", SP_CONFIG_INT, "4096",
 	 "most client connections the relay carries at once", 0, 1, 1000000, NULL},
 	{"relay_max_per_client", SP_CONFIG_INT, "64",
@@ -80,6 +83,33 @@ static int address_is_loopback(const char *address)
 	       strncmp(address, "localhost:", 10) == 0;
 }
 
+int settings_relay_public_check(const char *list, struct sp_diag *diag)
+{
+	size_t count = 0;
+	const char *p = list;
+	for (;;) {
+		const char *end = strchr(p, ',');
+		size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+		char item[SP_CONFIG_HOST_MAX + 8];
+		char host[SP_CONFIG_HOST_MAX];
+		uint16_t port = 0;
+		if (len == 0 || len >= sizeof(item))
+			return sp_diag_set(diag, SP_ERR_INVALID,
+			                   "relay_public: entry %zu must be host:port", count + 1);
+		memcpy(item, p, len);
+		item[len] = '\0';
+		if (sp_config_parse_address(item, host, sizeof(host), &port, NULL) < 0 || port == 0)
+			return sp_diag_set(diag, SP_ERR_INVALID,
+			                   "relay_public: \"%s\" is not host:port", item);
+		if (++count > SETTINGS_RELAY_PUBLIC_MAX)
+			return sp_diag_set(diag, SP_ERR_INVALID, "relay_public: at most %d relays",
+			                   SETTINGS_RELAY_PUBLIC_MAX);
+		if (end == NULL)
+			return 0;
+		p = end + 1;
+	}
+}
+
 int settings_load(struct sp_config *cfg, int argc, char *const argv[], char *const envp[],
                   struct controller_settings *out, struct sp_log_config *log,
                   struct sp_diag *diag)
@@ -102,6 +132,8 @@ int settings_load(struct sp_config *cfg, int argc, char *const argv[], char *con
 	if ((r = copy_setting(cfg, "public_url", out->public_url, sizeof(out->public_url), diag)) ||
 	    (r = copy_setting(cfg, "http_listen", out->http_listen, sizeof(out->http_listen), diag)) ||
 	    (r = copy_setting(cfg, "relay_listen", out->relay_listen, sizeof(out->relay_listen),
+	                      diag)) ||
+	    (r = copy_setting(cfg, "relay_public", out->relay_public, sizeof(out->relay_public),
 	                      diag)) ||
 	    (r = copy_setting(cfg, "tls_cert", out->tls_cert, sizeof(out->tls_cert), diag)) ||
 	    (r = copy_setting(cfg, "tls_key", out->tls_key, sizeof(out->tls_key), diag)) ||
@@ -138,6 +170,9 @@ int settings_load(struct sp_config *cfg, int argc, char *const argv[], char *con
 	(void)sp_config_get_int(cfg, "relay_max_connections", &out->relay_max_connections);
 	(void)sp_config_get_int(cfg, "relay_max_per_client", &out->relay_max_per_client);
 
+	if (out->relay_public[0] != '\0' &&
+	    (r = settings_relay_public_check(out->relay_public, diag)) < 0)
+		return r;
 	if ((out->tls_cert[0] == '\0') != (out->tls_key[0] == '\0'))
 		return sp_diag_set(diag, SP_ERR_INVALID, "tls_cert and tls_key must be set together");
 	if (out->tls_cert[0] == '\0' && !out->plain_http && !address_is_loopback(out->http_listen))

@@ -22,6 +22,11 @@ int settings_load(struct sp_config *cfg, int argc, char *const argv[], char *con
                   struct controller_settings *out, struct sp_log_config *log,
                   struct sp_diag *diag);
 
+#define SETTINGS_RELAY_PUBLIC_MAX 8
+
+/* Checks a relay_public value: 1..8 comma-separated host:port entries (port not 0). */
+int settings_relay_public_check(const char *list, struct sp_diag *diag);
+
 /* "sqlite:PATH" → PATH. SP_ERR_UNSUPPORTED for postgres:// (not in this build yet). */
 int settings_sqlite_path(const struct controller_settings *s, const char **path,
                          struct sp_diag *diag);

@@ -65,8 +65,8 @@ class Stack:
         self.state = os.path.join(work, "ctl")
         self.db_path = os.path.join(self.state, "controller.db")
         self.procs = []
-        self.ctl_port, self.direct_port, self.metrics_port, self.dns_port = (
-            free_port() for _ in range(4))
+        self.ctl_port, self.direct_port, self.metrics_port, self.dns_port, self.relay_port = (
+            free_port() for _ in range(5))
         self.url = f"http://127.0.0.1:{self.ctl_port}"
         self.connector = None
 
@@ -142,6 +142,8 @@ http {{
         listen = listen or f"127.0.0.1:{self.ctl_port}"
         if seed:
             self._seed()
+        if "--relay-listen" not in extra_args:  # its own port: parallel tests never collide
+            extra_args = ("--relay-listen", f"127.0.0.1:{self.relay_port}", *extra_args)
         self.ctl_proc = self.spawn([self.ctl, "serve", "--state-dir", self.state,
                                     "--http-listen", listen, "--public-url", self.url,
                                     *extra_args], "controller.log", prefix=prefix, env=env)
@@ -198,9 +200,10 @@ http {{
         return subprocess.run(self._pre(prefix) + [self.conn, "health"], env=env,
                               capture_output=True).returncode
 
-    def start_connector(self, extra_env=None, prefix=None, token=None):
+    def start_connector(self, extra_env=None, prefix=None, token=None, direct=True):
         """Enrolls (one-time token: token, else one made for network "lab" with the
-        controller's CLI) and waits until healthy; returns the Popen."""
+        controller's CLI) and waits until healthy; returns the Popen. With direct=False it
+        has no direct listener: relayed tunnels only."""
         if token is None:
             token = subprocess.run([self.ctl, "connector-token", "create", "--network", "lab",
                                     "--state-dir", self.state], check=True,
@@ -216,6 +219,8 @@ http {{
                     "SALLYPORT_ALLOW_ROOT": "true",  # CI containers run tests as root
                     "SALLYPORT_DNS": f"127.0.0.1:{self.dns_port}",
                     "SALLYPORT_ENROLL_TOKEN": token})
+        if not direct:
+            del env["SALLYPORT_DIRECT_LISTEN"]
         if extra_env:
             env.update(extra_env)
         self.connector_log = os.path.join(self.work, "connector.log")

@@ -24,8 +24,15 @@
  *       dialed only past the stream limit); the grant is fetched again 60 s before it
  *       expires. Runs until killed.
  *
+ *   --relay (connect and forward): the tunnel goes through the relay (docs/protocol.md §3):
+ *       a ticket from POST /api/client/v1/relay-tickets, the first relay it lists (or
+ *       --relay-addr HOST:PORT), "SPRC" + ticket, the status byte, then the same TLS.
+ *       --ticket-save FILE writes {"ticket", "relay"}; --ticket-load FILE uses that ticket
+ *       again instead of asking for one (a replay test).
+ *
  * Exit: 0 stream ended cleanly; 3 refused (stderr "refused: REASON"); 4 no grant
- * (stderr "grant refused: CODE"); 5 reset (stderr "reset: CODE"); 1 other errors.
+ * (stderr "grant refused: CODE" or "ticket refused: CODE"); 5 reset (stderr "reset: CODE");
+ * 6 refused by the relay (stderr "relay refused: NAME"); 1 other errors.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -426,7 +433,7 @@ static json_t *fetch_grant_and_connector(int argc, char **argv, const char *url,
 	json_t *list = jws_payload(json_string_value(json_object_get(answer, "document")));
 	json_decref(answer);
 	/* the resource's network, then its first connector with a direct address */
-	const char *network = NULL, *direct = NULL, *digest = NULL;
+	const char *network = NULL, *direct = NULL, *digest = NULL, *connector_id = NULL;
 	size_t i;
 	json_t *item;
 	json_array_foreach(json_object_get(list, "resources"), i, item)
@@ -444,14 +451,115 @@ static json_t *fetch_grant_and_connector(int argc, char **argv, const char *url,
 		json_t *conn = json_array_get(json_object_get(item, "connectors"), 0);
 		direct = json_string_value(json_object_get(conn, "direct_address"));
 		digest = json_string_value(json_object_get(conn, "public_key_digest"));
+		connector_id = json_string_value(json_object_get(conn, "id"));
 	}
-	if (direct == NULL || digest == NULL)
+	int relay = has_flag(argc, argv, "--relay");
+	if ((direct == NULL && !relay) || digest == NULL || connector_id == NULL)
 		die("no connector with a direct address for the resource's network");
-	json_t *out = json_pack("{s:s, s:s, s:s}", "grant", grant, "direct", direct, "digest", digest);
+	json_t *out = json_pack("{s:s, s:s?, s:s, s:s}", "grant", grant, "direct", direct, "digest",
+				digest, "connector_id", connector_id);
 	free(grant);
 	free(access);
 	json_decref(list);
 	return out;
+}
+
+/* Through the relay: a ticket (fetched, or --ticket-load), "SPRC" + ticket, the status
+ * byte. Exits 4 when the controller refuses the ticket, 6 when the relay refuses it. */
+static int relay_dial(int argc, char **argv, const char *url, EVP_PKEY *device_key,
+		      json_t *saved)
+{
+	json_t *ticket_doc = NULL;
+	const char *load = arg(argc, argv, "--ticket-load");
+	if (load != NULL) {
+		ticket_doc = json_load_file(load, 0, NULL);
+		if (ticket_doc == NULL)
+			die("cannot read --ticket-load file");
+	} else {
+		char jkt[SP_JWK_THUMBPRINT_LEN + 1];
+		sp_jwk_thumbprint(device_key, jkt);
+		char *access = mint_access_token(need(argc, argv, "--db"), url,
+						 need(argc, argv, "--user"),
+						 need(argc, argv, "--session"),
+						 need(argc, argv, "--device"), jkt);
+		char body[256];
+		snprintf(body, sizeof(body), "{\"connector_id\":\"%s\"}",
+			 json_string_value(json_object_get(saved, "connector_id")));
+		json_t *answer = NULL;
+		long status = http(url, "/api/client/v1/relay-tickets", body, access, &answer);
+		free(access);
+		if (status != 200) {
+			const char *code = json_string_value(
+			    json_object_get(json_object_get(answer, "error"), "code"));
+			fprintf(stderr, "ticket refused: %s (HTTP %ld)\n", code != NULL ? code : "?",
+				status);
+			exit(4);
+		}
+		const char *relay = arg(argc, argv, "--relay-addr");
+		if (relay == NULL)
+			relay = json_string_value(json_array_get(json_object_get(answer, "relays"), 0));
+		if (relay == NULL)
+			die("the controller lists no relay");
+		ticket_doc = json_pack("{s:O, s:s}", "ticket", json_object_get(answer, "ticket"),
+				       "relay", relay);
+		json_decref(answer);
+		const char *save = arg(argc, argv, "--ticket-save");
+		if (save != NULL && json_dump_file(ticket_doc, save, 0) < 0)
+			die("cannot write --ticket-save file");
+	}
+	const char *ticket = json_string_value(json_object_get(ticket_doc, "ticket"));
+	const char *relay = json_string_value(json_object_get(ticket_doc, "relay"));
+	if (ticket == NULL || relay == NULL)
+		die("no ticket or relay");
+	struct sp_buf hello;
+	sp_buf_init(&hello, 16 + SP_RELAY_TICKET_MAX);
+	if (sp_relay_client_hello_encode((const uint8_t *)ticket, strlen(ticket), &hello) < 0)
+		die("cannot encode the relay preamble");
+	int fd = dial(relay);
+	size_t off = 0;
+	while (off < hello.len) {
+		ssize_t n = send(fd, hello.data + off, hello.len - off, MSG_NOSIGNAL);
+		if (n == -1 && (errno == EAGAIN || errno == EINTR)) {
+			struct pollfd p = {.fd = fd, .events = POLLOUT};
+			poll(&p, 1, 1000);
+			continue;
+		}
+		if (n <= 0)
+			die("send to the relay failed");
+		off += (size_t)n;
+	}
+	sp_buf_free(&hello);
+	json_decref(ticket_doc);
+	uint8_t status = 0xff;
+	for (;;) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		if (poll(&p, 1, 10000) <= 0)
+			die("no answer from the relay");
+		ssize_t n = recv(fd, &status, 1, 0);
+		if (n == 1)
+			break;
+		if (n == 0)
+			die("the relay closed the connection without a status");
+		if (errno != EAGAIN && errno != EINTR)
+			die("recv from the relay failed");
+	}
+	if (status != SP_RELAY_PAIRED) {
+		fprintf(stderr, "relay refused: %s\n", sp_relay_status_name(status));
+		exit(6);
+	}
+	return fd;
+}
+
+/* A socket to the connector: direct, or through the relay with --relay. */
+static int tunnel_dial(int argc, char **argv, const char *url, EVP_PKEY *device_key,
+		       json_t *saved)
+{
+	if (has_flag(argc, argv, "--relay"))
+		return relay_dial(argc, argv, url, device_key, saved);
+	const char *direct = json_string_value(json_object_get(saved, "direct"));
+	if (direct == NULL)
+		die("no connector with a direct address");
+	return dial(direct);
 }
 
 static int command_connect(int argc, char **argv)
@@ -485,10 +593,9 @@ static int command_connect(int argc, char **argv)
 			die("cannot write --save file");
 	}
 	const char *grant = json_string_value(json_object_get(saved, "grant"));
-	const char *direct = json_string_value(json_object_get(saved, "direct"));
 	const char *digest = json_string_value(json_object_get(saved, "digest"));
-	if (grant == NULL || direct == NULL || digest == NULL)
-		die("no grant or no connector with a direct address");
+	if (grant == NULL || digest == NULL)
+		die("no grant or no connector");
 	uint8_t pin[SP_KEY_SPKI_DIGEST_LEN];
 	if (hex_to_bytes(digest, pin, sizeof(pin)) < 0)
 		die("bad public_key_digest");
@@ -522,7 +629,7 @@ static int command_connect(int argc, char **argv)
 					     .proto = c.udp ? SP_TUNNEL_PROTO_UDP : SP_TUNNEL_PROTO_TCP,
 					     .grant = grant,
 					     .flow_id = flow_id};
-	int fd = dial(direct);
+	int fd = tunnel_dial(argc, argv, url, device_key, saved);
 	c.opened_at = mono();
 	if (sp_tunnel_open(t, &req, &c.stream, &d) < 0)
 		die(d.message);
@@ -996,7 +1103,9 @@ static struct fwd_tunnel *fwd_tunnel_get(struct fwd *fw)
 	for (struct fwd_tunnel *tu = fw->tunnels; tu != NULL; tu = tu->next)
 		if (!tu->dead && sp_tunnel_can_open(tu->t) && !sp_tunnel_peer_going_away(tu->t))
 			return tu;
-	int fd = dial_try(json_string_value(json_object_get(fw->saved, "direct")));
+	int fd = has_flag(fw->argc, fw->argv, "--relay")
+		     ? tunnel_dial(fw->argc, fw->argv, fw->url, fw->device_key, fw->saved)
+		     : dial_try(json_string_value(json_object_get(fw->saved, "direct")));
 	if (fd == -1) {
 		fprintf(stderr, "cannot connect to the connector: refusing a local connection\n");
 		return NULL;

@@ -23,6 +23,7 @@
 
 #include "controller/relay.h"
 #include "controller/relay_api.h"
+#include "controller/settings.h"
 #include "shared/token.h"
 #include "shared/wire.h"
 
@@ -377,6 +378,37 @@ static void test_out_of_descriptors(void **state)
 	free(doc);
 }
 
+static void assert_list(json_t *list, const char *const *want, size_t n)
+{
+	assert_non_null(list);
+	assert_int_equal(json_array_size(list), n);
+	for (size_t i = 0; i < n; i++)
+		assert_string_equal(json_string_value(json_array_get(list, i)), want[i]);
+	json_decref(list);
+}
+
+/* relay_public wins; else relay_listen with the bound port; nothing without a relay. */
+static void test_relay_public_list(void **state)
+{
+	(void)state;
+	const char *two[] = {"relay-a.example:443", "[2001:db8::1]:8443"};
+	assert_list(relay_public_list("relay-a.example:443,[2001:db8::1]:8443", "127.0.0.1:0", 9),
+	            two, 2);
+	const char *bound[] = {"127.0.0.1:40001"};
+	assert_list(relay_public_list(NULL, "127.0.0.1:0", 40001), bound, 1);
+	assert_list(relay_public_list("", "127.0.0.1:8443", 40001), bound, 1);
+	assert_list(relay_public_list(NULL, "127.0.0.1:8443", 0), NULL, 0);
+	struct sp_diag d = {{0}};
+	assert_int_equal(settings_relay_public_check("a.example:1,127.0.0.1:8443", &d), 0);
+	assert_int_equal(settings_relay_public_check("a.example:1,,b:2", &d), SP_ERR_INVALID);
+	assert_string_equal(d.message, "relay_public: entry 2 must be host:port");
+	assert_int_equal(settings_relay_public_check("a.example", &d), SP_ERR_INVALID);
+	assert_int_equal(settings_relay_public_check("a:0", &d), SP_ERR_INVALID);
+	assert_int_equal(settings_relay_public_check("a:1,a:2,a:3,a:4,a:5,a:6,a:7,a:8", &d), 0);
+	assert_int_equal(settings_relay_public_check("a:1,a:2,a:3,a:4,a:5,a:6,a:7,a:8,a:9", &d),
+	                 SP_ERR_INVALID);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -386,6 +418,7 @@ int main(void)
 		cmocka_unit_test(test_relay_takes_new_keys),
 		cmocka_unit_test(test_replay_table_bound),
 		cmocka_unit_test(test_out_of_descriptors),
+		cmocka_unit_test(test_relay_public_list),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
