@@ -114,7 +114,7 @@ try:
     stack.start_nginx(www, web)
     relay2_port = sp_stack.free_port()
     relays = f"127.0.0.1:{stack.relay_port},127.0.0.1:{relay2_port}"
-    stack.start_controller(["--relay-public", relays])
+    stack.start_controller(extra_args=["--relay-public", relays])
     res = stack.add_resource("web", "127.0.0.1", tcp=[web])
     relay2 = start_relay(stack, relay2_port)
     stack.start_connector(direct=False)

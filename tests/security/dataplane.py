@@ -1199,7 +1199,7 @@ CASES = [
 # ---- the world ----
 
 CTL_PORT, PROXY_PORT, RELAY_PORT, DIRECT_PORT, METRICS_PORT, WEB_PORT, OTHER_PORT, \
-    DNS_PORT, SOCKS_PORT, HTTP_PORT = (free_port() for _ in range(10))
+    DNS_PORT, SOCKS_PORT, HTTP_PORT, RELAY2_PORT = (free_port() for _ in range(11))
 URL = f"http://127.0.0.1:{CTL_PORT}"
 DIRECT = f"127.0.0.1:{DIRECT_PORT}"
 CONN_STATE = os.path.join(WORK, "conn")
@@ -1261,8 +1261,14 @@ http {{
         capture_output=True, text=True).stdout.strip())
     start([CTL, "serve", "--state-dir", STATE, "--http-listen", f"127.0.0.1:{CTL_PORT}",
            "--public-url", URL, "--relay-listen", f"127.0.0.1:{RELAY_PORT}",
+           # the real connector registers at a separate sallyport-relay; the relay cases
+           # drive the controller's own relay, where relay_peer stands in for connector A
+           "--relay-public", f"127.0.0.1:{RELAY2_PORT}",
            "--log-level", "debug", "--log-format", "json"], "controller.log")
     expect(wait_until(lambda: call("GET", "/healthz")[0] == 200, 20), "controller not up")
+    start([os.path.join(os.path.dirname(os.path.abspath(CTL)), "sallyport-relay"),
+           "--controller-url", URL, "--relay-listen", f"127.0.0.1:{RELAY2_PORT}",
+           "--log-level", "debug", "--log-format", "json"], "relay2.log")
     KID, KEY_PATH = controller_key()
     FOREIGN_KEY, _ = make_key("foreign")
     STRANGER_KEY = os.path.join(WORK, "stranger.key")
