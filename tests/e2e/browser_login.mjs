@@ -39,7 +39,7 @@ if (!opt.artifacts) {
 }
 mkdirSync(opt.artifacts, { recursive: true });
 
-const T = 15000; // per-step timeout (ms)
+const T = 30000; // per-step timeout (ms): generous for a loaded 2-core machine
 const profile = mkdtempSync(join(tmpdir(), 'sp-browser-login-'));
 let step = 0;
 
@@ -50,8 +50,7 @@ const context = await chromium.launchPersistentContext(profile, {
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
     // the system resolver, not chromium's own DNS client or DoH; no https upgrade of
     // http://app.corp.test/
-    '--disable-features=AsyncDns,DnsOverHttps,HttpsUpgrades,HttpsFirstBalancedModeAutoEnable',
-    '--dns-over-https-mode=off'],
+    '--disable-features=AsyncDns,DnsOverHttps,HttpsUpgrades,HttpsFirstBalancedModeAutoEnable'],
   viewport: { width: 1024, height: 720 },
 });
 const page = context.pages()[0] ?? await context.newPage();

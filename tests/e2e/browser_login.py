@@ -130,7 +130,7 @@ try:
     check("lab up; eng-user not signed in yet", "(signed out)" in out, f"{rc} {out}")
     lab.set_resolver("client", splab.UPSTREAM)
     drv = Driver(lab)
-    ready = drv.answer(limit=60)
+    ready = drv.answer(limit=90)
     check("chromium started inside the client namespace", ready.get("ready") is True,
           str(ready) + lab.log("browser.log")[-1500:])
 
@@ -138,7 +138,8 @@ try:
     p, url = L.login_begin("eng-user")
     check("`sallyport login --no-browser` prints the controller's sign-in URL",
           url.startswith(splab.URL + "/auth/login?"), url)
-    a = drv.ask({"cmd": "login", "url": url, "username": "eng-user", "password": "eng-pass"})
+    a = drv.ask({"cmd": "login", "url": url, "username": "eng-user", "password": "eng-pass"},
+                limit=120)
     lg, cs, fin = a.get("login", {}), a.get("consent", {}), a.get("final", {})
     check("browser lands on the IdP's login page (the issuer's /interaction/, h1 'Sign in')",
           a.get("ok") and lg.get("url", "").startswith(L.issuer + "/interaction/") and
