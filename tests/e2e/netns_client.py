@@ -6,7 +6,7 @@ and PostgreSQL on 10.20.0.x in `vpc`, the client in `client` with no route to 10
 eng-user (IdP group engineering) signs in with the browser flow; the admin API gave
 engineering app.corp.test (tcp 80) and db.corp.test (tcp 5432), finance finance.corp.test.
 
-In each interception mode the tree has (proxy and loopback), inside `client`:
+In each interception mode (proxy, loopback and tun), inside `client`:
   - app.corp.test never resolves to its internal 10.x address (loopback: the DNS stub's
     synthetic 127.77.x.y; proxy: the public resolver does not know it);
   - the internal page comes through the tunnel (loopback: plain curl; proxy: SOCKS5 with
@@ -20,6 +20,10 @@ In each interception mode the tree has (proxy and loopback), inside `client`:
   - an unprotected name (www.example.internal, answered by the public resolver in ctl)
     resolves through the upstream unchanged;
   - the internal addresses are unreachable without the tunnel.
+Tun mode runs with the daemon's system DNS: the namespace's resolv.conf names the stub
+(127.83.80.53) while it is up and is byte-identical after `down`; app.corp.test gets an
+address in 100.96.0.0/12; a refused port is reset, with port_not_allowed in status; after
+`down` no device, nft table, policy rule or route of table 5350 is left in `client`.
 Then fin-user in proxy mode: finance.corp.test through, app.corp.test refused. Finally the
 teardown leaves no namespace, /etc/netns entry or process of the run behind.
 
@@ -170,6 +174,69 @@ try:
     rc, prc = L.down()
     check("loopback: `down` stops the daemon (exit 0)", rc == 0 and prc == 0, f"{rc} {prc}")
 
+    # ---- tun mode, with the daemon's system DNS (resolv.conf -> stub) ----
+    resolv = os.path.join("/etc/netns", lab.ns["client"], "resolv.conf")
+    L.lab.set_resolver("client", splab.UPSTREAM)
+    before = open(resolv, "rb").read()
+    s = L.up("tun")
+    now = open(resolv, "rb").read()
+    servers = [ln.split()[1] for ln in now.decode().splitlines()
+               if ln.startswith("nameserver ")]
+    check("tun: system DNS in force: the namespace's resolv.conf names only the stub"
+          " 127.83.80.53", servers == [splab.STUB] and s.get("system_dns") == "resolv.conf",
+          f"{now!r} {s.get('system_dns')}")
+    names = s.get("tun", {}).get("names")
+    r1 = lab.run("client", ["ip", "link", "show", "dev", "sallyport0"])
+    r2 = lab.run("client", ["nft", "list", "tables"])
+    r3 = lab.run("client", ["ip", "rule", "show"])
+    check("tun: while up, the device sallyport0, table inet sallyport and the fwmark rule exist",
+          r1.returncode == 0 and b"inet sallyport" in r2.stdout and b"0x5350" in r3.stdout,
+          f"{r1.returncode} {r2.stdout!r} {r3.stdout!r}")
+    got = lab.resolve("client", "app.corp.test")
+    check("tun: app.corp.test resolves (system resolver -> stub) to a synthetic address in"
+          " 100.96.0.0/12, not 10.20.0.10", got is not None and got != APP and
+          (int(got.split(".")[0]) == 100 and 96 <= int(got.split(".")[1]) <= 111),
+          f"{got} {names}")
+    rc, body, err = lab.curl("client", "http://app.corp.test/")
+    check("tun: curl http://app.corp.test/ through the tunnel", rc == 0 and body == page,
+          f"{rc} {err}")
+    if L.postgres is not None:
+        r = lab.run("client", ["psql", "-h", "db.corp.test", "-U", "postgres", "-d", "postgres",
+                               "-tAc", "SELECT inet_server_addr(), 6 * 7"], env=env, timeout=30)
+        check("tun: psql runs a query on PostgreSQL in vpc through the tunnel",
+              r.returncode == 0 and r.stdout.decode().strip() == "10.20.0.12|42",
+              r.stdout.decode() + r.stderr.decode())
+    got = lab.resolve("client", "finance.corp.test")
+    rc, body, err = lab.curl("client", "--max-time", "5", "http://finance.corp.test/")
+    check("tun: finance.corp.test refused for eng-user (no synthetic address, curl fails)",
+          got is None and rc != 0 and body == b"", f"{got} {rc} {err}")
+    rc, body, err = lab.curl("client", "--max-time", "5", "http://app.corp.test:8080/")
+    check("tun: app.corp.test:8080 (outside the resource's ports) reset",
+          rc in (7, 52, 56) and body == b"" and
+          any(w in err.lower() for w in ("reset", "empty reply", "couldn't connect")),
+          f"{rc} {err}")
+    s = L.wait_status("eng-user", lambda s: any(
+        d.get("reason") == "port_not_allowed" for d in s.get("denials", [])), limit=10)
+    check("tun: status --json names the reason: port 8080 port_not_allowed (connector)",
+          any(d[0].endswith(":8080") and d[1:] == ("port_not_allowed", "connector")
+              for d in denials(s)), str(s.get("denials")))
+    got = lab.resolve("client", splab.PUBLIC_NAME)
+    check("tun: www.example.internal forwarded by the stub to the upstream, unchanged",
+          got == splab.PUBLIC_ADDR, str(got))
+    rc, prc = L.down()
+    check("tun: `down` stops the daemon (exit 0)", rc == 0 and prc == 0, f"{rc} {prc}")
+    after = open(resolv, "rb").read()
+    check("tun: after down the namespace's resolv.conf is byte-identical to before",
+          after == before, f"{before!r} -> {after!r}")
+    r1 = lab.run("client", ["ip", "link", "show", "dev", "sallyport0"])
+    r2 = lab.run("client", ["nft", "list", "tables"])
+    r3 = lab.run("client", ["sh", "-c", "ip rule show; ip -6 rule show; "
+                                        "ip route show table 5350; ip -6 route show table 5350"])
+    left = r3.stdout.decode()
+    check("tun: after down no device, nft table, policy rule or route table 5350 is left",
+          r1.returncode != 0 and b"sallyport" not in r2.stdout and "0x5350" not in left and
+          "5350" not in left, f"{r1.returncode} {r2.stdout!r} {left}")
+
     # ---- the other person: finance in, app out ----
     s = L.up("proxy", user="fin-user")
     rc, body, err = lab.curl("client", *socks, "http://finance.corp.test/")
@@ -182,14 +249,15 @@ try:
           f"{rc} {s.get('denials')}")
     rc, prc = L.down("fin-user")
     check("fin-user: `down` (exit 0)", rc == 0 and prc == 0, f"{rc} {prc}")
-    logs = "".join(lab.log(n) for n in ("sallyport-proxy.log", "sallyport-loopback.log"))
+    logs = "".join(lab.log(n) for n in ("sallyport-proxy.log", "sallyport-loopback.log",
+                                        "sallyport-tun.log"))
     check("daemon logs free of sanitizer reports", "Sanitizer" not in logs, logs[-2000:])
 except Exception as e:  # a bring-up failure is a failure, with the logs' tails
     import traceback
     traceback.print_exc()
     check("no exception", False, str(e))
     for n in ("controller.log", "connector.log", "provider.err", "sallyport-proxy.log",
-              "sallyport-loopback.log"):
+              "sallyport-loopback.log", "sallyport-tun.log"):
         print(f"--- {n}\n{lab.log(n)[-1500:]}", flush=True)
 finally:
     L.close()

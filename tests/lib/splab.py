@@ -11,7 +11,14 @@ a fresh state directory). Then, as an admin would, through the admin API with a 
 connector token; the connector in `vpc`. Then both people sign in from `client` with
 `sallyport login --no-browser` (the browser's part driven by tests/oidc/drive-login.mjs in
 `ctl`, the IdP's loopback), which mirrors their IdP groups, and the policies
-engineering -> app, db and finance -> finance are added. `up(mode)` starts the daemon.
+engineering -> app, db and finance -> finance are added. `up(mode)` starts the daemon
+(proxy, loopback or tun).
+
+With `browser=True` (tests/e2e/browser_login.py) the IdP shows its consent page, eng-user
+is left signed out for a real browser to sign in (`login_begin`/`login_end`), and the IdP's
+loopback port in ctl is forwarded to the same port on client's loopback (tests/lib/tcpfwd.py,
+two hops through 172.31.1.1): the controller accepts a plain-HTTP issuer only on loopback,
+and the browser in client must reach that same issuer URL.
 
 The controller (sp_stack.Stack) and the lab (netlab.Lab) each stop what they started.
 """
@@ -37,6 +44,8 @@ PUBLIC_NAME, PUBLIC_ADDR = "www.example.internal", "192.0.2.80"
 NAMES = {"app.corp.test": netlab.INTERNAL["app"], "finance.corp.test": netlab.INTERNAL["finance"],
          "db.corp.test": netlab.INTERNAL["db"]}
 DB_PASSWORD = "lab-db-password"
+STUB = "127.83.80.53"  # the DNS stub's address under system DNS (docs/client-dns.md)
+IDP_HOP_PORT = 9443  # the IdP forward's middle hop on 172.31.1.1 (browser=True)
 ACCOUNTS = [  # the test IdP's people (tests/oidc/provider.mjs reads them from its config)
     {"sub": "eng-user", "email": "eng-user@example.com", "email_verified": True,
      "name": "Eng User", "groups": ["engineering"], "password": "eng-pass"},
@@ -47,7 +56,7 @@ ACCOUNTS = [  # the test IdP's people (tests/oidc/provider.mjs reads them from i
 
 class SallyportLab:
     def __init__(self, bin_dir=None, ctl=None, conn=None, sp=None, keep=False, postgres=True,
-                 log=print):
+                 log=print, browser=False):
         bin_dir = bin_dir or ""
         self.ctl_bin = ctl or os.path.join(bin_dir, "controller", "sallyport-controller")
         self.conn_bin = conn or os.path.join(bin_dir, "connector", "sallyport-connector")
@@ -56,6 +65,8 @@ class SallyportLab:
         self.work = self.lab.work
         self.stack = sp_stack.Stack(self.ctl_bin, self.conn_bin, None, self.work)
         self.want_postgres = postgres
+        self.browser = browser
+        self.issuer = None
         self.postgres = None
         self.log = log
         self.daemon = None
@@ -84,9 +95,15 @@ class SallyportLab:
             if c["client_id"] == "sallyport-controller":
                 c["redirect_uris"] = [URL + "/auth/callback"]
                 c["post_logout_redirect_uris"] = [URL + "/"]
-                c["skip_consent"] = True
+                if self.browser:
+                    c.pop("skip_consent", None)  # the browser goes through the consent page
+                else:
+                    c["skip_consent"] = True
         cfg["accounts"] = ACCOUNTS
         issuer = self.stack.start_idp(OIDC, cfg, prefix=lab.prefix("ctl"))
+        self.issuer = issuer
+        if self.browser:
+            self.forward_idp(issuer)
         env = dict(os.environ, SALLYPORT_OIDC_CLIENT_SECRET="sallyport-controller-test-secret")
         self.stack.start_controller(
             seed=False, prefix=lab.prefix("ctl"), listen=f"0.0.0.0:{CTL_PORT}", public_url=URL,
@@ -113,7 +130,8 @@ class SallyportLab:
             "SALLYPORT_LOG_LEVEL": "info"})
         self.log(f"vpc: connector enrolled, direct listener {DIRECT} ({time.time() - t0:.1f} s)")
         for acct in ACCOUNTS:
-            self.login(acct["sub"], acct["password"])
+            if not (self.browser and acct["sub"] == "eng-user"):
+                self.login(acct["sub"], acct["password"])
         self.seed_policies()
         self.log(f"admin API: policies engineering -> app.corp.test, db.corp.test;"
                  f" finance -> finance.corp.test ({time.time() - t0:.1f} s)")
@@ -142,11 +160,29 @@ class SallyportLab:
                 "name": name, "network_id": self.ids["net"], "address": address, "tcp": tcp,
                 "udp": "none", "icmp": False})["id"]
 
-    def seed_policies(self):
+    def seed_policies(self, only=None):
+        """The policies of the groups sign-in has mirrored so far (or only those named)."""
         groups = {g["name"]: g["id"] for g in self.api("GET", "/api/v1/groups")["items"]}
         for group, res in (("engineering", "app"), ("engineering", "db"), ("finance", "finance")):
-            self.api("POST", "/api/v1/policies", {"group_id": groups[group],
-                                                  "resource_id": self.ids[res]})
+            if group in groups and (only is None or group in only):
+                self.api("POST", "/api/v1/policies", {"group_id": groups[group],
+                                                      "resource_id": self.ids[res]})
+
+    def forward_idp(self, issuer):
+        """client 127.0.0.1:P -> ctl 172.31.1.1:IDP_HOP_PORT -> ctl 127.0.0.1:P (P the IdP's
+        port), so the issuer URL works unchanged in client's browser."""
+        port = int(issuer.rsplit(":", 1)[1].split("/")[0])
+        fwd = os.path.join(HERE, "tcpfwd.py")
+        self.lab.spawn("ctl", [sys.executable, fwd, f"{netlab.CTL_CLIENT_ADDR}:{IDP_HOP_PORT}",
+                               f"127.0.0.1:{port}"], "idp-forward-ctl.log")
+        self.lab.spawn("client", [sys.executable, fwd, f"127.0.0.1:{port}",
+                                  f"{netlab.CTL_CLIENT_ADDR}:{IDP_HOP_PORT}"],
+                       "idp-forward-client.log")
+        if not (self.lab.wait_tcp("ctl", netlab.CTL_CLIENT_ADDR, IDP_HOP_PORT) and
+                self.lab.wait_tcp("client", "127.0.0.1", port)):
+            raise netlab.LabError("IdP forward did not start: " +
+                                  self.lab.log("idp-forward-ctl.log") +
+                                  self.lab.log("idp-forward-client.log"))
 
     def sp_env(self, user):
         env = {k: v for k, v in os.environ.items() if not k.startswith("SALLYPORT_")}
@@ -158,8 +194,8 @@ class SallyportLab:
         r = self.lab.run("client", [self.sp_bin, *args], env=self.sp_env(user), timeout=timeout)
         return r.returncode, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
 
-    def login(self, user, password):
-        """`sallyport login --no-browser` in client; the browser's part driven in ctl."""
+    def login_begin(self, user):
+        """Starts `sallyport login --no-browser` in client: (process, sign-in URL)."""
         p = self.lab.track(f"login-{user}", subprocess.Popen(
             self.lab.prefix("client") + [self.sp_bin, "login", "--no-browser", "--controller",
                                          URL, "--device-name", f"{user}-laptop"],
@@ -173,6 +209,20 @@ class SallyportLab:
         if start is None:
             p.kill()
             raise netlab.LabError(f"login {user}: no sign-in URL printed: {p.stderr.read()}")
+        return p, start
+
+    def login_end(self, user, p, limit=30):
+        """Waits for the login started by login_begin: (exit code, stdout, stderr)."""
+        try:
+            out, err = p.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+        return p.returncode, out, err
+
+    def login(self, user, password):
+        """`sallyport login --no-browser` in client; the browser's part driven in ctl."""
+        p, start = self.login_begin(user)
         r = self.lab.run("ctl", ["node", os.path.join(OIDC, "drive-login.mjs"), "--rp-start",
                                  start, "--jar", os.path.join(self.work, f"jar-{user}"),
                                  "--username", user, "--password", password, "--follow"],
@@ -186,13 +236,9 @@ class SallyportLab:
             raise netlab.LabError(f"login {user}: IdP sign-in failed: {r.stdout} {r.stderr}")
         # the browser hands the code to the client's loopback listener: inside client
         self.lab.curl("client", "-o", "/dev/null", loc)
-        try:
-            out, err = p.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            out, err = p.communicate()
-        if p.returncode != 0:
-            raise netlab.LabError(f"login {user}: {p.returncode} {out} {err}")
+        rc, out, err = self.login_end(user, p)
+        if rc != 0:
+            raise netlab.LabError(f"login {user}: {rc} {out} {err}")
         self.log(f"client: {out.strip()}")
         return out
 
@@ -201,8 +247,13 @@ class SallyportLab:
     def up(self, mode, user="eng-user"):
         """Starts `sallyport up --mode MODE` in client and waits for its resources. The
         client's resolv.conf: the DNS stub (127.0.0.1) in loopback mode, else the public
-        resolver in ctl."""
-        if mode == "loopback":
+        resolver in ctl. Tun mode runs with system DNS as the daemon sets it up by default
+        (stub on 127.83.80.53:53, upstream the public resolver read from resolv.conf, which
+        the daemon rewrites until `down`)."""
+        if mode == "tun":
+            self.lab.set_resolver("client", UPSTREAM)
+            args = ["--mode", "tun"]
+        elif mode == "loopback":
             self.lab.set_resolver("client", "127.0.0.1")
             args = ["--mode", "loopback", "--dns", "127.0.0.1:53", "--dns-upstream",
                     f"{UPSTREAM}:53"]
