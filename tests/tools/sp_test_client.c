@@ -671,7 +671,8 @@ static int command_connect(int argc, char **argv)
 					size_t used = 0;
 					if (sp_tunnel_tls_recv(tt, buf + off, (size_t)n - off, &used, &d) < 0) {
 						fprintf(stderr, "tunnel error: %s\n", d.message);
-						return 1;
+						rc = 1;
+						goto done;
 					}
 					off += used;
 					pump_out(fd, tt);
@@ -754,6 +755,7 @@ static int command_connect(int argc, char **argv)
 			(unsigned long long)c.bytes, end - c.opened_at,
 			(double)c.bytes / (1024.0 * 1024.0) / (end - c.opened_at));
 	}
+done:
 	sp_buf_free(&line);
 	free(c.rx);
 	sp_tunnel_tls_free(tt);
