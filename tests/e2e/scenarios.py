@@ -376,6 +376,9 @@ def wildcard_cidr():
 def alias():
     r = L.api("PATCH", f"/api/v1/resources/{L.ids['app']}", {"alias": "intranet.sp"})
     check("5 alias intranet.sp set on app.corp.test", r.get("alias") == "intranet.sp", str(r))
+    # the app's allow flows so far: the one of scenario 2
+    before = len(wait_events("flow-events", lambda ev: len(ev) >= 1, user_id=eng,
+                             resource_id=L.ids["app"], decision="allow"))
     ok = False
     end = time.time() + 10 * SCALE
     while time.time() < end and not ok:  # until the daemon's list has the alias
@@ -384,12 +387,11 @@ def alias():
         if not ok:
             time.sleep(0.2)
     check("5 http://intranet.sp/ reaches the app's page through the tunnel", ok, f"{rc} {err}")
-    e = flows(lambda e: True, user_id=eng, resource_id=L.ids["app"], decision="allow")
-    ev = [x for x in L.events("flow-events", user_id=eng, resource_id=L.ids["app"])
-          if x["decision"] == "allow"]
+    ev = wait_events("flow-events", lambda ev: len(ev) > before, user_id=eng,
+                     resource_id=L.ids["app"], decision="allow")
     check("5 flow event: the alias flow is the app resource's, sent to app.corp.test",
-          len(ev) >= 2 and ev[-1]["destination_host"] == "app.corp.test" and
-          ev[-1]["destination_ip"] == APP, str(ev[-2:]))
+          before == 1 and len(ev) == 2 and ev[-1]["destination_host"] == "app.corp.test" and
+          ev[-1]["destination_ip"] == APP, f"{before} {ev[-2:]}")
 
 
 # ---- 6. removing a person from a group ----
@@ -503,8 +505,10 @@ def block_device():
           (e.get("decision"), e.get("destination_host")) == ("deny", "finance.corp.test"),
           str(e))
     rc, body, err = socks(F_SOCKS, "http://finance.corp.test/")
-    check("7 a new flow from the blocked device is refused", rc != 0 and body == b"",
-          f"{rc} {err}")
+    d = denials("fin-user")
+    check("7 a new flow from the blocked device is refused (revoked, by the connector)",
+          rc == 97 and body == b"" and ("finance.corp.test:80", "revoked", "connector") in d,
+          f"{rc} {err} {d}")
     ev = L.events("audit-events", action="device.block", target_id=dev)
     check("7 audit device.block: the admin key blocked fin-user's device",
           len(ev) == 1 and ev[0]["actor_type"] == "api_key" and
@@ -545,6 +549,10 @@ def controller_down():
     rc, body, err = socks(E_SOCKS, "http://app.corp.test/")
     check("9 controller stopped: a new flow over the tunnel with the cached grant",
           rc == 0 and body == L.page, f"{rc} {err}")
+    # one more, told apart by its size: its flow event must reach the controller later
+    rc, body, err = socks(E_SOCKS, "http://app.corp.test/big.bin", "-r", "0-99999")
+    check("9 controller stopped: a range of big.bin too (100000 bytes)",
+          rc == 0 and len(body) == 100000, f"{rc} {len(body)} {err}")
     env = dict(L.sp_env("eng-user"), SALLYPORT_STATE_DIR=os.path.join(L.work, "client-new"))
     r = lab.run("client", [SP, "login", "--device-code", "--controller", splab.URL],
                 env=env, timeout=30)
@@ -576,6 +584,11 @@ def controller_down():
           " (daemon reconnecting to the restarted controller)", flush=True)
     check("9 after the restart: a resource added then is usable by the running daemon", ok,
           f"{rc} {err}")
+    e = flows(lambda e: 100000 < e["bytes_down"] < 101000, user_id=eng,
+              resource_id=L.ids["app"], limit=15)
+    check("9 the flow made while the controller was down has its flow event (allow, kept"
+          " by the connector and sent after the restart)", e.get("decision") == "allow" and
+          e.get("destination_host") == "app.corp.test", str(e))
     e = flows(lambda e: True, user_id=eng, resource_id=res, limit=15)
     check("9 flow event: allow wiki.corp.test (the connector reports to the new controller)",
           e.get("decision") == "allow", str(e))
