@@ -156,7 +156,13 @@ def start_reader(proxy, host, path, rate):
     p = lab.track(f"reader-{host}", subprocess.Popen(
         lab.prefix("client") + [sys.executable, "-c", READER, proxy, host, path, str(rate)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    return p if p.stdout.readline().strip() == "running" else None
+    import select
+    ready, _, _ = select.select([p.stdout], [], [], 15 * SCALE)
+    if ready and p.stdout.readline().strip() == "running":
+        return p
+    p.kill()
+    p.wait()
+    return None
 
 
 def reader_end(p, limit=10.0):
@@ -693,6 +699,8 @@ if "--keep" not in sys.argv:
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     check("teardown: namespaces deleted", not any(n in left.split() for n in names), left)
     check("teardown: work directory removed", not os.path.exists(L.work), L.work)
+    procs = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    check("teardown: no process of the run left", L.work not in procs, procs[-1000:])
 print(f"figure: scenarios wall time {time.time() - t_start:.1f} s", flush=True)
 print(f"scenarios: {passed} passed, {failed} failed", flush=True)
 sys.exit(1 if failed else 0)
