@@ -307,3 +307,100 @@ class SallyportLab:
                 self.stack.close()
         finally:
             self.lab.close()
+
+    # ---- for the scenario suite (tests/e2e/scenarios.py) ----
+
+    def add_names(self, names):
+        """Adds {name: address} to dnsmasq in vpc (its hosts file, re-read on SIGHUP) and
+        waits until the last one resolves there."""
+        hosts = os.path.join(self.work, "dnsmasq-vpc.log.hosts")
+        with open(hosts, "a") as f:
+            for name, addr in names.items():
+                f.write(f"{addr} {name}\n")
+        with open(os.path.join(self.work, "dnsmasq-vpc.log.pid")) as f:
+            os.kill(int(f.read().strip()), 1)  # SIGHUP: re-read the hosts files
+        last = list(names)[-1]
+        if not self.lab.wait_dns("vpc", netlab.INTERNAL["dns"], last):
+            raise netlab.LabError(f"dnsmasq in vpc does not name {last}")
+
+    def add_file(self, name, size):
+        """A file of size random bytes that nginx in vpc serves as /name; its SHA-256."""
+        import hashlib
+        data = os.urandom(size)
+        with open(os.path.join(self.work, "www", name), "wb") as f:
+            f.write(data)
+        return hashlib.sha256(data).hexdigest()
+
+    def user_ids(self):
+        """{email: user id} from the admin API."""
+        return {u["email"]: u["id"] for u in self.api("GET", "/api/v1/users?limit=1000")["items"]}
+
+    def events(self, kind, **filters):
+        """Every audit or flow event (kind "audit-events" / "flow-events") matching the
+        listing's query filters, oldest first (all pages)."""
+        out, cursor = [], None
+        while True:
+            q = "&".join([f"{k}={v}" for k, v in filters.items()] + ["limit=1000"] +
+                         ([f"cursor={cursor}"] if cursor else []))
+            page = self.api("GET", f"/api/v1/{kind}?{q}")
+            out += page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return out
+
+    def up_proxy(self, user, socks, http, log_name):
+        """A second daemon beside up()'s: `sallyport up --mode proxy` for user on its own
+        ports (the state directories differ, so do the control sockets); waits until up."""
+        p = self.stack.start_client(self.sp_bin, self.state[user], [
+            "--mode", "proxy", "--socks", socks, "--http-proxy", http],
+            prefix=self.lab.prefix("client"), log_name=log_name)
+        s = self.wait_status(user, lambda s: s.get("state") == "up" and
+                             s.get("resources", 0) >= 1)
+        if s.get("state") != "up":
+            raise netlab.LabError(f"{user} up: {s} {self.lab.log(log_name)[-1500:]}")
+        return p
+
+    def stop_controller(self):
+        """SIGTERM to the controller in ctl; waits for it to exit."""
+        p = self.stack.ctl_proc
+        p.terminate()
+        p.wait(timeout=20)
+
+    def restart_controller(self):
+        """The controller again, with the same arguments and state directory."""
+        old = self.stack.ctl_proc
+        env = dict(os.environ, SALLYPORT_OIDC_CLIENT_SECRET="sallyport-controller-test-secret")
+        log = open(os.path.join(self.work, "controller.log"), "a")
+        p = subprocess.Popen(list(old.args), env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.stack.procs.append(p)
+        self.stack.ctl_proc = p
+        if not sp_stack.wait_http(URL + "/healthz", prefix=self.lab.prefix("client")):
+            raise netlab.LabError("controller did not restart: " +
+                                  self.lab.log("controller.log")[-1500:])
+        return p
+
+    def start_connector2(self, direct=f"{netlab.VPC_ADDR}:7444", metrics="127.0.0.1:9464"):
+        """A second connector of the network `corp` in vpc (its own state directory, direct
+        listener and metrics address); waits until healthy; returns the Popen."""
+        token = self.api("POST", f"/api/v1/remote-networks/{self.ids['net']}/connector-tokens",
+                         {})["token"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SALLYPORT_")}
+        env.update({"SALLYPORT_URL": URL, "SALLYPORT_STATE_DIR": os.path.join(self.work,
+                                                                             "conn2-state"),
+                    "SALLYPORT_DIRECT_LISTEN": direct, "SALLYPORT_METRICS_ADDR": metrics,
+                    "SALLYPORT_NAME": "vpc-connector-2", "SALLYPORT_LOG_FORMAT": "json",
+                    "SALLYPORT_LOG_LEVEL": "info", "SALLYPORT_DRAIN_TIMEOUT": "5s",
+                    "SALLYPORT_ALLOW_ROOT": "true",
+                    "SALLYPORT_DNS": f"{netlab.INTERNAL['dns']}:53",
+                    "SALLYPORT_ENROLL_TOKEN": token})
+        p = self.stack.spawn([self.conn_bin], "connector2.log", prefix=self.lab.prefix("vpc"),
+                             env=env)
+        henv = dict(os.environ, SALLYPORT_METRICS_ADDR=metrics)
+        for _ in range(400):
+            if self.lab.run("vpc", [self.conn_bin, "health"], env=henv).returncode == 0:
+                return p
+            if p.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise netlab.LabError("second connector not healthy: " +
+                              self.lab.log("connector2.log")[-1500:])
