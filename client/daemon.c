@@ -581,6 +581,7 @@ int daemon_run(const struct daemon_options *o, struct sp_diag *diag)
 	d->o = o;
 	d->notify[0] = d->notify[1] = -1;
 	d->tun_fd = -1;
+	d->udp_fd[0] = d->udp_fd[1] = -1;
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_cond_init(&d->grant_cond, NULL);
 	grant_cache_init(&d->grants);
