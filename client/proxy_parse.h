@@ -52,6 +52,18 @@ int socks5_parse_request(const uint8_t *data, size_t len, size_t *used, struct p
 			 uint8_t *reply_code);
 
 /*
+ * The header of one datagram a program sends to a SOCKS5 UDP relay (RFC 1928 §7: RSV 0 0,
+ * FRAG, ATYP, DST.ADDR, DST.PORT, then the payload). A datagram is whole, so there is no
+ * "need more": returns 0 with *header_len (the payload starts there; it may be empty) and
+ * *out; SP_ERR_UNSUPPORTED for FRAG other than 0 (fragments are not reassembled: such a
+ * datagram is dropped) or an unknown address type; SP_ERR_INVALID for a truncated header,
+ * non-zero RSV, an empty, NUL-holding or otherwise invalid name, or port 0. On failure
+ * *header_len is 0 and *out zeroed.
+ */
+int socks5_parse_udp_header(const uint8_t *data, size_t len, size_t *header_len,
+			    struct proxy_target *out);
+
+/*
  * An HTTP CONNECT request up to and including the empty line that ends its headers.
  * "CONNECT host:port HTTP/1.0|1.1" where host is a name, IPv4, or [IPv6]; headers are
  * skipped. Returns 0 with *used and *out; SP_ERR_AGAIN while the empty line has not
