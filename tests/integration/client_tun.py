@@ -17,8 +17,8 @@ table and rules exist while up and are gone after `down` and after SIGTERM; afte
 kill -9 the table and rules are left, and the next `up` and `down` remove them; without
 privileges `up --mode tun` fails with a message naming the privilege.
 
-UDP: a real dnsmasq behind a resource with udp port 53-style access answers a DNS query
-sent to the resource's synthetic address (the answer comes from that address), the
+UDP: a real dnsmasq behind a UDP-only resource answers a DNS query sent to the
+resource's synthetic IPv4 and IPv6 addresses (the answer comes from that address), the
 controller's flow event says udp; UDP to a TCP-only resource port is refused
 port_not_allowed by the connector, UDP to an unmapped synthetic address not_protected by
 the client; 200 queries on one socket and 200 from fresh sockets are all answered; idle
@@ -461,6 +461,13 @@ try:
     check("UDP: DNS query to the synthetic address answered by dnsmasq through the tunnel,"
           " from the address asked", ips == ["10.20.30.40"] and frm == (dns_v4, DNSQ_PORT),
           f"{ips} {frm} {status().get('denials')}")
+    dns_v6 = names.get("dns.sp", {}).get("v6", "fd73:7061:6c6c::2")
+    usock6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    ips, frm, dt = udp_ask(usock6, (dns_v6, DNSQ_PORT), 0x6a6a, timeout=5 * SCALE)
+    usock6.close()
+    check("UDP over IPv6: the query to the synthetic IPv6 address answered, from that address",
+          ips == ["10.20.30.40"] and frm is not None and frm[:2] == (dns_v6, DNSQ_PORT),
+          f"{ips} {frm}")
     s = status()
     check("UDP: the flow is active in status while it lasts", s["flows"]["active"] >= 1,
           s.get("flows"))
