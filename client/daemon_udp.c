@@ -47,7 +47,7 @@ struct udp_flow {
 	struct event *ev_read, *ev_idle;
 	struct sockaddr_storage src, dst;
 	uint8_t *out; /* framed datagrams not yet taken by the stream */
-	size_t out_len;
+	size_t out_len, out_cap;
 	uint8_t *rx; /* the start of a frame from the connector that is not whole yet */
 	size_t rx_len;
 	uint64_t drops;
@@ -114,9 +114,20 @@ static void udp_up(struct flow *f, const uint8_t *payload, size_t len)
 		u->drops++;
 		return;
 	}
-	if (u->out == NULL && (u->out = malloc(UDP_QUEUE_MAX)) == NULL) {
-		u->drops++;
-		return;
+	if (u->out_len + len + 2 > u->out_cap) {
+		/* grows by doubling from 4 KiB: most flows queue one small datagram at a time */
+		size_t cap = u->out_cap == 0 ? 4096 : u->out_cap;
+		while (cap < u->out_len + len + 2)
+			cap *= 2;
+		if (cap > UDP_QUEUE_MAX)
+			cap = UDP_QUEUE_MAX;
+		uint8_t *grown = realloc(u->out, cap);
+		if (grown == NULL) {
+			u->drops++;
+			return;
+		}
+		u->out = grown;
+		u->out_cap = cap;
 	}
 	u->out[u->out_len] = (uint8_t)(len >> 8);
 	u->out[u->out_len + 1] = (uint8_t)(len & 0xff);
