@@ -812,6 +812,10 @@ static void flow_local_read(struct bufferevent *bev, void *arg)
 			return;
 		}
 		evbuffer_drain(in, used);
+		if (f->kind == FLOW_SOCKS && target.command == SOCKS5_CMD_UDP_ASSOCIATE) {
+			udp_socks_associate(f);
+			return;
+		}
 		snprintf(f->host, sizeof(f->host), "%s", target.host);
 		f->port = target.port;
 		f->state = F_OPENING;

@@ -276,6 +276,15 @@ void udp_flow_opened(struct flow *f);
 void udp_flow_data(struct flow *f, const uint8_t *data, size_t len);
 /* The stream takes bytes again: the rest of a frame that did not fit goes out. */
 void udp_flow_writable(struct flow *f);
-/* Frees the local side of a closing flow (from flow_close). */
+/*
+ * Frees the local side of a closing flow (from flow_close); for a SOCKS5 UDP association
+ * it closes the relay socket and every datagram flow of the association.
+ */
 void udp_flow_release(struct flow *f);
+/*
+ * A SOCKS5 UDP ASSOCIATE request on the connection of f (kind FLOW_SOCKS): opens the UDP
+ * relay socket next to the proxy's address and answers with it; the association lasts as
+ * long as the connection. Refuses with a SOCKS5 error when the socket cannot be made.
+ */
+void udp_socks_associate(struct flow *f);
 #endif

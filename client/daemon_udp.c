@@ -18,6 +18,13 @@
  * bytes, more are dropped: UDP semantics); a flow with no datagram either way for
  * udp_idle_ms (SALLYPORT_UDP_IDLE_TIMEOUT, default 30 s) ends.
  *
+ * Proxy mode: a SOCKS5 UDP ASSOCIATE (RFC 1928 §7) opens a relay socket next to the
+ * proxy's address for as long as its TCP connection lasts; each datagram names its
+ * destination in a header (client/proxy_parse.h), and each (program address, header)
+ * pair is one datagram flow, started like a SOCKS5 CONNECT (any protected name, pattern
+ * or address, UDP ports). Answers go back with the same header from the relay socket;
+ * only the connection's own host may use the relay.
+ *
  * Ownership: struct udp_flow hangs off its struct flow and is freed by udp_flow_release
  * (from flow_close); the listening sockets hang off struct daemon (event-loop thread only).
  */
@@ -43,9 +50,17 @@
 #define UDP_READ_ROUNDS 32
 
 struct udp_flow {
-	int fd; /* transparent: bound to the original destination, connected to the source */
+	/*
+	 * tun mode: transparent, bound to the original destination, connected to the source.
+	 * SOCKS5: -1 for a datagram flow; the relay socket for the association itself.
+	 */
+	int fd;
 	struct event *ev_read, *ev_idle;
-	struct sockaddr_storage src, dst;
+	struct sockaddr_storage src, dst; /* association: src is the program's address */
+	int relay;	    /* this is a SOCKS5 association (on its FLOW_SOCKS connection) */
+	struct flow *assoc; /* SOCKS5 datagram flow: its association's connection */
+	uint8_t header[4 + 1 + PROXY_HOST_MAX + 2]; /* SOCKS5: the header answers carry */
+	size_t header_len;
 	uint8_t *out; /* framed datagrams not yet taken by the stream */
 	size_t out_len, out_cap;
 	uint8_t *rx; /* the start of a frame from the connector that is not whole yet */
@@ -157,8 +172,20 @@ static void udp_down(struct flow *f, const uint8_t *frame, size_t len)
 	size_t plen = 0;
 	if (sp_udp_frame_decode(frame, len, &payload, &plen) != (int)len)
 		return;
-	if (send(f->udp->fd, payload, plen, MSG_DONTWAIT) == -1)
-		f->udp->drops++;
+	struct udp_flow *u = f->udp;
+	if (u->assoc != NULL) {
+		struct udp_flow *a = u->assoc->udp;
+		struct iovec iov[2] = {{.iov_base = u->header, .iov_len = u->header_len},
+				       {.iov_base = (void *)(uintptr_t)payload, .iov_len = plen}};
+		struct msghdr m = {.msg_name = &u->src,
+				   .msg_namelen = sockaddr_len(&u->src),
+				   .msg_iov = iov,
+				   .msg_iovlen = 2};
+		if (a == NULL || sendmsg(a->fd, &m, MSG_DONTWAIT) == -1)
+			u->drops++;
+	} else if (send(u->fd, payload, plen, MSG_DONTWAIT) == -1) {
+		u->drops++;
+	}
 	f->down += plen;
 	udp_touch(f);
 }
@@ -218,6 +245,13 @@ void udp_flow_release(struct flow *f)
 	struct udp_flow *u = f->udp;
 	if (u == NULL)
 		return;
+	f->udp = NULL;
+	if (u->relay) /* the association ends: so do its datagram flows */
+		for (struct flow *g = f->d->flows, *next; g != NULL; g = next) {
+			next = g->next;
+			if (g->kind == FLOW_UDP && g->udp != NULL && g->udp->assoc == f)
+				flow_close(g, 0);
+		}
 	if (u->ev_read != NULL)
 		event_free(u->ev_read);
 	if (u->ev_idle != NULL)
@@ -229,9 +263,9 @@ void udp_flow_release(struct flow *f)
 		       SP_LOG_UINT("drops", u->drops));
 	free(u->out);
 	free(u->rx);
+	if (!u->relay)
+		f->d->udp_active--;
 	free(u);
-	f->udp = NULL;
-	f->d->udp_active--;
 }
 
 /* Later datagrams of the pair, on the flow's connected socket. */
@@ -297,6 +331,42 @@ static int udp_pair_socket(const struct sockaddr_storage *src, const struct sock
 	return fd;
 }
 
+/*
+ * A datagram flow around u (owned from here on, freed on failure), in the daemon's list;
+ * NULL when it could not be made.
+ */
+static struct flow *udp_flow_add(struct daemon *d, struct udp_flow *u)
+{
+	struct flow *f = calloc(1, sizeof(*f));
+	if (f == NULL) {
+		if (u->fd != -1)
+			close(u->fd);
+		free(u);
+		return NULL;
+	}
+	f->d = d;
+	f->kind = FLOW_UDP;
+	f->state = F_OPENING;
+	f->udp = u;
+	if (u->fd != -1)
+		u->ev_read =
+		    event_new(d->base, u->fd, EV_READ | EV_PERSIST, udp_on_flow_readable, f);
+	u->ev_idle = evtimer_new(d->base, udp_on_idle, f);
+	f->next = d->flows;
+	if (d->flows != NULL)
+		d->flows->prev = f;
+	d->flows = f;
+	d->flows_active++;
+	d->udp_active++;
+	if ((u->fd != -1 && u->ev_read == NULL) || u->ev_idle == NULL) {
+		flow_close(f, 1);
+		return NULL;
+	}
+	if (u->ev_read != NULL)
+		event_add(u->ev_read, NULL);
+	return f;
+}
+
 /* A datagram of a pair with no flow yet: the flow is made, then started like TCP's. */
 static void udp_new_flow(struct daemon *d, const struct sockaddr_storage *src,
 			 const struct sockaddr_storage *dst, const uint8_t *payload, size_t len)
@@ -305,40 +375,21 @@ static void udp_new_flow(struct daemon *d, const struct sockaddr_storage *src,
 		udp_refuse_pair(d, dst, "overloaded");
 		return;
 	}
-	struct flow *f = calloc(1, sizeof(*f));
 	struct udp_flow *u = calloc(1, sizeof(*u));
-	if (f == NULL || u == NULL) {
-		free(f);
-		free(u);
+	if (u == NULL)
 		return;
-	}
 	u->fd = udp_pair_socket(src, dst);
 	if (u->fd == -1) {
 		SP_LOG(SP_LOG_WARN, "udp flow: no transparent socket", SP_LOG_STR("error",
 										  strerror(errno)));
-		free(f);
 		free(u);
 		return;
 	}
 	u->src = *src;
 	u->dst = *dst;
-	f->d = d;
-	f->kind = FLOW_UDP;
-	f->state = F_OPENING;
-	f->udp = u;
-	u->ev_read = event_new(d->base, u->fd, EV_READ | EV_PERSIST, udp_on_flow_readable, f);
-	u->ev_idle = evtimer_new(d->base, udp_on_idle, f);
-	f->next = d->flows;
-	if (d->flows != NULL)
-		d->flows->prev = f;
-	d->flows = f;
-	d->flows_active++;
-	d->udp_active++;
-	if (u->ev_read == NULL || u->ev_idle == NULL) {
-		flow_close(f, 1);
+	struct flow *f = udp_flow_add(d, u);
+	if (f == NULL)
 		return;
-	}
-	event_add(u->ev_read, NULL);
 	int family = dst->ss_family;
 	const uint8_t *addr =
 	    family == AF_INET ? (const uint8_t *)&((const struct sockaddr_in *)dst)->sin_addr
@@ -403,24 +454,161 @@ static void udp_on_listener(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* The idle timeout, once: SALLYPORT_UDP_IDLE_TIMEOUT or UDP_IDLE_DEFAULT_MS. */
+static int udp_idle_setup(struct daemon *d, struct sp_diag *diag)
+{
+	if (d->udp_idle_ms > 0)
+		return 0;
+	const char *idle = getenv("SALLYPORT_UDP_IDLE_TIMEOUT");
+	int64_t ms = UDP_IDLE_DEFAULT_MS;
+	if (idle != NULL && idle[0] != '\0' &&
+	    (sp_config_parse_duration(idle, &ms, diag) < 0 || ms <= 0 || ms > 3600 * 1000))
+		return sp_diag_set(diag, SP_ERR_INVALID,
+				   "SALLYPORT_UDP_IDLE_TIMEOUT \"%s\": want a duration of 1 ms to 1 h",
+				   idle);
+	d->udp_idle_ms = ms;
+	return 0;
+}
+
+static int same_ip(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return 0;
+	if (a->ss_family == AF_INET)
+		return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+		       ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+	return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+		      &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
+}
+
+/* SOCKS5: datagrams on an association's relay socket, each to its flow. */
+static void udp_on_relay(evutil_socket_t fd, short what, void *arg)
+{
+	(void)what;
+	struct flow *af = arg;
+	struct daemon *d = af->d;
+	uint8_t buf[SP_UDP_DATAGRAM_MAX];
+	for (int round = 0; round < UDP_READ_ROUNDS && af->udp != NULL; round++) {
+		struct sockaddr_storage src;
+		memset(&src, 0, sizeof(src));
+		socklen_t sl = sizeof(src);
+		ssize_t n = recvfrom(fd, buf, sizeof(buf), MSG_DONTWAIT, (struct sockaddr *)&src, &sl);
+		if (n == -1)
+			return;
+		struct proxy_target t;
+		size_t hl = 0;
+		/* only the association's own host; fragments and bad headers are dropped */
+		if (!same_ip(&src, &af->udp->src) ||
+		    socks5_parse_udp_header(buf, (size_t)n, &hl, &t) < 0 ||
+		    hl > sizeof(af->udp->header))
+			continue;
+		struct flow *f = d->flows;
+		while (f != NULL &&
+		       !(f->kind == FLOW_UDP && f->udp != NULL && f->udp->assoc == af &&
+			 sockaddr_equal(&f->udp->src, &src) && f->udp->header_len == hl &&
+			 memcmp(f->udp->header, buf, hl) == 0))
+			f = f->next;
+		if (f != NULL) {
+			udp_up(f, buf + hl, (size_t)n - hl);
+			continue;
+		}
+		if (d->udp_active >= UDP_FLOWS_MAX || d->flows_active >= MAX_FLOWS) {
+			struct flow tmp;
+			memset(&tmp, 0, sizeof(tmp));
+			snprintf(tmp.host, sizeof(tmp.host), "%s", t.host);
+			tmp.port = t.port;
+			record_denial(d, &tmp, "overloaded", "client");
+			continue;
+		}
+		struct udp_flow *u = calloc(1, sizeof(*u));
+		if (u == NULL)
+			continue;
+		u->fd = -1;
+		u->assoc = af;
+		u->src = src;
+		memcpy(u->header, buf, hl);
+		u->header_len = hl;
+		f = udp_flow_add(d, u);
+		if (f == NULL)
+			continue;
+		snprintf(f->host, sizeof(f->host), "%s", t.host);
+		f->port = t.port;
+		udp_up(f, buf + hl, (size_t)n - hl);
+		flow_start(f);
+	}
+}
+
+void udp_socks_associate(struct flow *f)
+{
+	struct daemon *d = f->d;
+	evutil_socket_t cfd = bufferevent_getfd(f->bev);
+	struct sockaddr_storage local, peer;
+	socklen_t ll = sizeof(local), pl = sizeof(peer);
+	memset(&local, 0, sizeof(local));
+	memset(&peer, 0, sizeof(peer));
+	snprintf(f->host, sizeof(f->host), "udp-associate");
+	f->port = 0;
+	struct sp_diag diag = {{0}};
+	struct udp_flow *u = calloc(1, sizeof(*u));
+	if (u != NULL)
+		u->fd = -1;
+	if (u == NULL || udp_idle_setup(d, &diag) < 0 || getsockname(cfd, (struct sockaddr *)&local, &ll) == -1 ||
+	    getpeername(cfd, (struct sockaddr *)&peer, &pl) == -1 ||
+	    (local.ss_family != AF_INET && local.ss_family != AF_INET6))
+		goto fail;
+	if (local.ss_family == AF_INET)
+		((struct sockaddr_in *)&local)->sin_port = 0;
+	else
+		((struct sockaddr_in6 *)&local)->sin6_port = 0;
+	u->fd = socket(local.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	ll = sockaddr_len(&local);
+	if (u->fd == -1 || bind(u->fd, (struct sockaddr *)&local, ll) == -1 ||
+	    getsockname(u->fd, (struct sockaddr *)&local, &ll) == -1)
+		goto fail;
+	u->relay = 1;
+	u->src = peer;
+	u->ev_read = event_new(d->base, u->fd, EV_READ | EV_PERSIST, udp_on_relay, f);
+	if (u->ev_read == NULL)
+		goto fail;
+	event_add(u->ev_read, NULL);
+	f->udp = u;
+	f->state = F_OPEN;
+	uint8_t r[22] = {5, SOCKS5_REPLY_OK, 0};
+	size_t rl;
+	if (local.ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)&local;
+		r[3] = 1;
+		memcpy(r + 4, &a->sin_addr, 4);
+		memcpy(r + 8, &a->sin_port, 2);
+		rl = 10;
+	} else {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&local;
+		r[3] = 4;
+		memcpy(r + 4, &a->sin6_addr, 16);
+		memcpy(r + 20, &a->sin6_port, 2);
+		rl = 22;
+	}
+	bufferevent_write(f->bev, r, rl);
+	/* the connection only says how long the association lasts: a little input is kept */
+	bufferevent_setwatermark(f->bev, EV_READ, 0, 4096);
+	bufferevent_enable(f->bev, EV_READ);
+	return;
+fail:
+	if (u != NULL) {
+		if (u->fd != -1)
+			close(u->fd);
+		free(u);
+	}
+	flow_refuse(f, "overloaded", "client", "no UDP relay socket");
+}
+
 int udp_start(struct daemon *d, int family, uint16_t *port, struct sp_diag *diag)
 {
 	*port = 0;
 	int k = family == AF_INET ? 0 : 1;
-	if (d->udp_idle_ms <= 0) {
-		d->udp_idle_ms = UDP_IDLE_DEFAULT_MS;
-		const char *idle = getenv("SALLYPORT_UDP_IDLE_TIMEOUT");
-		int64_t ms = 0;
-		if (idle != NULL && idle[0] != '\0') {
-			if (sp_config_parse_duration(idle, &ms, diag) < 0 || ms <= 0 ||
-			    ms > 3600 * 1000)
-				return sp_diag_set(diag, SP_ERR_INVALID,
-						   "SALLYPORT_UDP_IDLE_TIMEOUT \"%s\": want a duration "
-						   "of 1 ms to 1 h",
-						   idle);
-			d->udp_idle_ms = ms;
-		}
-	}
+	int rc0 = udp_idle_setup(d, diag);
+	if (rc0 < 0)
+		return rc0;
 	struct sockaddr_storage ss;
 	memset(&ss, 0, sizeof(ss));
 	if (family == AF_INET) {

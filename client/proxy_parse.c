@@ -61,7 +61,7 @@ int socks5_parse_request(const uint8_t *data, size_t len, size_t *used, struct p
 		return SP_ERR_AGAIN;
 	if (ver != 5 || rsv != 0)
 		return SP_ERR_INVALID;
-	if (cmd != 1) {
+	if (cmd != SOCKS5_CMD_CONNECT && cmd != SOCKS5_CMD_UDP_ASSOCIATE) {
 		*reply_code = SOCKS5_REPLY_COMMAND_NOT_SUPPORTED;
 		return SP_ERR_UNSUPPORTED;
 	}
@@ -94,11 +94,12 @@ int socks5_parse_request(const uint8_t *data, size_t len, size_t *used, struct p
 		memset(out, 0, sizeof(*out));
 		return SP_ERR_AGAIN;
 	}
-	if (port == 0) {
+	if (port == 0 && cmd == SOCKS5_CMD_CONNECT) {
 		memset(out, 0, sizeof(*out));
 		return SP_ERR_INVALID;
 	}
 	out->port = port;
+	out->command = cmd;
 	*used = len - sp_reader_remaining(&r);
 	return 0;
 }

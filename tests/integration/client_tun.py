@@ -23,7 +23,9 @@ controller's flow event says udp; UDP to a TCP-only resource port is refused
 port_not_allowed by the connector, UDP to an unmapped synthetic address not_protected by
 the client; 200 queries on one socket and 200 from fresh sockets are all answered; idle
 UDP flows end (SALLYPORT_UDP_IDLE_TIMEOUT=1s here). The round trip of 200 queries
-through the tunnel and directly to dnsmasq is printed (median and p99).
+through the tunnel and directly to dnsmasq is printed (median and p99). Proxy mode: a
+SOCKS5 UDP ASSOCIATE carries queries to the same resource by name (answers carry the
+header), refuses a TCP-only port and an unprotected name, and ends with its connection.
 
 With SP_BENCH=1 it also measures tun mode against loopback mode and nginx directly
 (bench/client_modes.sh): throughput of a large download and time to first byte over a
@@ -592,6 +594,103 @@ try:
           f"{rc} {out} {err} {kernel_state()}")
     rc, out, err = sp("down")
     check("`down` with nothing left: not running (exit 3)", rc == 3, f"{rc} {out} {err}")
+
+    # ---- proxy mode: SOCKS5 UDP ASSOCIATE ----
+    SOCKS_PORT, HTTP_PORT = sp_stack.free_port(), sp_stack.free_port()
+    daemon, dlog, s = up("--socks", f"127.0.0.1:{SOCKS_PORT}", "--http-proxy",
+                         f"127.0.0.1:{HTTP_PORT}", mode="proxy")
+    check("proxy mode up", s.get("mode") == "proxy", json.dumps(s))
+
+    def socks_associate():
+        c = socket.create_connection(("127.0.0.1", SOCKS_PORT), timeout=5)
+        c.sendall(b"\x05\x01\x00")
+        greet = c.recv(2)
+        c.sendall(b"\x05\x03\x00\x01" + bytes(6))
+        r = b""
+        while len(r) < 10:
+            chunk = c.recv(10 - len(r))
+            if not chunk:
+                break
+            r += chunk
+        relay = (socket.inet_ntoa(r[4:8]), struct.unpack(">H", r[8:10])[0]) if len(r) == 10 \
+            else None
+        return c, greet, r[:2], relay
+
+    def socks_hdr(host, port):
+        return b"\0\0\0\x03" + bytes([len(host)]) + host.encode() + struct.pack(">H", port)
+
+    def socks_ask(sock, relay, host, port, qid, timeout=3.0):
+        sock.settimeout(timeout)
+        hdr = socks_hdr(host, port)
+        t0 = time.perf_counter()
+        try:
+            sock.sendto(hdr + dns_msg("www.sallyport.test", qid), relay)
+            while True:
+                r, frm = sock.recvfrom(4096)
+                if r.startswith(hdr) and dns_a(r[len(hdr):])[0] == qid:
+                    return dns_a(r[len(hdr):])[1], frm, time.perf_counter() - t0
+        except (OSError, IndexError, struct.error):
+            return None, None, None
+
+    ctl, greet, reply, relay = socks_associate()
+    check("SOCKS5 UDP ASSOCIATE: granted with a relay address on 127.0.0.1",
+          greet == b"\x05\x00" and reply == b"\x05\x00" and relay is not None and
+          relay[0] == "127.0.0.1" and relay[1] != 0, f"{greet} {reply} {relay}")
+    relay = relay or ("127.0.0.1", 9)
+    us = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ips, frm, _ = socks_ask(us, relay, "dns.sp", DNSQ_PORT, 0x7171, timeout=5 * SCALE)
+    check("SOCKS5 UDP: a query to dns.sp answered through the tunnel, with the same header,"
+          " from the relay", ips == ["10.20.30.40"] and frm == relay, f"{ips} {frm}")
+    socks_rtt = []
+    for i in range(50):
+        ips, frm, dt = socks_ask(us, relay, "dns.sp", DNSQ_PORT, 7000 + i, timeout=3 * SCALE)
+        if ips == ["10.20.30.40"]:
+            socks_rtt.append(dt)
+    check("SOCKS5 UDP: 50 queries on the association all answered", len(socks_rtt) == 50,
+          len(socks_rtt))
+    print(f"SOCKS5 UDP DNS round trip, 50 queries: median {pct(socks_rtt, 0.5):.3f} ms "
+          f"p99 {pct(socks_rtt, 0.99):.3f} ms", flush=True)
+    ips, frm, _ = socks_ask(us, relay, "web.sp", WEB_PORT, 0x7272, timeout=1.0)
+    s = wait_status(lambda s: any(d["reason"] == "port_not_allowed" for d in
+                                  s.get("denials", [])))
+    check("SOCKS5 UDP to a TCP-only resource port: no answer, port_not_allowed by the connector",
+          ips is None and any(d["reason"] == "port_not_allowed" and d["by"] == "connector" and
+                              d["target"] == f"127.0.0.1:{WEB_PORT}"
+                              for d in s.get("denials", [])), s.get("denials"))
+    ips, frm, _ = socks_ask(us, relay, "example.com", 53, 0x7373, timeout=0.5)
+    s = status()
+    check("SOCKS5 UDP to an unprotected name: no answer, not_protected by the client",
+          ips is None and any(d["reason"] == "not_protected" and d["by"] == "client" and
+                              d["target"] == "example.com:53" for d in s.get("denials", [])),
+          s.get("denials"))
+    socks_ask(us, relay, "dns.sp", DNSQ_PORT, 0x7575, timeout=3 * SCALE)
+    s = status()
+    busy = sum(1 for f in s["flows"].get("open", []) if f.get("protocol") == "udp")
+    ctl.close()
+    s = wait_status(lambda s: s["flows"]["active"] == 0, limit=10)
+    # the relay socket is gone: a connected socket gets the ICMP port unreachable back
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.settimeout(2)
+    probe.connect(relay)
+    try:
+        probe.send(socks_hdr("dns.sp", DNSQ_PORT) + dns_msg("www.sallyport.test", 0x7474))
+        probe.recv(4096)
+        gone = "answered"
+    except ConnectionRefusedError:
+        gone = "refused"
+    except OSError as e:
+        gone = str(e)
+    probe.close()
+    check("SOCKS5 UDP: closing the connection closes the relay socket and ends the flows",
+          busy >= 1 and s["flows"]["active"] == 0 and gone == "refused",
+          f"{busy} {gone} {s.get('flows')}")
+    us.close()
+    rc, out, err = sp("down")
+    try:
+        prc = daemon.wait(timeout=15 * SCALE)
+    except subprocess.TimeoutExpired:
+        prc = None
+    check("proxy mode `down`: exit 0", rc == 0 and prc == 0, f"{rc} {out}{err} {prc}")
 
     if BENCH:
         direct = (throughput([f"http://127.0.0.1:{WEB_PORT}/huge.bin"]),

@@ -131,8 +131,18 @@ static void test_request_errors(void **state)
 			 SP_ERR_UNSUPPORTED);
 	assert_int_equal(code, SOCKS5_REPLY_COMMAND_NOT_SUPPORTED);
 	const uint8_t udp[] = {5, 3, 0, 1, 1, 2, 3, 4, 0, 80};
-	assert_int_equal(socks5_parse_request(udp, sizeof(udp), &used, &t, &code),
-			 SP_ERR_UNSUPPORTED);
+	assert_int_equal(socks5_parse_request(udp, sizeof(udp), &used, &t, &code), 0);
+	assert_int_equal(t.command, SOCKS5_CMD_UDP_ASSOCIATE);
+	assert_string_equal(t.host, "1.2.3.4");
+	/* UDP ASSOCIATE from "any address, any port" */
+	const uint8_t udp0[] = {5, 3, 0, 1, 0, 0, 0, 0, 0, 0};
+	assert_int_equal(socks5_parse_request(udp0, sizeof(udp0), &used, &t, &code), 0);
+	assert_int_equal(t.command, SOCKS5_CMD_UDP_ASSOCIATE);
+	assert_int_equal(t.port, 0);
+	assert_int_equal(used, 10);
+	const uint8_t conn0[] = {5, 1, 0, 1, 1, 2, 3, 4, 0, 0};
+	assert_int_equal(socks5_parse_request(conn0, sizeof(conn0), &used, &t, &code),
+			 SP_ERR_INVALID);
 	const uint8_t atyp[] = {5, 1, 0, 9, 1, 2, 3, 4, 0, 80};
 	assert_int_equal(socks5_parse_request(atyp, sizeof(atyp), &used, &t, &code),
 			 SP_ERR_UNSUPPORTED);
