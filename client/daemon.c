@@ -402,8 +402,10 @@ static json_t *status_json(struct daemon *d)
 	for (struct flow *f = d->flows; f != NULL; f = f->next)
 		if (f->state == F_OPEN || f->state == F_OPENING)
 			json_array_append_new(
-			    active, json_pack("{s:s, s:i, s:s, s:s, s:I, s:I}", "host", f->host, "port",
-					      (int)f->port, "resource_id", f->resource_id, "state",
+			    active, json_pack("{s:s, s:i, s:s, s:s, s:s, s:I, s:I}", "host", f->host,
+					      "port", (int)f->port, "protocol",
+					      f->kind == FLOW_UDP ? "udp" : "tcp", "resource_id",
+					      f->resource_id, "state",
 					      f->state == F_OPEN ? "open" : "opening", "bytes_up",
 					      (json_int_t)f->up, "bytes_down", (json_int_t)f->down));
 	json_object_set_new(s, "flows",
@@ -588,6 +590,7 @@ int daemon_run(const struct daemon_options *o, struct sp_diag *diag)
 	d->o = o;
 	d->notify[0] = d->notify[1] = -1;
 	d->tun_fd = -1;
+	d->udp_fd[0] = d->udp_fd[1] = -1;
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_cond_init(&d->grant_cond, NULL);
 	grant_cache_init(&d->grants);

@@ -69,6 +69,8 @@ void flow_close(struct flow *f, int rst)
 		sp_tunnel_reset(f->tn->t, f->stream, SP_TUNNEL_CANCEL);
 		tunnel_kick(f->tn);
 	}
+	if (f->udp != NULL)
+		udp_flow_release(f);
 	if (f->bev != NULL) {
 		evutil_socket_t fd = bufferevent_getfd(f->bev);
 		if (rst && fd >= 0) {
@@ -139,7 +141,7 @@ static void flow_finish_after_write(struct bufferevent *bev, void *arg)
 void flow_refuse(struct flow *f, const char *reason, const char *origin, const char *text)
 {
 	record_denial(f->d, f, reason, origin);
-	if (f->kind == FLOW_LOOPBACK) {
+	if (f->kind == FLOW_LOOPBACK || f->kind == FLOW_UDP) {
 		flow_close(f, 1);
 		return;
 	}
@@ -174,6 +176,10 @@ static void on_open_result(struct sp_tunnel *t, int32_t stream, int status,
 		return;
 	}
 	f->state = F_OPEN;
+	if (f->kind == FLOW_UDP) {
+		udp_flow_opened(f);
+		return;
+	}
 	if (f->kind == FLOW_SOCKS)
 		socks_reply(f, SOCKS5_REPLY_OK);
 	else if (f->kind == FLOW_HTTP)
@@ -192,6 +198,11 @@ static void on_data(struct sp_tunnel *t, int32_t stream, const uint8_t *data, si
 		sp_tunnel_consumed(t, stream, len);
 		return;
 	}
+	if (f->kind == FLOW_UDP) {
+		sp_tunnel_consumed(t, stream, len);
+		udp_flow_data(f, data, len);
+		return;
+	}
 	bufferevent_write(f->bev, data, len);
 	f->down += len;
 	f->unconsumed += len;
@@ -207,6 +218,10 @@ static void on_remote_end(struct sp_tunnel *t, int32_t stream, void *user)
 	struct flow *f = stream_flow(t, stream);
 	if (f == NULL || f->dead)
 		return;
+	if (f->kind == FLOW_UDP) {
+		flow_close(f, 0);
+		return;
+	}
 	f->remote_end = 1;
 	if (evbuffer_get_length(bufferevent_get_output(f->bev)) == 0)
 		shutdown(bufferevent_getfd(f->bev), SHUT_WR);
@@ -216,6 +231,10 @@ static void on_writable(struct sp_tunnel *t, int32_t stream, void *user)
 {
 	(void)user;
 	struct flow *f = stream_flow(t, stream);
+	if (f != NULL && !f->dead && f->kind == FLOW_UDP) {
+		udp_flow_writable(f);
+		return;
+	}
 	if (f == NULL || f->dead || !f->read_blocked)
 		return;
 	f->read_blocked = 0;
@@ -230,7 +249,7 @@ static void on_closed(struct sp_tunnel *t, int32_t stream, uint32_t code, void *
 	if (f == NULL || f->dead)
 		return;
 	f->stream_closed = 1;
-	if (code != 0 || f->state != F_OPEN) {
+	if (code != 0 || f->state != F_OPEN || f->kind == FLOW_UDP) {
 		flow_close(f, f->kind == FLOW_LOOPBACK || f->state == F_OPEN);
 		return;
 	}
@@ -895,7 +914,9 @@ void flow_dispatch(struct flow *f)
 		return;
 	}
 	struct sp_tunnel_open_request req = {
-	    .authority = authority, .proto = SP_TUNNEL_PROTO_TCP, .grant = grant, .flow_id = flow_id};
+	    .authority = authority,
+	    .proto = f->kind == FLOW_UDP ? SP_TUNNEL_PROTO_UDP : SP_TUNNEL_PROTO_TCP,
+	    .grant = grant, .flow_id = flow_id};
 	struct sp_diag diag = {{0}};
 	if (sp_tunnel_open(tn->t, &req, &f->stream, &diag) < 0) {
 		flow_refuse(f, "bad_request", "client", diag.message);
@@ -909,14 +930,16 @@ void flow_dispatch(struct flow *f)
 }
 
 /* Finds the resource for host:port and starts the flow, or refuses it. */
-static void flow_start(struct flow *f)
+void flow_start(struct flow *f)
 {
 	struct daemon *d = f->d;
 	const struct sp_resource *res = NULL;
 	enum sp_resource_reason reason = SP_RESOURCE_NO_RESOURCE;
 	if (d->index != NULL)
-		(void)sp_resource_index_match(d->index, f->host, SP_RESOURCE_PROTOCOL_TCP, f->port,
-					      &res, &reason);
+		(void)sp_resource_index_match(d->index, f->host,
+					      f->kind == FLOW_UDP ? SP_RESOURCE_PROTOCOL_UDP
+								  : SP_RESOURCE_PROTOCOL_TCP,
+					      f->port, &res, &reason);
 	if (res == NULL) {
 		flow_refuse(f, "not_protected", "client",
 			    "not a Sallyport resource (this proxy reaches protected resources only)");
@@ -1002,6 +1025,10 @@ static void flow_local_read(struct bufferevent *bev, void *arg)
 			return;
 		}
 		evbuffer_drain(in, used);
+		if (f->kind == FLOW_SOCKS && target.command == SOCKS5_CMD_UDP_ASSOCIATE) {
+			udp_socks_associate(f);
+			return;
+		}
 		snprintf(f->host, sizeof(f->host), "%s", target.host);
 		f->port = target.port;
 		f->state = F_OPENING;

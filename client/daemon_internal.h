@@ -1,8 +1,9 @@
 /*
  * client/daemon_internal.h — types and functions shared by the daemon's two files:
- * client/daemon.c (start-up, resource list, controller thread, control socket) and
- * client/daemon_flows.c (local connections, tunnels, listeners, the grant thread).
- * Not a public interface: only those two files include it.
+ * client/daemon.c (start-up, resource list, controller thread, control socket),
+ * client/daemon_flows.c (local connections, tunnels, listeners, the grant thread),
+ * client/daemon_tun.c (tun mode) and client/daemon_udp.c (tun mode's UDP flows).
+ * Not a public interface: only those files include it.
  *
  * Threads: everything here belongs to the event-loop thread except the fields of struct
  * daemon marked "under lock", which the controller and grant threads share with it.
@@ -45,11 +46,15 @@
 /* A relayed tunnel (ticket, relay, pairing, handshake) gets this long. */
 #define TUNNEL_RELAY_TIMEOUT_S 15
 
-/* FLOW_TUN is a listener kind only: its connections become FLOW_LOOPBACK flows. */
-enum flow_kind { FLOW_LOOPBACK = 1, FLOW_SOCKS, FLOW_HTTP, FLOW_TUN };
+/*
+ * FLOW_TUN is a listener kind only: its connections become FLOW_LOOPBACK flows. FLOW_UDP:
+ * a datagram flow of tun mode (no bufferevent; its local side is f->udp, daemon_udp.c).
+ */
+enum flow_kind { FLOW_LOOPBACK = 1, FLOW_SOCKS, FLOW_HTTP, FLOW_TUN, FLOW_UDP };
 enum flow_state { F_SOCKS_GREETING = 1, F_SOCKS_REQUEST, F_HTTP_REQUEST, F_OPENING, F_OPEN };
 
 struct daemon;
+struct udp_flow;
 
 /* Where a relayed tunnel is (docs/client.md "Relay"); direct tunnels stay at RELAY_NONE. */
 enum relay_phase {
@@ -103,6 +108,7 @@ struct flow {
 	unsigned attempts;
 	int waiting_grant; /* a grant for resource_id is being fetched */
 	uint64_t up, down;
+	struct udp_flow *udp; /* FLOW_UDP only (client/daemon_udp.c) */
 	struct flow *prev, *next;
 };
 
@@ -195,6 +201,11 @@ struct daemon {
 	int tun_applied;	   /* routes, rules and the nft table may exist */
 	struct tun_rules tun;
 	size_t ports_all;
+	/* tun mode's UDP (client/daemon_udp.c): transparent sockets on 127.0.0.1 and ::1 */
+	int udp_fd[2];
+	struct event *udp_ev[2];
+	size_t udp_active;	/* FLOW_UDP flows now (at most UDP_FLOWS_MAX) */
+	int64_t udp_idle_ms;	/* a datagram flow ends after this long without a datagram */
 	struct evconnlistener *control;
 	struct bufferevent *control_conns[16]; /* open control connections (freed at exit) */
 	char control_path[STATE_PATH_MAX];
@@ -234,6 +245,8 @@ void flow_close(struct flow *f, int rst);
 void flow_refuse(struct flow *f, const char *reason, const char *origin, const char *text);
 /* Opens the flow's stream (after its grant is cached) on a tunnel of its network. */
 void flow_dispatch(struct flow *f);
+/* Finds the resource for f->host:f->port (TCP, or UDP for FLOW_UDP) and starts the flow. */
+void flow_start(struct flow *f);
 /* Ends a tunnel: unanswered flows fail over, open ones are cut; freed by on_reaper. */
 void tunnel_fail(struct tunnel *tn, const char *why);
 /* Listens on addr_text:port for connections of kind (name: the loopback name). */
@@ -268,8 +281,37 @@ void tun_sync(struct daemon *d);
  */
 int tun_flow_target(struct daemon *d, evutil_socket_t fd, char *host, size_t hsize,
 		    uint16_t *port);
+/* The protected name for a synthetic address (family, addr); as tun_flow_target. */
+int tun_addr_target(struct daemon *d, int family, const uint8_t *addr, char *host,
+		    size_t hsize);
 /* Status: device, ranges and the names with their addresses. */
 json_t *tun_status(struct daemon *d);
 /* Removes the table, rules and device (safe to call twice, and when tun_start failed). */
 void tun_stop(struct daemon *d);
+
+/* daemon_udp.c: tun mode's UDP flows */
+/*
+ * Opens the transparent UDP socket of family on the loopback address (port picked by the
+ * kernel, in *port) and serves the datagrams tproxied to it. Stopped by udp_stop.
+ */
+int udp_start(struct daemon *d, int family, uint16_t *port, struct sp_diag *diag);
+/* Closes the UDP sockets (after every flow was closed). Safe to call twice. */
+void udp_stop(struct daemon *d);
+/* The flow's stream is open: the datagrams that waited go out. */
+void udp_flow_opened(struct flow *f);
+/* Stream bytes from the connector (frames, possibly split): each whole one is answered. */
+void udp_flow_data(struct flow *f, const uint8_t *data, size_t len);
+/* The stream takes bytes again: the rest of a frame that did not fit goes out. */
+void udp_flow_writable(struct flow *f);
+/*
+ * Frees the local side of a closing flow (from flow_close); for a SOCKS5 UDP association
+ * it closes the relay socket and every datagram flow of the association.
+ */
+void udp_flow_release(struct flow *f);
+/*
+ * A SOCKS5 UDP ASSOCIATE request on the connection of f (kind FLOW_SOCKS): opens the UDP
+ * relay socket next to the proxy's address and answers with it; the association lasts as
+ * long as the connection. Refuses with a SOCKS5 error when the socket cannot be made.
+ */
+void udp_socks_associate(struct flow *f);
 #endif

@@ -6,9 +6,10 @@
  * Connections come in through the kernel's own TCP stack: TPROXY hands every TCP SYN to
  * a synthetic address to the listener on 127.0.0.1 (or ::1), and getsockname on the
  * accepted socket gives the address and port the program dialled. From there a flow is
- * exactly a loopback-mode flow (client/daemon_flows.c). The device only carries the
- * routes: packets that reach it (UDP, ICMP to a synthetic address) are never read and
- * so dropped, and nothing outside the ranges is routed differently.
+ * exactly a loopback-mode flow (client/daemon_flows.c). UDP is tproxied the same way to
+ * the transparent UDP sockets of client/daemon_udp.c. The device only carries the
+ * routes: packets that reach it (ICMP to a synthetic address) are never read and so
+ * dropped, and nothing outside the ranges is routed differently.
  *
  * Ownership: everything here hangs off struct daemon; tun_stop releases it (event-loop
  * thread only).
@@ -117,7 +118,7 @@ int tun_start(struct daemon *d, struct sp_diag *diag)
 		if (rc < 0)
 			goto fail;
 	}
-	uint16_t ports[2] = {0, 0};
+	uint16_t ports[2] = {0, 0}, uports[2] = {0, 0};
 	for (int k = 0; k < (has_v6 ? 2 : 1); k++) {
 		int fd = -1;
 		rc = transparent_listener(k == 0 ? AF_INET : AF_INET6, &fd, &ports[k], diag);
@@ -126,6 +127,8 @@ int tun_start(struct daemon *d, struct sp_diag *diag)
 			if (rc < 0)
 				close(fd);
 		}
+		if (rc == 0)
+			rc = udp_start(d, k == 0 ? AF_INET : AF_INET6, &uports[k], diag);
 		if (rc < 0)
 			goto fail;
 	}
@@ -133,7 +136,8 @@ int tun_start(struct daemon *d, struct sp_diag *diag)
 	memcpy(device, d->tun.device, sizeof(device)); /* prepare zeroes d->tun first */
 	struct tun_rules_config cfg = {.device = device, .v4_range = v4,
 				       .v6_range = has_v6 ? v6 : NULL, .port_v4 = ports[0],
-				       .port_v6 = ports[1]};
+				       .port_v6 = ports[1], .udp_port_v4 = uports[0],
+				       .udp_port_v6 = uports[1]};
 	rc = tun_rules_prepare(&cfg, &d->tun, diag);
 	if (rc == 0)
 		rc = tun_sys_apply(&d->tun, diag);
@@ -158,6 +162,7 @@ void tun_stop(struct daemon *d)
 		close(d->tun_fd);
 		d->tun_fd = -1;
 	}
+	udp_stop(d);
 	synthetic_free(d->syn_own);
 	d->syn_own = NULL;
 }
@@ -179,6 +184,23 @@ void tun_sync(struct daemon *d)
 				       SP_LOG_STR("name", names[k]));
 		}
 	}
+}
+
+int tun_addr_target(struct daemon *d, int family, const uint8_t *addr, char *host,
+		    size_t hsize)
+{
+	char name[SYNTHETIC_NAME_MAX + 1];
+	int64_t rid = 0;
+	struct synthetic *s = tun_table(d);
+	host[0] = '\0';
+	if (s == NULL || synthetic_reverse(s, family, addr, name, sizeof(name), &rid) < 0) {
+		inet_ntop(family, addr, host, (socklen_t)hsize);
+		return SP_ERR_NOT_FOUND;
+	}
+	if (strlen(name) >= hsize)
+		return SP_ERR_TOO_LARGE;
+	memcpy(host, name, strlen(name) + 1);
+	return 0;
 }
 
 int tun_flow_target(struct daemon *d, evutil_socket_t fd, char *host, size_t hsize,
@@ -203,17 +225,7 @@ int tun_flow_target(struct daemon *d, evutil_socket_t fd, char *host, size_t hsi
 	} else {
 		return SP_ERR_INVALID;
 	}
-	char name[SYNTHETIC_NAME_MAX + 1];
-	int64_t rid = 0;
-	struct synthetic *s = tun_table(d);
-	if (s == NULL || synthetic_reverse(s, family, addr, name, sizeof(name), &rid) < 0) {
-		inet_ntop(family, addr, host, (socklen_t)hsize);
-		return SP_ERR_NOT_FOUND;
-	}
-	if (strlen(name) >= hsize)
-		return SP_ERR_TOO_LARGE;
-	memcpy(host, name, strlen(name) + 1);
-	return 0;
+	return tun_addr_target(d, family, addr, host, hsize);
 }
 
 json_t *tun_status(struct daemon *d)

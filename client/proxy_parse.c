@@ -61,7 +61,7 @@ int socks5_parse_request(const uint8_t *data, size_t len, size_t *used, struct p
 		return SP_ERR_AGAIN;
 	if (ver != 5 || rsv != 0)
 		return SP_ERR_INVALID;
-	if (cmd != 1) {
+	if (cmd != SOCKS5_CMD_CONNECT && cmd != SOCKS5_CMD_UDP_ASSOCIATE) {
 		*reply_code = SOCKS5_REPLY_COMMAND_NOT_SUPPORTED;
 		return SP_ERR_UNSUPPORTED;
 	}
@@ -94,13 +94,64 @@ int socks5_parse_request(const uint8_t *data, size_t len, size_t *used, struct p
 		memset(out, 0, sizeof(*out));
 		return SP_ERR_AGAIN;
 	}
-	if (port == 0) {
+	if (port == 0 && cmd == SOCKS5_CMD_CONNECT) {
 		memset(out, 0, sizeof(*out));
 		return SP_ERR_INVALID;
 	}
 	out->port = port;
+	out->command = cmd;
 	*used = len - sp_reader_remaining(&r);
 	return 0;
+}
+
+int socks5_parse_udp_header(const uint8_t *data, size_t len, size_t *header_len,
+			    struct proxy_target *out)
+{
+	struct sp_reader r;
+	uint16_t rsv = 0xffff, port = 0;
+	uint8_t frag = 0, atyp = 0;
+	int rc = SP_ERR_INVALID;
+	memset(out, 0, sizeof(*out));
+	*header_len = 0;
+	sp_reader_init(&r, data, len);
+	if (sp_reader_u16be(&r, &rsv) < 0 || sp_reader_u8(&r, &frag) < 0 ||
+	    sp_reader_u8(&r, &atyp) < 0 || rsv != 0)
+		goto out;
+	if (frag != 0) {
+		rc = SP_ERR_UNSUPPORTED;
+		goto out;
+	}
+	if (atyp == 1 || atyp == 4) {
+		uint8_t addr[16];
+		size_t alen = atyp == 1 ? 4 : 16;
+		if (sp_reader_copy(&r, addr, alen) < 0 ||
+		    inet_ntop(atyp == 1 ? AF_INET : AF_INET6, addr, out->host, sizeof(out->host)) ==
+			NULL)
+			goto out;
+		out->is_ip = 1;
+	} else if (atyp == 3) {
+		uint8_t nlen = 0;
+		const uint8_t *name = NULL;
+		if (sp_reader_u8(&r, &nlen) < 0 || sp_reader_view(&r, nlen, &name) < 0 ||
+		    !host_is_valid((const char *)name, nlen))
+			goto out;
+		memcpy(out->host, name, nlen);
+		out->host[nlen] = '\0';
+		uint8_t probe[16];
+		out->is_ip = inet_pton(AF_INET, out->host, probe) == 1 ||
+			     inet_pton(AF_INET6, out->host, probe) == 1;
+	} else {
+		rc = SP_ERR_UNSUPPORTED;
+		goto out;
+	}
+	if (sp_reader_u16be(&r, &port) < 0 || port == 0)
+		goto out;
+	out->port = port;
+	*header_len = len - sp_reader_remaining(&r);
+	return 0;
+out:
+	memset(out, 0, sizeof(*out));
+	return rc;
 }
 
 int proxy_parse_authority(const char *text, size_t len, struct proxy_target *out)

@@ -70,6 +70,12 @@ static int prepare(const struct tun_rules_config *cfg, struct tun_rules *out,
 		return sp_diag_set(diag, SP_ERR_INVALID, "tun listener ports: one per family in use");
 	out->port_v4 = cfg->port_v4;
 	out->port_v6 = cfg->port_v6;
+	int udp = cfg->udp_port_v4 != 0 || cfg->udp_port_v6 != 0;
+	if (udp && (cfg->udp_port_v4 == 0 || (v6 && cfg->udp_port_v6 == 0) ||
+		    (!v6 && cfg->udp_port_v6 != 0)))
+		return sp_diag_set(diag, SP_ERR_INVALID, "tun UDP ports: one per family in use");
+	out->udp_port_v4 = cfg->udp_port_v4;
+	out->udp_port_v6 = cfg->udp_port_v6;
 	return 0;
 }
 
@@ -104,6 +110,15 @@ int tun_rules_nft_script(const struct tun_rules *r, char *out, size_t size)
 	if (rc == 0 && r->v6[0] != '\0')
 		rc = append(out, size, &off, "\t\tip6 daddr %s meta l4proto tcp meta mark set 0x%x\n",
 			    r->v6, TUN_RULES_MARK);
+	/* UDP: never the device's own address, which the answers are sent to */
+	if (rc == 0 && r->udp_port_v4 != 0)
+		rc = append(out, size, &off,
+			    "\t\tip daddr %s ip daddr != %s meta l4proto udp meta mark set 0x%x\n",
+			    r->v4, r->dev_v4, TUN_RULES_MARK);
+	if (rc == 0 && r->udp_port_v6 != 0)
+		rc = append(out, size, &off,
+			    "\t\tip6 daddr %s ip6 daddr != %s meta l4proto udp meta mark set 0x%x\n",
+			    r->v6, r->dev_v6, TUN_RULES_MARK);
 	if (rc == 0)
 		rc = append(out, size, &off,
 			    "\t}\n"
@@ -117,6 +132,16 @@ int tun_rules_nft_script(const struct tun_rules *r, char *out, size_t size)
 			    "\t\tiifname \"lo\" ip6 daddr %s meta l4proto tcp tproxy ip6 to [::1]:%u "
 			    "meta mark set 0x%x accept\n",
 			    r->v6, r->port_v6, TUN_RULES_MARK);
+	if (rc == 0 && r->udp_port_v4 != 0)
+		rc = append(out, size, &off,
+			    "\t\tiifname \"lo\" ip daddr %s ip daddr != %s meta l4proto udp tproxy ip to "
+			    "127.0.0.1:%u meta mark set 0x%x accept\n",
+			    r->v4, r->dev_v4, r->udp_port_v4, TUN_RULES_MARK);
+	if (rc == 0 && r->udp_port_v6 != 0)
+		rc = append(out, size, &off,
+			    "\t\tiifname \"lo\" ip6 daddr %s ip6 daddr != %s meta l4proto udp tproxy ip6 to "
+			    "[::1]:%u meta mark set 0x%x accept\n",
+			    r->v6, r->dev_v6, r->udp_port_v6, TUN_RULES_MARK);
 	if (rc == 0)
 		rc = append(out, size, &off, "\t}\n}\n");
 	if (rc < 0)

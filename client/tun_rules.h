@@ -6,7 +6,10 @@
  * flows: an nftables table marks locally sent TCP packets to a synthetic address, a
  * policy-routing rule sends marked packets to a table whose only route is "local", and
  * the prerouting chain hands them to the daemon's transparent listener with TPROXY. The
- * accepted socket's local address is the synthetic address the program dialled.
+ * accepted socket's local address is the synthetic address the program dialled. UDP to
+ * a synthetic address (but not to the device's own address, where the answers go) is
+ * marked and tproxied the same way, to the daemon's transparent UDP socket, which reads
+ * the original destination with IP(V6)_RECVORIGDSTADDR.
  *
  *   table inet sallyport: output (route, mangle) marks, prerouting (filter, mangle)
  *   tproxies (only packets coming back through lo); ip rule fwmark MARK lookup TABLE;
@@ -48,6 +51,9 @@ struct tun_rules_config {
 	const char *v6_range; /* IPv6 CIDR, or NULL / "off": IPv4 only */
 	uint16_t port_v4;     /* the transparent listeners (on 127.0.0.1 and ::1) */
 	uint16_t port_v6;     /* 0 when there is no IPv6 range */
+	/* the transparent UDP sockets (same addresses); 0: UDP is not intercepted */
+	uint16_t udp_port_v4;
+	uint16_t udp_port_v6; /* 0 when there is no IPv6 range or no UDP */
 };
 
 /* The validated form (plain data, copied freely). */
@@ -63,6 +69,7 @@ struct tun_rules {
 	char dev_v4[48];
 	char dev_v6[48]; /* "" without IPv6 */
 	uint16_t port_v4, port_v6;
+	uint16_t udp_port_v4, udp_port_v6; /* 0: no UDP rules */
 };
 
 /* One list of command lines. */
@@ -74,7 +81,8 @@ struct tun_rules_lines {
 /*
  * Checks and canonicalises cfg into *out (zeroed first, and again on failure): the device name is 1..15 of
  * [a-z0-9_-] and starts with a letter; v4_range an IPv4 CIDR, v6_range an IPv6 CIDR or
- * off; ports non-zero (port_v6 only with a v6 range). SP_ERR_INVALID naming the field.
+ * off; ports non-zero (port_v6 only with a v6 range); UDP ports both zero (no UDP) or
+ * one per family in use. SP_ERR_INVALID naming the field.
  */
 int tun_rules_prepare(const struct tun_rules_config *cfg, struct tun_rules *out,
 		      struct sp_diag *diag);

@@ -3,10 +3,10 @@
  *
  * The input is parsed as a greeting, then (from where the greeting ended, or from the
  * start when it was incomplete) as a request, whole and at every prefix length up to 64.
- * Properties: "used" never exceeds the input; a complete request names a NUL-terminated
- * host of printable characters and a non-zero port; a prefix of a complete request is
- * never complete with a different length, and never malformed (truncation only asks for
- * more bytes).
+ * Properties: "used" never exceeds the input; a complete request is a CONNECT or a UDP
+ * ASSOCIATE and names a NUL-terminated host of printable characters and a non-zero port
+ * (a UDP ASSOCIATE may name port 0); a prefix of a complete request is never complete
+ * with a different length, and never malformed (truncation only asks for more bytes).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -45,7 +45,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		REQUIRE(hl > 0 && hl <= PROXY_HOST_MAX);
 		for (size_t i = 0; i < hl; i++)
 			REQUIRE(t.host[i] > 0x20 && t.host[i] < 0x7f);
-		REQUIRE(t.port != 0);
+		REQUIRE(t.port != 0 || t.command == SOCKS5_CMD_UDP_ASSOCIATE);
+		REQUIRE(t.command == SOCKS5_CMD_CONNECT || t.command == SOCKS5_CMD_UDP_ASSOCIATE);
 		for (size_t n = 0; n < req_used && n < 64; n++) {
 			struct proxy_target p;
 			size_t pu = 0;

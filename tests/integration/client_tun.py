@@ -17,6 +17,16 @@ table and rules exist while up and are gone after `down` and after SIGTERM; afte
 kill -9 the table and rules are left, and the next `up` and `down` remove them; without
 privileges `up --mode tun` fails with a message naming the privilege.
 
+UDP: a real dnsmasq behind a UDP-only resource answers a DNS query sent to the
+resource's synthetic IPv4 and IPv6 addresses (the answer comes from that address), the
+controller's flow event says udp; UDP to a TCP-only resource port is refused
+port_not_allowed by the connector, UDP to an unmapped synthetic address not_protected by
+the client; 200 queries on one socket and 200 from fresh sockets are all answered; idle
+UDP flows end (SALLYPORT_UDP_IDLE_TIMEOUT=1s here). The round trip of 200 queries
+through the tunnel and directly to dnsmasq is printed (median and p99). Proxy mode: a
+SOCKS5 UDP ASSOCIATE carries queries to the same resource by name (answers carry the
+header), refuses a TCP-only port and an unprotected name, and ends with its connection.
+
 With SP_BENCH=1 it also measures tun mode against loopback mode and nginx directly
 (bench/client_modes.sh): throughput of a large download and time to first byte over a
 warm tunnel.
@@ -26,6 +36,7 @@ Usage: client_tun.py CONTROLLER CONNECTOR SALLYPORT     (root; skipped, exit 77,
 import atexit
 import hashlib
 import json
+import shutil
 import os
 import signal
 import socket
@@ -96,6 +107,7 @@ WORK = tempfile.mkdtemp(prefix="sp-client-tun-")
 CSTATE = os.path.join(WORK, "client-state")
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("SALLYPORT_")}
 ENV["SALLYPORT_STATE_DIR"] = CSTATE
+ENV["SALLYPORT_UDP_IDLE_TIMEOUT"] = "1s"
 passed = 0
 failed = 0
 
@@ -167,6 +179,56 @@ def dns_query(port, name, qtype):
         return None
     size = 4 if qtype == 1 else 16
     return socket.inet_ntop(socket.AF_INET if qtype == 1 else socket.AF_INET6, r[-size:])
+
+
+def dns_msg(name, qid):
+    return struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0) + b"".join(
+        bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+
+
+def dns_a(msg):
+    """(id, [IPv4 strings]) of an answer to one question."""
+    qid, _, qd, an = struct.unpack(">HHHH", msg[:8])
+    off = 12
+    for _ in range(qd):
+        while msg[off] != 0:
+            off += 1 + msg[off]
+        off += 5
+    ips = []
+    for _ in range(an):
+        if msg[off] & 0xC0 == 0xC0:
+            off += 2
+        else:
+            while msg[off] != 0:
+                off += 1 + msg[off]
+            off += 1
+        rtype, _, _, rdlen = struct.unpack(">HHIH", msg[off:off + 10])
+        off += 10
+        if rtype == 1 and rdlen == 4:
+            ips.append(socket.inet_ntoa(msg[off:off + 4]))
+        off += rdlen
+    return qid, ips
+
+
+def udp_ask(sock, addr, qid, timeout=3.0):
+    """Sends one A query for www.sallyport.test; (answer ips, from address, seconds) or
+    (None, None, None) without an answer."""
+    sock.settimeout(timeout)
+    t0 = time.perf_counter()
+    try:
+        sock.sendto(dns_msg("www.sallyport.test", qid), addr)
+        while True:
+            r, frm = sock.recvfrom(4096)
+            got_id, ips = dns_a(r)
+            if got_id == qid:
+                return ips, frm, time.perf_counter() - t0
+    except (OSError, IndexError, struct.error):
+        return None, None, None
+
+
+def pct(vals, p):
+    vals = sorted(vals)
+    return vals[min(len(vals) - 1, int(len(vals) * p))] * 1000 if vals else -1
 
 
 daemons = []
@@ -261,6 +323,18 @@ try:
     c = stack.db()
     c.execute("UPDATE resources SET alias = 'web.sp' WHERE id = ?", (RES,))
     c.close()
+    # ---- a real dnsmasq answering one name, behind a UDP-only resource ----
+    DNSQ_PORT = sp_stack.free_port()
+    dnsmasq = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+    stack.spawn([dnsmasq, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
+                 "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.1",
+                 f"--port={DNSQ_PORT}", "--address=/www.sallyport.test/10.20.30.40",
+                 f"--pid-file={WORK}/dnsmasq.pid", "--user=root", "--log-facility=-"],
+                "dnsmasq.log")
+    RES_DNS = stack.add_resource("dns", "127.0.0.1", udp=[DNSQ_PORT])
+    c = stack.db()
+    c.execute("UPDATE resources SET alias = 'dns.sp' WHERE id = ?", (RES_DNS,))
+    c.close()
     stack.spawn([CTL, "serve", "--state-dir", stack.state, "--http-listen",
                  f"127.0.0.1:{stack.ctl_port}", "--public-url", stack.url], "controller.log")
     check("controller up", sp_stack.wait_http(stack.url + "/healthz"))
@@ -332,8 +406,9 @@ try:
     # ---- refusals ----
     rc, body, err = curl(f"http://{v4}:{OTHER_PORT}/index.html")
     # the kernel completes the handshake (TPROXY), the daemon resets once the connector
-    # refuses; when the RST beats curl's own connect check curl calls it a failed connect
-    check("port outside the resource: connection reset", rc in (7, 52, 56) and body == "" and
+    # refuses; when the RST beats curl's own connect check curl calls it a failed connect,
+    # and when it lands while curl sends the request, a send failure (55)
+    check("port outside the resource: connection reset", rc in (7, 52, 55, 56) and body == "" and
           any(w in err.lower() for w in ("reset", "empty reply", "couldn't connect")),
           f"{rc} {err}")
     s = wait_status(lambda s: any(d["reason"] == "port_not_allowed" for d in s.get("denials", [])))
@@ -349,7 +424,7 @@ try:
     rc, body, err = curl(f"http://{unmapped}:{WEB_PORT}/")
     s = status()
     check("synthetic address with no name: reset, denial not_protected by the client",
-          rc in (7, 52, 56) and body == "" and any(d["reason"] == "not_protected" and d["by"] == "client" and
+          rc in (7, 52, 55, 56) and body == "" and any(d["reason"] == "not_protected" and d["by"] == "client" and
                                  d["target"] == f"{unmapped}:{WEB_PORT}"
                                  for d in s.get("denials", [])), f"{rc} {err} {s.get('denials')}")
 
@@ -372,6 +447,98 @@ try:
     import errno as errno_mod
     check("an address next to the range (100.64.0.1) is not caught: no route, as before",
           outcome == errno_mod.ENETUNREACH and status()["flows"]["total"] == total, outcome)
+
+    # ---- UDP through the tunnel ----
+    names = {n["name"]: n for n in status().get("tun", {}).get("names", [])}
+    dns_v4 = names.get("dns.sp", {}).get("v4", "100.96.0.2")
+    direct = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ok = False
+    for i in range(50):
+        ips, frm, _ = udp_ask(direct, ("127.0.0.1", DNSQ_PORT), 100 + i, timeout=0.2)
+        if ips == ["10.20.30.40"]:
+            ok = True
+            break
+    check("dnsmasq answers directly", ok)
+    usock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ips, frm, dt = udp_ask(usock, (dns_v4, DNSQ_PORT), 0x5a5a, timeout=5 * SCALE)
+    check("UDP: DNS query to the synthetic address answered by dnsmasq through the tunnel,"
+          " from the address asked", ips == ["10.20.30.40"] and frm == (dns_v4, DNSQ_PORT),
+          f"{ips} {frm} {status().get('denials')}")
+    dns_v6 = names.get("dns.sp", {}).get("v6", "fd73:7061:6c6c::2")
+    usock6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    ips, frm, dt = udp_ask(usock6, (dns_v6, DNSQ_PORT), 0x6a6a, timeout=5 * SCALE)
+    usock6.close()
+    check("UDP over IPv6: the query to the synthetic IPv6 address answered, from that address",
+          ips == ["10.20.30.40"] and frm is not None and frm[:2] == (dns_v6, DNSQ_PORT),
+          f"{ips} {frm}")
+    s = status()
+    check("UDP: the flow is open in status while it lasts (protocol udp, dnsmasq's port)",
+          any(f["protocol"] == "udp" and f["port"] == DNSQ_PORT and f["state"] == "open" and
+              f["resource_id"] == RES_DNS and f["bytes_down"] > 0
+              for f in s["flows"].get("open", [])), s.get("flows"))
+    rows = stack.wait_flow_event("decision = 'allow' AND protocol = 'udp'", limit=10 * SCALE)
+    check("UDP: allow flow event at the controller says udp, dnsmasq's port, bytes both ways",
+          len(rows) >= 1 and rows[0][4] == DNSQ_PORT and rows[0][5] > 0 and rows[0][6] > 0,
+          rows)
+    # a TCP-only resource port: refused by the connector
+    ref = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ips, frm, _ = udp_ask(ref, (v4, WEB_PORT), 0x0101, timeout=1.0)
+    ref.close()
+    s = wait_status(lambda s: any(d["reason"] == "port_not_allowed" and
+                                  d["target"] == f"127.0.0.1:{WEB_PORT}"
+                                  for d in s.get("denials", [])))
+    check("UDP to a TCP-only resource port: no answer, denial port_not_allowed by the connector",
+          ips is None and any(d["reason"] == "port_not_allowed" and d["by"] == "connector" and
+                              d["target"] == f"127.0.0.1:{WEB_PORT}"
+                              for d in s.get("denials", [])), s.get("denials"))
+    rows = stack.wait_flow_event("decision = 'deny' AND protocol = 'udp'")
+    check("deny flow event at the controller for that UDP port",
+          len(rows) == 1 and rows[0][1] == "port_not_allowed" and rows[0][4] == WEB_PORT, rows)
+    ref = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ips, frm, _ = udp_ask(ref, (unmapped, DNSQ_PORT), 0x0102, timeout=1.0)
+    ref.close()
+    s = status()
+    check("UDP to a synthetic address with no name: denial not_protected by the client",
+          ips is None and any(d["reason"] == "not_protected" and d["by"] == "client" and
+                              d["target"] == f"{unmapped}:{DNSQ_PORT}"
+                              for d in s.get("denials", [])), s.get("denials"))
+    # 200 queries on one socket (one flow) and directly: all answered, round trips
+    tun_rtt, direct_rtt, bad = [], [], 0
+    for i in range(200):
+        ips, frm, dt = udp_ask(usock, (dns_v4, DNSQ_PORT), 1000 + i, timeout=3 * SCALE)
+        if ips == ["10.20.30.40"] and frm == (dns_v4, DNSQ_PORT):
+            tun_rtt.append(dt)
+        else:
+            bad += 1
+        ips, frm, dt = udp_ask(direct, ("127.0.0.1", DNSQ_PORT), 3000 + i)
+        if ips == ["10.20.30.40"]:
+            direct_rtt.append(dt)
+    check("UDP: 200 queries on one socket all answered", bad == 0 and len(tun_rtt) == 200,
+          f"{bad} unanswered")
+    print(f"UDP DNS round trip, 200 queries: tunnel median {pct(tun_rtt, 0.5):.3f} ms "
+          f"p99 {pct(tun_rtt, 0.99):.3f} ms; direct median {pct(direct_rtt, 0.5):.3f} ms "
+          f"p99 {pct(direct_rtt, 0.99):.3f} ms", flush=True)
+    # 200 queries from fresh sockets: 200 flows, each answered
+    bad, fresh_rtt = 0, []
+    for i in range(200):
+        fs = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        ips, frm, dt = udp_ask(fs, (dns_v4, DNSQ_PORT), 5000 + i, timeout=3 * SCALE)
+        fs.close()
+        if ips == ["10.20.30.40"]:
+            fresh_rtt.append(dt)
+        else:
+            bad += 1
+    check("UDP: 200 queries from 200 fresh sockets (200 flows) all answered", bad == 0,
+          f"{bad} unanswered")
+    print(f"UDP DNS round trip, new flow per query (200): median {pct(fresh_rtt, 0.5):.3f} ms "
+          f"p99 {pct(fresh_rtt, 0.99):.3f} ms", flush=True)
+    usock.close()
+    direct.close()
+    s = status()
+    busy = s["flows"]["active"]
+    s = wait_status(lambda s: s["flows"]["active"] == 0, limit=10)
+    check("UDP: idle flows end (1 s idle timeout): no active flow left",
+          busy >= 1 and s["flows"]["active"] == 0, f"{busy} {s.get('flows')}")
 
     if BENCH:
         warm = f"http://{v4}:{WEB_PORT}/index.html"
@@ -427,6 +594,103 @@ try:
           f"{rc} {out} {err} {kernel_state()}")
     rc, out, err = sp("down")
     check("`down` with nothing left: not running (exit 3)", rc == 3, f"{rc} {out} {err}")
+
+    # ---- proxy mode: SOCKS5 UDP ASSOCIATE ----
+    SOCKS_PORT, HTTP_PORT = sp_stack.free_port(), sp_stack.free_port()
+    daemon, dlog, s = up("--socks", f"127.0.0.1:{SOCKS_PORT}", "--http-proxy",
+                         f"127.0.0.1:{HTTP_PORT}", mode="proxy")
+    check("proxy mode up", s.get("mode") == "proxy", json.dumps(s))
+
+    def socks_associate():
+        c = socket.create_connection(("127.0.0.1", SOCKS_PORT), timeout=5)
+        c.sendall(b"\x05\x01\x00")
+        greet = c.recv(2)
+        c.sendall(b"\x05\x03\x00\x01" + bytes(6))
+        r = b""
+        while len(r) < 10:
+            chunk = c.recv(10 - len(r))
+            if not chunk:
+                break
+            r += chunk
+        relay = (socket.inet_ntoa(r[4:8]), struct.unpack(">H", r[8:10])[0]) if len(r) == 10 \
+            else None
+        return c, greet, r[:2], relay
+
+    def socks_hdr(host, port):
+        return b"\0\0\0\x03" + bytes([len(host)]) + host.encode() + struct.pack(">H", port)
+
+    def socks_ask(sock, relay, host, port, qid, timeout=3.0):
+        sock.settimeout(timeout)
+        hdr = socks_hdr(host, port)
+        t0 = time.perf_counter()
+        try:
+            sock.sendto(hdr + dns_msg("www.sallyport.test", qid), relay)
+            while True:
+                r, frm = sock.recvfrom(4096)
+                if r.startswith(hdr) and dns_a(r[len(hdr):])[0] == qid:
+                    return dns_a(r[len(hdr):])[1], frm, time.perf_counter() - t0
+        except (OSError, IndexError, struct.error):
+            return None, None, None
+
+    ctl, greet, reply, relay = socks_associate()
+    check("SOCKS5 UDP ASSOCIATE: granted with a relay address on 127.0.0.1",
+          greet == b"\x05\x00" and reply == b"\x05\x00" and relay is not None and
+          relay[0] == "127.0.0.1" and relay[1] != 0, f"{greet} {reply} {relay}")
+    relay = relay or ("127.0.0.1", 9)
+    us = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ips, frm, _ = socks_ask(us, relay, "dns.sp", DNSQ_PORT, 0x7171, timeout=5 * SCALE)
+    check("SOCKS5 UDP: a query to dns.sp answered through the tunnel, with the same header,"
+          " from the relay", ips == ["10.20.30.40"] and frm == relay, f"{ips} {frm}")
+    socks_rtt = []
+    for i in range(50):
+        ips, frm, dt = socks_ask(us, relay, "dns.sp", DNSQ_PORT, 7000 + i, timeout=3 * SCALE)
+        if ips == ["10.20.30.40"]:
+            socks_rtt.append(dt)
+    check("SOCKS5 UDP: 50 queries on the association all answered", len(socks_rtt) == 50,
+          len(socks_rtt))
+    print(f"SOCKS5 UDP DNS round trip, 50 queries: median {pct(socks_rtt, 0.5):.3f} ms "
+          f"p99 {pct(socks_rtt, 0.99):.3f} ms", flush=True)
+    ips, frm, _ = socks_ask(us, relay, "web.sp", WEB_PORT, 0x7272, timeout=1.0)
+    s = wait_status(lambda s: any(d["reason"] == "port_not_allowed" for d in
+                                  s.get("denials", [])))
+    check("SOCKS5 UDP to a TCP-only resource port: no answer, port_not_allowed by the connector",
+          ips is None and any(d["reason"] == "port_not_allowed" and d["by"] == "connector" and
+                              d["target"] == f"127.0.0.1:{WEB_PORT}"
+                              for d in s.get("denials", [])), s.get("denials"))
+    ips, frm, _ = socks_ask(us, relay, "example.com", 53, 0x7373, timeout=0.5)
+    s = status()
+    check("SOCKS5 UDP to an unprotected name: no answer, not_protected by the client",
+          ips is None and any(d["reason"] == "not_protected" and d["by"] == "client" and
+                              d["target"] == "example.com:53" for d in s.get("denials", [])),
+          s.get("denials"))
+    socks_ask(us, relay, "dns.sp", DNSQ_PORT, 0x7575, timeout=3 * SCALE)
+    s = status()
+    busy = sum(1 for f in s["flows"].get("open", []) if f.get("protocol") == "udp")
+    ctl.close()
+    s = wait_status(lambda s: s["flows"]["active"] == 0, limit=10)
+    # the relay socket is gone: a connected socket gets the ICMP port unreachable back
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.settimeout(2)
+    probe.connect(relay)
+    try:
+        probe.send(socks_hdr("dns.sp", DNSQ_PORT) + dns_msg("www.sallyport.test", 0x7474))
+        probe.recv(4096)
+        gone = "answered"
+    except ConnectionRefusedError:
+        gone = "refused"
+    except OSError as e:
+        gone = str(e)
+    probe.close()
+    check("SOCKS5 UDP: closing the connection closes the relay socket and ends the flows",
+          busy >= 1 and s["flows"]["active"] == 0 and gone == "refused",
+          f"{busy} {gone} {s.get('flows')}")
+    us.close()
+    rc, out, err = sp("down")
+    try:
+        prc = daemon.wait(timeout=15 * SCALE)
+    except subprocess.TimeoutExpired:
+        prc = None
+    check("proxy mode `down`: exit 0", rc == 0 and prc == 0, f"{rc} {out}{err} {prc}")
 
     if BENCH:
         direct = (throughput([f"http://127.0.0.1:{WEB_PORT}/huge.bin"]),

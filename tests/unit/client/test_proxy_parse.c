@@ -32,6 +32,56 @@ static void test_greeting(void **state)
 	assert_int_equal(used, 0);
 }
 
+static void test_udp_header(void **state)
+{
+	(void)state;
+	struct proxy_target t;
+	size_t hl = 99;
+	const uint8_t v4[] = {0, 0, 0, 1, 100, 96, 0, 2, 0, 53, 0xab, 0xcd};
+	assert_int_equal(socks5_parse_udp_header(v4, sizeof(v4), &hl, &t), 0);
+	assert_int_equal(hl, 10);
+	assert_string_equal(t.host, "100.96.0.2");
+	assert_int_equal(t.port, 53);
+	assert_int_equal(t.is_ip, 1);
+	/* an empty payload is a datagram too */
+	assert_int_equal(socks5_parse_udp_header(v4, 10, &hl, &t), 0);
+	assert_int_equal(hl, 10);
+	const uint8_t name[] = {0, 0, 0, 3, 6, 'd', 'n', 's', '.', 's', 'p', 0x14, 0xe9, 'q'};
+	assert_int_equal(socks5_parse_udp_header(name, sizeof(name), &hl, &t), 0);
+	assert_int_equal(hl, sizeof(name) - 1);
+	assert_string_equal(t.host, "dns.sp");
+	assert_int_equal(t.port, 5353);
+	assert_int_equal(t.is_ip, 0);
+	uint8_t v6[22] = {0, 0, 0, 4, 0xfd};
+	v6[19] = 1;
+	v6[20] = 0;
+	v6[21] = 53;
+	assert_int_equal(socks5_parse_udp_header(v6, sizeof(v6), &hl, &t), 0);
+	assert_int_equal(hl, 22);
+	assert_string_equal(t.host, "fd00::1");
+	/* every truncation of a header is invalid, never "need more" */
+	for (size_t n = 0; n < 10; n++) {
+		assert_int_equal(socks5_parse_udp_header(v4, n, &hl, &t), SP_ERR_INVALID);
+		assert_int_equal(hl, 0);
+		assert_string_equal(t.host, "");
+	}
+	/* RSV, FRAG, ATYP, name and port */
+	const uint8_t rsv[] = {0, 1, 0, 1, 10, 0, 0, 1, 0, 53};
+	assert_int_equal(socks5_parse_udp_header(rsv, sizeof(rsv), &hl, &t), SP_ERR_INVALID);
+	const uint8_t frag[] = {0, 0, 1, 1, 10, 0, 0, 1, 0, 53};
+	assert_int_equal(socks5_parse_udp_header(frag, sizeof(frag), &hl, &t), SP_ERR_UNSUPPORTED);
+	const uint8_t atyp[] = {0, 0, 0, 2, 10, 0, 0, 1, 0, 53};
+	assert_int_equal(socks5_parse_udp_header(atyp, sizeof(atyp), &hl, &t), SP_ERR_UNSUPPORTED);
+	const uint8_t empty[] = {0, 0, 0, 3, 0, 0, 53};
+	assert_int_equal(socks5_parse_udp_header(empty, sizeof(empty), &hl, &t), SP_ERR_INVALID);
+	const uint8_t nul[] = {0, 0, 0, 3, 2, 'a', 0, 0, 53};
+	assert_int_equal(socks5_parse_udp_header(nul, sizeof(nul), &hl, &t), SP_ERR_INVALID);
+	const uint8_t port0[] = {0, 0, 0, 1, 10, 0, 0, 1, 0, 0};
+	assert_int_equal(socks5_parse_udp_header(port0, sizeof(port0), &hl, &t), SP_ERR_INVALID);
+	assert_int_equal(hl, 0);
+	assert_string_equal(t.host, "");
+}
+
 static void test_request_kinds(void **state)
 {
 	(void)state;
@@ -81,8 +131,18 @@ static void test_request_errors(void **state)
 			 SP_ERR_UNSUPPORTED);
 	assert_int_equal(code, SOCKS5_REPLY_COMMAND_NOT_SUPPORTED);
 	const uint8_t udp[] = {5, 3, 0, 1, 1, 2, 3, 4, 0, 80};
-	assert_int_equal(socks5_parse_request(udp, sizeof(udp), &used, &t, &code),
-			 SP_ERR_UNSUPPORTED);
+	assert_int_equal(socks5_parse_request(udp, sizeof(udp), &used, &t, &code), 0);
+	assert_int_equal(t.command, SOCKS5_CMD_UDP_ASSOCIATE);
+	assert_string_equal(t.host, "1.2.3.4");
+	/* UDP ASSOCIATE from "any address, any port" */
+	const uint8_t udp0[] = {5, 3, 0, 1, 0, 0, 0, 0, 0, 0};
+	assert_int_equal(socks5_parse_request(udp0, sizeof(udp0), &used, &t, &code), 0);
+	assert_int_equal(t.command, SOCKS5_CMD_UDP_ASSOCIATE);
+	assert_int_equal(t.port, 0);
+	assert_int_equal(used, 10);
+	const uint8_t conn0[] = {5, 1, 0, 1, 1, 2, 3, 4, 0, 0};
+	assert_int_equal(socks5_parse_request(conn0, sizeof(conn0), &used, &t, &code),
+			 SP_ERR_INVALID);
 	const uint8_t atyp[] = {5, 1, 0, 9, 1, 2, 3, 4, 0, 80};
 	assert_int_equal(socks5_parse_request(atyp, sizeof(atyp), &used, &t, &code),
 			 SP_ERR_UNSUPPORTED);
@@ -171,6 +231,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_greeting),
 	    cmocka_unit_test(test_request_kinds),
+	    cmocka_unit_test(test_udp_header),
 	    cmocka_unit_test(test_request_errors),
 	    cmocka_unit_test(test_http_connect),
 	    cmocka_unit_test(test_http_connect_errors),

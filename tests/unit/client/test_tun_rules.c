@@ -113,6 +113,61 @@ static void test_nft_script(void **state)
 	assert_int_equal(tun_rules_nft_script(&r, out, 0), SP_ERR_TOO_LARGE);
 }
 
+static void test_nft_script_udp(void **state)
+{
+	(void)state;
+	struct tun_rules r;
+	struct sp_diag diag = {{0}};
+	struct tun_rules_config c = {.v4_range = "100.96.0.0/12", .v6_range = "fd73:7061:6c6c::/64",
+				     .port_v4 = 7777, .port_v6 = 7778, .udp_port_v4 = 5353,
+				     .udp_port_v6 = 5354};
+	assert_int_equal(tun_rules_prepare(&c, &r, &diag), 0);
+	assert_int_equal(r.udp_port_v4, 5353);
+	assert_int_equal(r.udp_port_v6, 5354);
+	char out[TUN_RULES_SCRIPT_MAX];
+	assert_int_equal(tun_rules_nft_script(&r, out, sizeof(out)), 0);
+	assert_string_equal(
+	    out, "table inet sallyport {\n"
+		 "\tchain output {\n"
+		 "\t\ttype route hook output priority mangle; policy accept;\n"
+		 "\t\tip daddr 100.96.0.0/12 meta l4proto tcp meta mark set 0x5350\n"
+		 "\t\tip6 daddr fd73:7061:6c6c::/64 meta l4proto tcp meta mark set 0x5350\n"
+		 "\t\tip daddr 100.96.0.0/12 ip daddr != 100.111.255.255 meta l4proto udp "
+		 "meta mark set 0x5350\n"
+		 "\t\tip6 daddr fd73:7061:6c6c::/64 ip6 daddr != fd73:7061:6c6c::f:ffff "
+		 "meta l4proto udp meta mark set 0x5350\n"
+		 "\t}\n"
+		 "\tchain prerouting {\n"
+		 "\t\ttype filter hook prerouting priority mangle; policy accept;\n"
+		 "\t\tiifname \"lo\" ip daddr 100.96.0.0/12 meta l4proto tcp tproxy ip to "
+		 "127.0.0.1:7777 meta mark set 0x5350 accept\n"
+		 "\t\tiifname \"lo\" ip6 daddr fd73:7061:6c6c::/64 meta l4proto tcp tproxy ip6 to "
+		 "[::1]:7778 meta mark set 0x5350 accept\n"
+		 "\t\tiifname \"lo\" ip daddr 100.96.0.0/12 ip daddr != 100.111.255.255 "
+		 "meta l4proto udp tproxy ip to 127.0.0.1:5353 meta mark set 0x5350 accept\n"
+		 "\t\tiifname \"lo\" ip6 daddr fd73:7061:6c6c::/64 ip6 daddr != fd73:7061:6c6c::f:ffff "
+		 "meta l4proto udp tproxy ip6 to [::1]:5354 meta mark set 0x5350 accept\n"
+		 "\t}\n"
+		 "}\n");
+	/* IPv4 only with UDP */
+	c = (struct tun_rules_config){.v4_range = "100.96.0.0/12", .port_v4 = 9, .udp_port_v4 = 10};
+	assert_int_equal(tun_rules_prepare(&c, &r, &diag), 0);
+	assert_int_equal(tun_rules_nft_script(&r, out, sizeof(out)), 0);
+	assert_null(strstr(out, "ip6"));
+	assert_non_null(strstr(out, "udp tproxy ip to 127.0.0.1:10 "));
+	/* UDP ports: one per family in use, or none */
+	c = (struct tun_rules_config){.v4_range = "100.96.0.0/12", .v6_range = "fd00::/64",
+				      .port_v4 = 1, .port_v6 = 2, .udp_port_v4 = 3};
+	assert_int_equal(tun_rules_prepare(&c, &r, &diag), SP_ERR_INVALID);
+	assert_non_null(strstr(diag.message, "UDP"));
+	c = (struct tun_rules_config){.v4_range = "100.96.0.0/12", .port_v4 = 1, .udp_port_v6 = 3};
+	assert_int_equal(tun_rules_prepare(&c, &r, &diag), SP_ERR_INVALID);
+	c = (struct tun_rules_config){.v4_range = "100.96.0.0/12", .port_v4 = 1, .udp_port_v4 = 3,
+				      .udp_port_v6 = 4};
+	assert_int_equal(tun_rules_prepare(&c, &r, &diag), SP_ERR_INVALID);
+	assert_int_equal(r.udp_port_v4, 0);
+}
+
 static void test_up_lines(void **state)
 {
 	(void)state;
@@ -191,7 +246,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_prepare),	cmocka_unit_test(test_prepare_refuses),
-	    cmocka_unit_test(test_nft_script), cmocka_unit_test(test_up_lines),
+	    cmocka_unit_test(test_nft_script),
+	    cmocka_unit_test(test_nft_script_udp), cmocka_unit_test(test_up_lines),
 	    cmocka_unit_test(test_down_lines), cmocka_unit_test(test_split),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
