@@ -21,6 +21,10 @@ asserts the exact flow events (`GET /api/v1/flow-events`) and audit events
   9. controller_down  a new flow with a cached grant while the controller is stopped;
                     sign-in fails clearly; after the restart sign-in and new resources work
  10. failover       a second connector; kill -9 of one during downloads; same SHA-256
+ 11. relay_path     a connector without a direct listener, reached through the relay in
+                    the controller, beside a direct one; status paths, flows, relay metrics
+ 12. udp_dns        a UDP resource (10.20.0.53 udp 53): a DNS query through SOCKS5 UDP
+                    ASSOCIATE gets 10.20.0.10; its flow event is udp
 
 Usage: scenarios.py CONTROLLER CONNECTOR SALLYPORT [--keep]   (root; exit 77 = skipped)
 """
@@ -651,6 +655,146 @@ def failover():
     return c2
 
 
+# ---- 11. relayed and direct paths ----
+
+RELAY = f"{netlab.CTL_CLIENT_ADDR}:8443"
+
+
+def relay_path():
+    L.restart_controller_relay(RELAY)
+    net2 = L.api("POST", "/api/v1/remote-networks", {
+        "name": "branch", "description": "reached through the relay only"})["id"]
+    L.start_connector_in(net2, "vpc-relay-connector", "127.0.0.1:9465")
+    L.add_names({"portal.corp.test": APP})
+    body_want = os.urandom(3000).hex().encode() + b"\n"
+    with open(os.path.join(L.work, "www", "portal.txt"), "wb") as f:
+        f.write(body_want)
+    res = L.api("POST", "/api/v1/resources", {
+        "name": "Portal", "network_id": net2, "address": "portal.corp.test", "tcp": ["80"],
+        "udp": "none", "icmp": False})["id"]
+    L.api("POST", "/api/v1/policies", {"group_id": group_ids["engineering"],
+                                       "resource_id": res})
+    conns = {c["name"]: c["id"] for net in (L.ids["net"], net2) for c in L.api(
+        "GET", f"/api/v1/connectors?network_id={net}")["items"]}
+    n_app = len(L.events("flow-events", user_id=eng, resource_id=L.ids["app"],
+                         connector_id=conns["vpc-connector-2"]))
+    ok, t0 = False, time.time()
+    while time.time() < t0 + 30 * SCALE and not ok:
+        rc, body, err = socks(E_SOCKS, "http://portal.corp.test/portal.txt", timeout=25)
+        ok = rc == 0 and body == body_want
+        if not ok:
+            time.sleep(0.3)
+    print(f"figure: relayed resource usable {time.time() - t0:.1f} s after it was added",
+          flush=True)
+    check("11 portal.corp.test through the relay-only connector (6001 bytes, byte-exact)", ok,
+          f"{rc} {len(body)} {err}")
+    rc, body, err = socks(E_SOCKS, "http://app.corp.test/")
+    check("11 app.corp.test through corp's connector", rc == 0 and body == L.page, err)
+    s = L.status("eng-user")
+    paths = sorted((t.get("connector"), t.get("path"), t.get("address"))
+                   for t in s.get("tunnels", []) if t.get("state") == "up")
+    check("11 status --json: relayed tunnel (via the relay) to the relay-only connector,"
+          " direct to corp's", paths == [("vpc-connector-2", "direct", f"{netlab.VPC_ADDR}:7444"),
+                                          ("vpc-relay-connector", "relayed", RELAY)],
+          str(s.get("tunnels")))
+    e = flows(lambda e: e["bytes_down"] > 6001, user_id=eng, resource_id=res, limit=20)
+    check("11 flow event: allow portal.corp.test by the relay-only connector",
+          (e.get("decision"), e.get("destination_host"), e.get("connector_id")) ==
+          ("allow", "portal.corp.test", conns["vpc-relay-connector"]), str(e))
+    ev = wait_events("flow-events", lambda ev: len(ev) > n_app, 20, user_id=eng,
+                     resource_id=L.ids["app"], connector_id=conns["vpc-connector-2"])
+    e = ev[-1] if len(ev) > n_app else {"none_after": n_app}
+    check("11 flow event: allow app.corp.test by corp's connector (direct)",
+          (e.get("decision"), e.get("destination_host"), e.get("bytes_down", 0) > len(L.page))
+          == ("allow", "app.corp.test", True), str(e))
+    m = L.controller_metrics()
+    rel = {k: v for k, v in m.items() if k.startswith("sallyport_relay_")}
+    print(f"figure: controller relay metrics {rel}", flush=True)
+    check("11 relay metrics: one connector registered, one pairing, its connection open,"
+          " the page's bytes relayed down", (m.get("sallyport_relay_connectors"),
+                                             m.get("sallyport_relay_paired_total"),
+                                             m.get("sallyport_relay_connections")) == (1, 1, 1)
+          and m.get('sallyport_relay_bytes_total{direction="down"}', 0) > len(body_want) and
+          m.get('sallyport_relay_bytes_total{direction="up"}', 0) > 0, str(rel))
+
+
+# ---- 12. a UDP resource: DNS through SOCKS5 UDP ASSOCIATE ----
+
+DNS_QUERY = r"""
+import json, socket, struct, sys
+proxy, dst, name = sys.argv[1], sys.argv[2], sys.argv[3]
+host, port = proxy.rsplit(":", 1)
+c = socket.create_connection((host, int(port)), timeout=5)
+c.sendall(b"\x05\x01\x00")
+assert c.recv(2) == b"\x05\x00"
+c.sendall(b"\x05\x03\x00\x01" + bytes(4) + bytes(2))  # UDP ASSOCIATE from any port
+rep = c.recv(10)
+assert rep[:2] == b"\x05\x00" and rep[3] == 1, rep
+relay = (socket.inet_ntoa(rep[4:8]), struct.unpack("!H", rep[8:10])[0])
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind((host, 0))
+u.settimeout(5)
+qid = 0x5350
+q = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\x00"
+q += struct.pack("!HH", 1, 1)
+hdr = b"\x00\x00\x00\x01" + socket.inet_aton(dst) + struct.pack("!H", 53)
+u.sendto(hdr + q, relay)
+d, _ = u.recvfrom(4096)
+out = {"from": socket.inet_ntoa(d[4:8]) + ":" + str(struct.unpack("!H", d[8:10])[0])}
+m = d[10:]
+rid, flags, qd, an = struct.unpack("!HHHH", m[:8])
+out.update(id=rid, rcode=flags & 15, answers=[])
+i = 12
+for _ in range(qd):
+    while m[i] != 0:
+        i += 1 + m[i]
+    i += 5
+for _ in range(an):
+    if m[i] & 0xC0 == 0xC0:
+        i += 2
+    else:
+        while m[i] != 0:
+            i += 1 + m[i]
+        i += 1
+    t, cl, ttl, ln = struct.unpack("!HHIH", m[i:i + 10])
+    i += 10
+    if t == 1:
+        out["answers"].append(socket.inet_ntoa(m[i:i + 4]))
+    i += ln
+c.close()
+print(json.dumps(out))
+"""
+
+
+def udp_dns():
+    dns = netlab.INTERNAL["dns"]
+    res = L.api("POST", "/api/v1/resources", {
+        "name": "Internal DNS", "network_id": L.ids["net"], "address": dns, "tcp": "none",
+        "udp": ["53"], "icmp": False})["id"]
+    L.api("POST", "/api/v1/policies", {"group_id": group_ids["engineering"],
+                                       "resource_id": res})
+    out, t0 = {}, time.time()
+    while time.time() < t0 + 30 * SCALE:
+        r = lab.run("client", [sys.executable, "-c", DNS_QUERY, E_SOCKS, dns, "app.corp.test"],
+                    timeout=20)
+        try:
+            out = json.loads(r.stdout.decode())
+            break
+        except ValueError:
+            out = {"rc": r.returncode, "err": r.stderr.decode()[-300:]}
+            time.sleep(0.3)
+    print(f"figure: DNS over the tunnel answered {time.time() - t0:.1f} s after the UDP"
+          f" resource was added: {out}", flush=True)
+    check("12 DNS query for app.corp.test to 10.20.0.53:53 through SOCKS5 UDP ASSOCIATE:"
+          " answer 10.20.0.10", (out.get("id"), out.get("rcode"), out.get("answers"),
+                                 out.get("from")) == (0x5350, 0, [APP], f"{dns}:53"), str(out))
+    e = flows(lambda e: e["protocol"] == "udp", user_id=eng, resource_id=res, limit=20)
+    check("12 flow event: allow udp to 10.20.0.53:53 under the DNS resource",
+          (e.get("decision"), e.get("protocol"), e.get("destination_port"),
+           e.get("resource_id")) == ("allow", "udp", 53, res), str(e))
+
+
 t_start = time.time()
 L = splab.SallyportLab(ctl=CTL, conn=CONN, sp=SP, keep="--keep" in sys.argv, postgres=False)
 lab = L.lab
@@ -665,8 +809,8 @@ try:
     L.up("proxy")
     e_daemon = L.daemon
     f_daemon = L.up_proxy("fin-user", F_SOCKS, F_HTTP, "sallyport-fin.log")
-    scenarios = [sign_in, groups, ports, wildcard_cidr, alias, membership, revoke_user, block_device,
-                 logout, controller_down, failover]
+    scenarios = [sign_in, groups, ports, wildcard_cidr, alias, membership, revoke_user,
+                 block_device, logout, controller_down, failover, relay_path, udp_dns]
     sa_id = sa_key_id = None
     for fn in scenarios:
         t0 = time.time()
@@ -682,7 +826,8 @@ try:
             check(f"{fn.__name__}: no exception", False, repr(e))
         print(f"scenario {fn.__name__}: {time.time() - t0:.1f} s", flush=True)
     logs = "".join(lab.log(n) for n in ("sallyport-proxy.log", "sallyport-fin.log",
-                                        "controller.log", "connector.log", "connector2.log"))
+                                        "controller.log", "connector.log", "connector2.log",
+                                        "vpc-relay-connector.log"))
     check("logs free of sanitizer reports", "Sanitizer" not in logs)
 except Exception as e:
     import traceback
@@ -691,7 +836,7 @@ except Exception as e:
 finally:
     if failed:
         for n in ("controller.log", "connector.log", "connector2.log", "sallyport-proxy.log",
-                  "sallyport-fin.log"):
+                  "sallyport-fin.log", "vpc-relay-connector.log"):
             print(f"--- {n}\n{lab.log(n)[-1500:]}", flush=True)
     L.close()
 

@@ -404,3 +404,67 @@ class SallyportLab:
             time.sleep(0.05)
         raise netlab.LabError("second connector not healthy: " +
                               self.lab.log("connector2.log")[-1500:])
+
+    def restart_controller_relay(self, relay=f"{netlab.CTL_CLIENT_ADDR}:8443"):
+        """Stops the controller and starts it again (same state) with its in-process relay
+        listening on relay (an address of ctl that client and vpc reach) and advertised
+        there (`--relay-public`). Opt-in: start() keeps the relay on ctl's loopback.
+        Connectors enrolled before keep the relay list they fetched until their token's
+        renewal; those started afterwards get this one."""
+        self.stop_controller()
+        args = list(self.stack.ctl_proc.args)
+        i = args.index("--relay-listen")
+        args[i + 1] = relay
+        args += ["--relay-public", relay]
+        env = dict(os.environ, SALLYPORT_OIDC_CLIENT_SECRET="sallyport-controller-test-secret")
+        log = open(os.path.join(self.work, "controller.log"), "a")
+        p = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.stack.procs.append(p)
+        self.stack.ctl_proc = p
+        if not sp_stack.wait_http(URL + "/healthz", prefix=self.lab.prefix("client")):
+            raise netlab.LabError("controller did not restart with the relay: " +
+                                  self.lab.log("controller.log")[-1500:])
+        return p
+
+    def controller_metrics(self):
+        """The controller's /metrics (from inside ctl) as {"name{labels}": value}."""
+        r = self.lab.run("ctl", ["curl", "-sS", "--noproxy", "*",
+                                 f"http://127.0.0.1:{CTL_PORT}/metrics"], timeout=30)
+        out = {}
+        for line in r.stdout.decode(errors="replace").splitlines():
+            if line and not line.startswith("#"):
+                key, _, val = line.rpartition(" ")
+                try:
+                    out[key] = float(val)
+                except ValueError:
+                    pass
+        return out
+
+    def start_connector_in(self, net_id, name, metrics, direct=None):
+        """A connector of the remote network net_id in vpc, named name, with its own state
+        directory (`<name>-state`), log (`<name>.log`) and metrics address; a direct
+        listener only when direct is given (else it is reachable through the relay only).
+        Waits until healthy; returns the Popen."""
+        token = self.api("POST", f"/api/v1/remote-networks/{net_id}/connector-tokens",
+                         {})["token"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SALLYPORT_")}
+        env.update({"SALLYPORT_URL": URL, "SALLYPORT_STATE_DIR": os.path.join(
+                        self.work, f"{name}-state"),
+                    "SALLYPORT_METRICS_ADDR": metrics, "SALLYPORT_NAME": name,
+                    "SALLYPORT_LOG_FORMAT": "json", "SALLYPORT_LOG_LEVEL": "info",
+                    "SALLYPORT_DRAIN_TIMEOUT": "5s", "SALLYPORT_ALLOW_ROOT": "true",
+                    "SALLYPORT_DNS": f"{netlab.INTERNAL['dns']}:53",
+                    "SALLYPORT_ENROLL_TOKEN": token})
+        if direct:
+            env["SALLYPORT_DIRECT_LISTEN"] = direct
+        p = self.stack.spawn([self.conn_bin], f"{name}.log", prefix=self.lab.prefix("vpc"),
+                             env=env)
+        henv = dict(os.environ, SALLYPORT_METRICS_ADDR=metrics)
+        for _ in range(400):
+            if self.lab.run("vpc", [self.conn_bin, "health"], env=henv).returncode == 0:
+                return p
+            if p.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise netlab.LabError(f"connector {name} not healthy: " +
+                              self.lab.log(f"{name}.log")[-1500:])
