@@ -15,6 +15,8 @@ new flows succeed with no action on the client side (time from restart to the fi
 flow printed); a relay ticket replayed at the restarted relay (which has forgotten its
 `jti`s) with a grant bound to another device key is refused by the connector (bad_grant:
 no flow without a valid grant); (4) the transfer retried after recovery is byte-exact.
+Then the relay is SIGKILLed while the connector is mid-registration (its preamble accepted
+by the kernel, no status byte yet): once the relay is back the connector registers again.
 
 Usage: relay_kill.py CONTROLLER CONNECTOR SP_TEST_CLIENT SALLYPORT
 """
@@ -22,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -36,6 +39,13 @@ RELAY_BIN = os.path.join(os.path.dirname(os.path.abspath(CTL)), "sallyport-relay
 run = faultlib.Run("relay_kill")
 S = faultlib.SCALE
 SLOW = 3 << 20  # bytes of /slow/big.bin, sent at 512 KiB/s: 6 s per download
+OUTAGE = 4.0  # seconds the relay stays down
+# After a 4 s outage the connector's next registration is at most ~7.75 s after the restart
+# (its backoff doubles from 0.5 s, jitter over the upper half) and the daemon, whose backoff
+# doubles from 1 s per failed relayed tunnel, tries at 3 s and, if the connector was not
+# back yet (the relay answers connector_unavailable), at 11 s: the first good flow comes
+# within 11 s of the restart (14 s with slack).
+RECOVERY_MAX = 14.0
 
 
 def counter(port, name):
@@ -204,9 +214,9 @@ try:
     time.sleep(1.5)
 
     # ---- kill -9 of the relay ----
+    killed = time.time()
     relay.kill()
     relay.wait(timeout=10)
-    killed = time.time()
     for t in dls:
         t.join(timeout=30 * S)
     ends = [results.get(i, {}) for i in range(3)]
@@ -225,7 +235,7 @@ try:
         lambda: counter(mport, "sallyport_connector_relays_registered") == 0, 10 * S)
     run.check("(2) the connector counts no registered relay while it is down", unreg,
               str(counter(mport, "sallyport_connector_relays_registered")))
-    time.sleep(max(0.0, killed + 4.0 * S - time.time()))
+    time.sleep(max(0.0, killed + OUTAGE - time.time()))
     down = [e for e in log if e["start"] > killed + 0.5 and e["start"] < time.time() - 0.1]
     refused = [e for e in down if e["refused"] == "connector_unavailable"]
     run.check("(2) relay down: every new flow is refused with connector_unavailable",
@@ -253,6 +263,8 @@ try:
     if good is not None:
         t_ok = good["start"] + good["took"] - restarted
         run.figure(f"relay restart to the first successful new flow: {t_ok:.2f} s")
+        run.check(f"(3) ... the first within {RECOVERY_MAX:.0f} s of the restart (the backoffs"
+                  f" after a {OUTAGE:.0f} s outage)", t_ok < RECOVERY_MAX * S, f"{t_ok:.2f}")
     mark = time.time()
     time.sleep(1.0)
     after = [e for e in list(log) if e["start"] > mark]
@@ -286,6 +298,49 @@ try:
     run.check("status --json: the tunnel is relayed again, through the restarted relay",
               len(tunnels) == 1 and tunnels[0].get("path") == "relayed" and
               tunnels[0].get("state") == "up", str(tunnels))
+
+    # ---- kill -9 while the connector is mid-registration ----
+    # The relay is restarted and stopped (SIGSTOP) as soon as it listens: the kernel still
+    # accepts the connector's control connection and its preamble, which then waits for the
+    # status byte; the stopped relay is SIGKILLed. (A registration that slipped in before
+    # the stop is retried, at most 3 times.)
+    def control_conns():
+        r = subprocess.run(["ss", "-Htnp", "state", "established", "dst",
+                            f"127.0.0.1:{relay_port}"], capture_output=True, text=True)
+        return [ln for ln in r.stdout.splitlines() if f"pid={stack.connector.pid}," in ln]
+    mid = False
+    for attempt in range(3):
+        relay.kill()
+        relay.wait(timeout=10)
+        faultlib.wait_until(
+            lambda: counter(mport, "sallyport_connector_relays_registered") == 0, 10 * S)
+        regs = counter(mport, "sallyport_connector_relay_registrations_total")
+        relay = start_relay(relay_port)
+        os.kill(relay.pid, signal.SIGSTOP)
+        if counter(mport, "sallyport_connector_relays_registered") != 0:
+            continue
+        if not faultlib.wait_until(lambda: len(control_conns()) == 1, 10 * S, 0.05):
+            continue
+        mid = counter(mport, "sallyport_connector_relays_registered") == 0 and \
+            counter(mport, "sallyport_connector_relay_registrations_total") == regs
+        relay.kill()
+        relay.wait(timeout=10)
+        break
+    run.check("relay SIGKILLed with the connector's registration sent and unanswered", mid,
+              f"attempts {attempt + 1}")
+    relay = start_relay(relay_port)
+    restarted = time.time()
+    rereg = faultlib.wait_until(
+        lambda: counter(mport, "sallyport_connector_relays_registered") == 1, 30 * S)
+    run.check("... the connector registers again by itself (one more registration)",
+              rereg and counter(mport, "sallyport_connector_relay_registrations_total") ==
+              regs + 1, str(counter(mport, "sallyport_connector_relay_registrations_total")))
+    run.figure(f"registered again {time.time() - restarted:.2f} s after the restart that"
+               " followed a kill mid-registration")
+    good = faultlib.wait_until(lambda: (lambda e: e if e["ok"] else None)(
+        proxy_get(proxy, web, "/small.bin", 20 * S)), 20 * S, 0.2)
+    run.check("... and a new flow through the daemon succeeds", good is not None and
+              faultlib.sha256(good["body"]) == sums["/small.bin"])
 
     r = subprocess.run([SP, "down"], env=env, capture_output=True, timeout=30)
     try:
