@@ -15,8 +15,9 @@ new flows succeed with no action on the client side (time from restart to the fi
 flow printed); a relay ticket replayed at the restarted relay (which has forgotten its
 `jti`s) with a grant bound to another device key is refused by the connector (bad_grant:
 no flow without a valid grant); (4) the transfer retried after recovery is byte-exact.
-Then the relay is SIGKILLed while the connector is mid-registration (its preamble accepted
-by the kernel, no status byte yet): once the relay is back the connector registers again.
+Then the relay is stopped (SIGSTOP) while the connector is mid-registration (its preamble
+accepted by the kernel, no status byte yet): the connector gives up on it after 10 s and
+retries; the stopped relay is SIGKILLed, restarted, and the connector registers again.
 
 Usage: relay_kill.py CONTROLLER CONNECTOR SP_TEST_CLIENT SALLYPORT
 """
@@ -323,11 +324,22 @@ try:
             continue
         mid = counter(mport, "sallyport_connector_relays_registered") == 0 and \
             counter(mport, "sallyport_connector_relay_registrations_total") == regs
-        relay.kill()
-        relay.wait(timeout=10)
         break
-    run.check("relay SIGKILLed with the connector's registration sent and unanswered", mid,
+    run.check("the connector's registration sent to the stopped relay and unanswered", mid,
               f"attempts {attempt + 1}")
+    # a relay that hangs mid-registration is not waited for: the connector gives up after
+    # CONNECTOR_RELAY_REGISTER_TIMEOUT_MS (10 s) and tries again
+    hung = time.time()
+    timeout_line = '"why":"no answer from the relay in time"'
+    timed_out = faultlib.wait_until(lambda: timeout_line in open(stack.connector_log).read(),
+                                    15 * S, 0.1)
+    run.check("the connector gives up on the hung relay's status byte (10 s) and retries",
+              timed_out and counter(mport, "sallyport_connector_relays_registered") == 0,
+              open(stack.connector_log).read()[-600:])
+    run.figure(f"unanswered registration abandoned {time.time() - hung:.1f} s after it was"
+               " seen waiting")
+    relay.kill()
+    relay.wait(timeout=10)
     relay = start_relay(relay_port)
     restarted = time.time()
     rereg = faultlib.wait_until(
