@@ -229,9 +229,14 @@ try:
                + ", ".join(f"{len(e.get('body', b''))} bytes ({e.get('err')})" for e in ends))
     run.check("(1) ... within 5 s of the kill (no hang)", ended < 5 * S, f"{ended:.1f}")
     slog = open(os.path.join(run.work, "sallyport.log")).read()
-    run.check("(1) the daemon logs the end of the relayed tunnel",
-              re.search(rf"tunnel closed connector=c1 address=127\.0\.0\.1:{relay_port}", slog)
-              is not None, slog[-1500:])
+    closed = re.search(rf"tunnel closed connector=c1 address=127\.0\.0\.1:{relay_port}"
+                       r" why=(.*)$", slog, re.M)
+    run.check("(1) the daemon logs the end of the relayed tunnel, naming the relay",
+              closed is not None and closed.group(1).strip() in (
+                  '"closed by the relay or the connector"', '"Connection reset by peer"'),
+              slog[-1500:])
+    if closed is not None:
+        run.figure(f"the daemon's log: tunnel closed why={closed.group(1).strip()}")
     unreg = faultlib.wait_until(
         lambda: counter(mport, "sallyport_connector_relays_registered") == 0, 10 * S)
     run.check("(2) the connector counts no registered relay while it is down", unreg,
