@@ -403,7 +403,10 @@ static void tunnel_on_read(evutil_socket_t fd, short what, void *arg)
 		if (n == -1 && errno == EINTR)
 			continue;
 		if (n <= 0) {
-			tunnel_fail(tn, n == 0 ? "closed by the connector" : strerror(errno));
+			/* through a relay an end without a TLS alert may be either side's */
+			const char *who = tn->relayed ? "closed by the relay or the connector"
+						      : "closed by the connector";
+			tunnel_fail(tn, n == 0 ? who : strerror(errno));
 			return;
 		}
 		size_t off = 0;

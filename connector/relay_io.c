@@ -232,6 +232,8 @@ static void on_link_read(struct bufferevent *bev, void *arg)
 		evbuffer_drain(in, (size_t)n);
 		switch (ev.kind) {
 		case CONNECTOR_RELAY_EV_REGISTERED:
+			/* registered: the connection idles (keepalive notices a lost relay) */
+			bufferevent_set_timeouts(bev, NULL, NULL);
 			link->registered = 1;
 			link->failures = 0;
 			r->counters.registrations++;
@@ -265,7 +267,8 @@ static void on_link_event(struct bufferevent *bev, short what, void *arg)
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
 		return;
 	}
-	link_fail(link, (what & BEV_EVENT_EOF)
+	link_fail(link, (what & BEV_EVENT_TIMEOUT) ? "no answer from the relay in time"
+			: (what & BEV_EVENT_EOF)
 			    ? "closed by the relay"
 			    : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 }
@@ -290,6 +293,10 @@ static void link_connect(struct relay_link *link)
 		return;
 	}
 	bufferevent_setcb(link->bev, on_link_read, NULL, on_link_event, link);
+	/* connect and status byte within the timeout (cleared once registered) */
+	struct timeval tv = {CONNECTOR_RELAY_REGISTER_TIMEOUT_MS / 1000,
+			     (CONNECTOR_RELAY_REGISTER_TIMEOUT_MS % 1000) * 1000};
+	bufferevent_set_timeouts(link->bev, &tv, NULL);
 	struct sp_buf hello;
 	sp_buf_init(&hello, 16 + SP_RELAY_TOKEN_MAX);
 	int rc = sp_relay_register_encode((const uint8_t *)r->token, strlen(r->token), &hello);

@@ -28,6 +28,10 @@
  * upper half. */
 #define CONNECTOR_RELAY_BACKOFF_MIN_MS 500
 #define CONNECTOR_RELAY_BACKOFF_MAX_MS 30000
+/* A control connection is connected and answered with the status byte within this long,
+ * or it is closed and retried: a relay that hangs, or whose host vanished, mid-registration
+ * is not waited for until TCP gives up (minutes). */
+#define CONNECTOR_RELAY_REGISTER_TIMEOUT_MS 10000
 /* A dial is answered (data connection open and preamble sent) within this long. */
 #define CONNECTOR_RELAY_DIAL_TIMEOUT_MS 5000
 
