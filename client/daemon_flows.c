@@ -662,6 +662,18 @@ static struct tunnel *tunnel_new_direct(struct daemon *d, const char *network_id
 	return tn;
 }
 
+/* Hands a request (a grant or a relay ticket) to the grant thread, in arrival order. */
+static void grant_queue_push(struct daemon *d, struct grant_request *rq)
+{
+	pthread_mutex_lock(&d->lock);
+	struct grant_request **pp = &d->grant_queue;
+	while (*pp != NULL)
+		pp = &(*pp)->next;
+	*pp = rq;
+	pthread_cond_signal(&d->grant_cond);
+	pthread_mutex_unlock(&d->lock);
+}
+
 /* A relayed tunnel waits for its ticket (the grant thread asks the controller); flows
  * open their streams on it meanwhile and go out once TLS runs. */
 static struct tunnel *tunnel_new_relayed(struct daemon *d, const char *network_id, json_t *conn)
@@ -680,13 +692,7 @@ static struct tunnel *tunnel_new_relayed(struct daemon *d, const char *network_i
 	tn->relay_phase = RELAY_WAIT_TICKET;
 	snprintf(tn->address, sizeof(tn->address), "relay");
 	snprintf(rq->connector_id, sizeof(rq->connector_id), "%s", tn->connector_id);
-	pthread_mutex_lock(&d->lock);
-	struct grant_request **pp = &d->grant_queue;
-	while (*pp != NULL)
-		pp = &(*pp)->next;
-	*pp = rq;
-	pthread_cond_signal(&d->grant_cond);
-	pthread_mutex_unlock(&d->lock);
+	grant_queue_push(d, rq);
 	tunnel_link(tn);
 	return tn;
 }
@@ -876,13 +882,7 @@ static void flow_wait_grant(struct flow *f)
 		return;
 	}
 	snprintf(rq->resource_id, sizeof(rq->resource_id), "%s", f->resource_id);
-	pthread_mutex_lock(&d->lock);
-	struct grant_request **pp = &d->grant_queue;
-	while (*pp != NULL)
-		pp = &(*pp)->next;
-	*pp = rq;
-	pthread_cond_signal(&d->grant_cond);
-	pthread_mutex_unlock(&d->lock);
+	grant_queue_push(d, rq);
 }
 
 /*

@@ -46,6 +46,16 @@ static int host_is_valid(const char *host, size_t len)
 	return 1;
 }
 
+/* Copies a checked host name (nlen < sizeof(out->host)) and notes whether it is an address. */
+static void set_host(struct proxy_target *out, const uint8_t *name, uint8_t nlen)
+{
+	memcpy(out->host, name, nlen);
+	out->host[nlen] = '\0';
+	uint8_t probe[16];
+	out->is_ip = inet_pton(AF_INET, out->host, probe) == 1 ||
+		     inet_pton(AF_INET6, out->host, probe) == 1;
+}
+
 int socks5_parse_request(const uint8_t *data, size_t len, size_t *used, struct proxy_target *out,
 			 uint8_t *reply_code)
 {
@@ -81,11 +91,7 @@ int socks5_parse_request(const uint8_t *data, size_t len, size_t *used, struct p
 			return SP_ERR_AGAIN;
 		if (!host_is_valid((const char *)name, nlen))
 			return SP_ERR_INVALID;
-		memcpy(out->host, name, nlen);
-		out->host[nlen] = '\0';
-		uint8_t probe[16];
-		out->is_ip = inet_pton(AF_INET, out->host, probe) == 1 ||
-			     inet_pton(AF_INET6, out->host, probe) == 1;
+		set_host(out, name, nlen);
 	} else {
 		*reply_code = SOCKS5_REPLY_ADDRESS_NOT_SUPPORTED;
 		return SP_ERR_UNSUPPORTED;
@@ -135,11 +141,7 @@ int socks5_parse_udp_header(const uint8_t *data, size_t len, size_t *header_len,
 		if (sp_reader_u8(&r, &nlen) < 0 || sp_reader_view(&r, nlen, &name) < 0 ||
 		    !host_is_valid((const char *)name, nlen))
 			goto out;
-		memcpy(out->host, name, nlen);
-		out->host[nlen] = '\0';
-		uint8_t probe[16];
-		out->is_ip = inet_pton(AF_INET, out->host, probe) == 1 ||
-			     inet_pton(AF_INET6, out->host, probe) == 1;
+		set_host(out, name, nlen);
 	} else {
 		rc = SP_ERR_UNSUPPORTED;
 		goto out;
