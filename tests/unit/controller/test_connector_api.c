@@ -458,6 +458,13 @@ static void test_access_revocations(void **state)
 	int64_t earliest = 0, latest = 0;
 	access_pairs(100, pairs, sizeof(pairs), &earliest, &latest);
 	assert_string_equal(pairs, "");
+	/* the table is STRICT like every other */
+	struct db_stmt *st = NULL;
+	assert_int_equal(db_prepare(db, "SELECT strict FROM pragma_table_list"
+	                                " WHERE name = 'access_revocations'", &st), 0);
+	assert_int_equal(db_step(st), DB_ROW);
+	assert_int_equal(db_column_int(st, 0), 1);
+	db_finalize(st);
 
 	/* Policy (group 1, RES_1) deleted: USER_B loses RES_1; USER_OK keeps it by group 2. */
 	int64_t before = (int64_t)time(NULL);
