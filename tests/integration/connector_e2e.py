@@ -9,8 +9,8 @@ controller, destination outside the resource, port not allowed, grant presented 
 another device key) each as a refused stream AND a flow event with its reason in the
 controller's flow_events table, a session revoked mid-download cut within 2 s, health,
 metrics, SIGTERM drain, and access ended: a policy deleted through the admin API cuts a
-live download within 1 s, the old unexpired grant is refused `revoked`, and a policy
-added again with a fresh grant works. Prints figures: time to first byte and 100 MiB throughput
+live download within 1 s, the old unexpired grant is refused `revoked`, a policy
+added again with a fresh grant works, and a membership deleted cuts within 1 s too. Prints figures: time to first byte and 100 MiB throughput
 through the tunnel vs curl directly to nginx.
 
 Usage: connector_e2e.py CONTROLLER CONNECTOR SP_TEST_CLIENT
@@ -462,6 +462,40 @@ http {{
                           load=acc_grant)
     check("the old grant stays refused after access came back", rc == 3 and
           "refused: revoked" in err, f"{rc} {err}")
+
+    # ---- access ended: the user removed from the group mid-flow ----
+    p = client(RES_ACC, f"127.0.0.1:{WEB_PORT}", background=True)
+    p.stdin.write(http_get("/slow/big.bin"))
+    p.stdin.flush()
+    got = p.stdout.read(65536)
+    removed_at = time.time()
+    status, _ = admin("DELETE", f"/api/v1/groups/{GROUP}/members/{USER}")
+    rest = p.stdout.read()
+    rc = p.wait(timeout=30)
+    cut = time.time() - removed_at
+    err = p.stderr.read().decode()
+    print(f"figure: membership deleted through the admin API, live download cut after"
+          f" {cut * 1000:.0f} ms", flush=True)
+    check("membership deleted: the live download is cut within 1 s",
+          len(got) > 0 and status == 204 and rc == 5 and "reset" in err and
+          cut < 1.0 * TIMEOUT_SCALE, f"status={status} rc={rc} err={err} cut={cut:.2f}s")
+    end = time.time() + 10
+    rows = []
+    while time.time() < end and len(rows) < 2:
+        rows = flow_events("decision = 'deny' AND reason = 'revoked' AND resource_id = ?"
+                           " AND bytes_down > 0", (RES_ACC,))
+        time.sleep(0.1)
+    check("flow event: the download cut by the membership delete is revoked", len(rows) == 2,
+          str(rows))
+    status, _ = admin("PUT", f"/api/v1/groups/{GROUP}/members/{USER}")
+    conn = db()
+    last = conn.execute("SELECT max(revoked_at) FROM access_revocations WHERE user_id = ?",
+                        (USER,)).fetchone()[0]
+    conn.close()
+    check("member again", status in (200, 201) and last is not None, f"{status} {last}")
+    while last is not None and int(time.time()) <= last:
+        time.sleep(0.05)  # grants of the revocation's own second stay refused
+    time.sleep(0.5)
 
     # ---- throughput (figures; the sanitizer build skips them) ----
     if not SANITIZED:
