@@ -9,9 +9,10 @@ controller, destination outside the resource, port not allowed, grant presented 
 another device key) each as a refused stream AND a flow event with its reason in the
 controller's flow_events table, a session revoked mid-download cut within 2 s, health,
 metrics, SIGTERM drain, and access ended: a policy deleted through the admin API cuts a
-live download within 1 s, the old unexpired grant is refused `revoked`, a policy
-added again with a fresh grant works, and a membership deleted cuts within 1 s too. Prints figures: time to first byte and 100 MiB throughput
-through the tunnel vs curl directly to nginx.
+live download within 1 s, the old unexpired grant is refused `revoked`, a policy added
+again with a fresh grant works, and a membership deleted cuts within 1 s too. Prints
+figures: time to first byte and 100 MiB throughput through the tunnel vs curl directly
+to nginx.
 
 Usage: connector_e2e.py CONTROLLER CONNECTOR SP_TEST_CLIENT
 """
