@@ -207,6 +207,7 @@ int connector_authorize_cached(const struct connector_config *cfg,
 		goto out;
 	}
 	out->grant_expires_at = json_integer_value(json_object_get(claims, "exp"));
+	out->grant_issued_at = json_integer_value(json_object_get(claims, "iat"));
 
 	/* 3. Issuer, audience (our network), times and key binding. */
 	char audience[CONNECTOR_ID_MAX + 32];
@@ -245,6 +246,12 @@ int connector_authorize_cached(const struct connector_config *cfg,
 	}
 	if (connector_id_set_contains(&cfg->revoked_sessions, sid)) {
 		r = deny(out, SP_TUNNEL_REASON_REVOKED, "session %s is revoked", sid);
+		goto out;
+	}
+	int64_t ended = connector_access_revoked_at(cfg, sub, res_id);
+	if (ended >= 0 && out->grant_issued_at <= ended) {
+		r = deny(out, SP_TUNNEL_REASON_REVOKED, "access of user %s to resource %s ended at "
+			 "%lld, after the grant was issued", sub, res_id, (long long)ended);
 		goto out;
 	}
 

@@ -40,6 +40,7 @@ struct connector_decision {
 	int host_family;      /* AF_INET or AF_INET6 */
 	uint8_t host_addr[16];
 	int64_t grant_expires_at;
+	int64_t grant_issued_at; /* iat: compared with access revocations (cut on a new config) */
 	const struct connector_resource *resource;
 };
 

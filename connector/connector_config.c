@@ -63,6 +63,89 @@ int connector_id_set_contains(const struct connector_id_set *set, const char *id
 	return bsearch(&id, set->ids, set->count, sizeof(*set->ids), compare_strings) != NULL;
 }
 
+static int compare_access(const void *a, const void *b)
+{
+	const struct connector_access_revocation *x = a, *y = b;
+	int c = strcmp(x->user, y->user);
+	return c != 0 ? c : strcmp(x->resource, y->resource);
+}
+
+/* revocations.access: absent (older controllers) or an array of {user, resource, at}. */
+static int access_from_json(const json_t *array, struct connector_config *cfg,
+			    struct sp_diag *diag)
+{
+	if (array == NULL)
+		return 0;
+	if (!json_is_array(array))
+		return sp_diag_set(diag, SP_ERR_INVALID, "revocations.access must be an array");
+	size_t n = json_array_size(array);
+	if (n > CONNECTOR_ACCESS_REVOCATIONS_MAX)
+		return sp_diag_set(diag, SP_ERR_INVALID, "revocations.access has %zu entries, over "
+				   "%d", n, CONNECTOR_ACCESS_REVOCATIONS_MAX);
+	if (n == 0)
+		return 0;
+	cfg->access = calloc(n, sizeof(*cfg->access));
+	if (cfg->access == NULL)
+		return SP_ERR_NOMEM;
+	for (size_t i = 0; i < n; i++) {
+		const json_t *e = json_array_get(array, i);
+		const char *user = json_string_value(json_object_get(e, "user"));
+		const char *res = json_string_value(json_object_get(e, "resource"));
+		const json_t *at = json_object_get(e, "at");
+		if (!json_is_object(e) || json_object_size(e) != 3 || user == NULL ||
+		    res == NULL || !id_valid(user) || !id_valid(res) || !json_is_integer(at) ||
+		    json_integer_value(at) < 0)
+			return sp_diag_set(diag, SP_ERR_INVALID, "revocations.access[%zu] must be "
+					   "{\"user\", \"resource\", \"at\"}", i);
+		struct connector_access_revocation *a = &cfg->access[i];
+		memcpy(a->user, user, strlen(user) + 1);
+		memcpy(a->resource, res, strlen(res) + 1);
+		a->at = json_integer_value(at);
+	}
+	qsort(cfg->access, n, sizeof(*cfg->access), compare_access);
+	/* Duplicates keep the latest time: fold them so bsearch finds that one. */
+	size_t kept = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (kept > 0 && compare_access(&cfg->access[kept - 1], &cfg->access[i]) == 0) {
+			if (cfg->access[i].at > cfg->access[kept - 1].at)
+				cfg->access[kept - 1].at = cfg->access[i].at;
+			continue;
+		}
+		cfg->access[kept++] = cfg->access[i];
+	}
+	cfg->access_count = kept;
+	return 0;
+}
+
+static int64_t access_find(const struct connector_config *cfg, const char *user,
+			   const char *resource)
+{
+	if (strlen(user) > CONNECTOR_ID_MAX || strlen(resource) > CONNECTOR_ID_MAX)
+		return -1;
+	struct connector_access_revocation key;
+	memset(&key, 0, sizeof(key));
+	memcpy(key.user, user, strlen(user) + 1);
+	memcpy(key.resource, resource, strlen(resource) + 1);
+	const struct connector_access_revocation *hit =
+		bsearch(&key, cfg->access, cfg->access_count, sizeof(*cfg->access), compare_access);
+	return hit != NULL ? hit->at : -1;
+}
+
+int64_t connector_access_revoked_at(const struct connector_config *cfg, const char *user,
+				    const char *resource)
+{
+	if (cfg == NULL || user == NULL || resource == NULL || cfg->access_count == 0)
+		return -1;
+	int64_t at = access_find(cfg, user, resource);
+	int64_t any_resource = access_find(cfg, user, CONNECTOR_ACCESS_ANY);
+	int64_t everyone = access_find(cfg, CONNECTOR_ACCESS_ANY, CONNECTOR_ACCESS_ANY);
+	if (any_resource > at)
+		at = any_resource;
+	if (everyone > at)
+		at = everyone;
+	return at;
+}
+
 static int compare_resources(const void *a, const void *b)
 {
 	return strcmp(((const struct connector_resource *)a)->id,
@@ -196,6 +279,8 @@ int connector_config_from_claims(const json_t *claims, const char *connector_id,
 	if (r == 0)
 		r = id_set_from_json(json_object_get(rev, "users"), "users", &cfg->revoked_users,
 				     diag);
+	if (r == 0)
+		r = access_from_json(json_object_get(rev, "access"), cfg, diag);
 	if (r < 0)
 		goto out;
 	r = connector_jwks_copy(keys, &cfg->keys);
@@ -227,6 +312,7 @@ void connector_config_free(struct connector_config *cfg)
 	id_set_free(&cfg->revoked_sessions);
 	id_set_free(&cfg->revoked_devices);
 	id_set_free(&cfg->revoked_users);
+	free(cfg->access);
 	sp_jwks_free(&cfg->keys);
 	free(cfg);
 }

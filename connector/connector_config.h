@@ -34,6 +34,20 @@ struct connector_id_set {
 	size_t count;
 };
 
+/*
+ * An "access ended" revocation (docs/protocol.md §1.6, revocations.access): grants of
+ * `user` for `resource` issued at or before `at` are refused and their live flows cut.
+ * Either id may be "*" (the controller's fallback past CONNECTOR_ACCESS_REVOCATIONS_MAX
+ * pairs: every resource of the user, or every user).
+ */
+#define CONNECTOR_ACCESS_REVOCATIONS_MAX 10000
+#define CONNECTOR_ACCESS_ANY "*"
+struct connector_access_revocation {
+	char user[CONNECTOR_ID_MAX + 1];
+	char resource[CONNECTOR_ID_MAX + 1];
+	int64_t at;
+};
+
 struct connector_config {
 	char issuer[512];			   /* the controller's public URL (iss) */
 	char network_id[CONNECTOR_ID_MAX + 1];	   /* the network this connector serves */
@@ -46,6 +60,8 @@ struct connector_config {
 	struct connector_id_set revoked_sessions;
 	struct connector_id_set revoked_devices;
 	struct connector_id_set revoked_users;
+	struct connector_access_revocation *access; /* sorted by (user, resource), unique */
+	size_t access_count;
 };
 
 /*
@@ -79,6 +95,14 @@ const struct connector_resource *connector_config_find_resource(const struct con
 
 /* 1 when id is in the set. */
 int connector_id_set_contains(const struct connector_id_set *set, const char *id);
+
+/*
+ * The latest `at` of the access revocations that cover a grant of `user` for `resource`
+ * (the pair itself, the user with resource "*", or "*" with "*"), or -1 when none does.
+ * A grant with iat <= the result is revoked.
+ */
+int64_t connector_access_revoked_at(const struct connector_config *cfg, const char *user,
+				    const char *resource);
 
 /* Copies a key set (entries re-referenced). 0 or SP_ERR_NOMEM. */
 int connector_jwks_copy(const struct sp_jwks *from, struct sp_jwks *to);

@@ -1127,14 +1127,33 @@ static void on_relay_update(evutil_socket_t fd, short what, void *arg)
 
 /* ---- config handoff and revocation ---- */
 
-static const char *flow_revoked(const struct connector_config *cfg, const struct flow *f)
+static const char *flow_revoked(const struct connector_config *cfg, const struct flow *f,
+				const char **detail)
 {
+	*detail = "user, device or session revoked";
 	if (connector_id_set_contains(&cfg->revoked_users, f->decision.user_id) ||
 	    connector_id_set_contains(&cfg->revoked_devices, f->decision.device_id) ||
 	    connector_id_set_contains(&cfg->revoked_sessions, f->decision.session_id))
 		return "revoked";
-	if (connector_config_find_resource(cfg, f->decision.resource_id) == NULL)
+	/* access ended: the user lost the resource after the grant was issued */
+	int64_t ended = connector_access_revoked_at(cfg, f->decision.user_id,
+						    f->decision.resource_id);
+	if (ended >= 0 && f->decision.grant_issued_at <= ended) {
+		*detail = "access ended";
+		return "revoked";
+	}
+	*detail = "resource removed";
+	const struct connector_resource *own =
+		connector_config_find_resource(cfg, f->decision.resource_id);
+	if (own == NULL)
 		return "no_policy";
+	/* the resource's ports were narrowed: the flow's port may no longer be allowed */
+	if (!sp_resource_allows(&own->resource,
+				f->proto_udp ? SP_RESOURCE_PROTOCOL_UDP : SP_RESOURCE_PROTOCOL_TCP,
+				f->decision.port)) {
+		*detail = "port no longer allowed";
+		return "port_not_allowed";
+	}
 	return NULL;
 }
 
@@ -1158,13 +1177,16 @@ static void on_config(evutil_socket_t fd, short what, void *arg)
 		struct flow *f = conn->flows;
 		while (f != NULL) {
 			struct flow *next = f->next;
-			const char *why = flow_revoked(cfg, f);
+			const char *detail = NULL;
+			const char *why = flow_revoked(cfg, f, &detail);
 			if (why != NULL && f->end_reason == NULL) {
 				f->end_reason = why;
 				dp->flows_cut++;
 				SP_LOG(SP_LOG_INFO, "flow cut by a new config",
 				       SP_LOG_STR("flow", f->flow_id), SP_LOG_STR("reason", why),
+				       SP_LOG_STR("detail", detail),
 				       SP_LOG_STR("user", f->decision.user_id),
+				       SP_LOG_STR("resource", f->decision.resource_id),
 				       SP_LOG_STR("session", f->decision.session_id));
 				sp_tunnel_reset(conn->tunnel, f->stream, SP_TUNNEL_CANCEL);
 				cut = 1;

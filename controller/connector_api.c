@@ -268,6 +268,69 @@ out:
 	return r;
 }
 
+/* Runs one level of connector_access_revocations; *rows = the number of rows read. */
+static int access_level(struct db *db, const char *sql, const char *network_id, int64_t now,
+                        size_t cap, json_t *into, size_t *rows)
+{
+	*rows = 0;
+	struct db_stmt *st = NULL;
+	int r = SP_ERR_DATABASE;
+	if (db_prepare(db, sql, &st) != 0)
+		goto out;
+	db_bind_text(st, 1, network_id, -1, DB_STATIC);
+	db_bind_int64(st, 2, now);
+	db_bind_int64(st, 3, (int64_t)cap + 1);
+	int s;
+	while ((s = db_step(st)) == DB_ROW) {
+		const char *user = (const char *)db_column_text(st, 0);
+		const char *res = (const char *)db_column_text(st, 1);
+		if (user == NULL || res == NULL || db_column_type(st, 2) == DB_NULL)
+			continue; /* the aggregate of no rows */
+		if (++*rows > cap)
+			continue;
+		r = SP_ERR_NOMEM;
+		if (json_array_append_new(into, json_pack("{s:s, s:s, s:I}", "user", user,
+		                                          "resource", res, "at",
+		                                          (json_int_t)db_column_int64(st, 2))) < 0)
+			goto out;
+		r = SP_ERR_DATABASE;
+	}
+	if (s == DB_DONE)
+		r = 0;
+out:
+	db_finalize(st);
+	if (r == 0 && *rows > cap)
+		json_array_clear(into);
+	return r;
+}
+
+int connector_access_revocations(struct db *db, const char *network_id, int64_t now, size_t cap,
+                                 json_t *into)
+{
+	static const char *const levels[] = {
+	        "SELECT a.user_id, a.resource_id, a.revoked_at FROM access_revocations a"
+	        " JOIN resources r ON r.id = a.resource_id"
+	        " WHERE r.network_id = ?1 AND a.expires_at > ?2"
+	        " ORDER BY a.user_id, a.resource_id LIMIT ?3",
+	        "SELECT a.user_id, '*', max(a.revoked_at) FROM access_revocations a"
+	        " JOIN resources r ON r.id = a.resource_id"
+	        " WHERE r.network_id = ?1 AND a.expires_at > ?2"
+	        " GROUP BY a.user_id ORDER BY a.user_id LIMIT ?3",
+	        "SELECT '*', '*', max(a.revoked_at) FROM access_revocations a"
+	        " JOIN resources r ON r.id = a.resource_id"
+	        " WHERE r.network_id = ?1 AND a.expires_at > ?2 AND ?3 > 0",
+	};
+	if (db == NULL || network_id == NULL || into == NULL || cap == 0)
+		return SP_ERR_INVALID;
+	for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
+		size_t rows = 0;
+		int r = access_level(db, levels[i], network_id, now, cap, into, &rows);
+		if (r < 0 || rows <= cap)
+			return r;
+	}
+	return 0; /* not reached: the last level has at most one row */
+}
+
 /* A port column (canonical JSON "all", "none" or an array of strings) as JSON. */
 static json_t *port_spec(struct db_stmt *st, int column)
 {
@@ -287,8 +350,10 @@ int connector_config_claims(struct db *db, const char *issuer, const char *conne
 	snprintf(audience, sizeof(audience), CONNECTOR_CONFIG_AUDIENCE_PREFIX "%s", connector_id);
 	json_t *resources = json_array();
 	json_t *sessions = json_array(), *devices = json_array(), *users = json_array();
+	json_t *access = json_array();
 	json_t *claims = NULL;
-	if (resources == NULL || sessions == NULL || devices == NULL || users == NULL)
+	if (resources == NULL || sessions == NULL || devices == NULL || users == NULL ||
+	    access == NULL)
 		goto out;
 
 	r = SP_ERR_DATABASE;
@@ -331,16 +396,21 @@ int connector_config_claims(struct db *db, const char *issuer, const char *conne
 	            0 ||
 	    id_list(db, "SELECT id FROM users WHERE disabled = 1 ORDER BY id", -1, users) < 0)
 		goto out;
+	/* Pairs whose access ended (policy, membership or group removed) while a grant issued
+	 * before may still be valid. */
+	r = connector_access_revocations(db, network_id, now, CONNECTOR_ACCESS_MAX, access);
+	if (r < 0)
+		goto out;
 
 	r = SP_ERR_NOMEM;
-	claims = json_pack("{s:i, s:s, s:s, s:s, s:I, s:I, s:s, s:o, s:{s:o, s:o, s:o}, s:I}",
+	claims = json_pack("{s:i, s:s, s:s, s:s, s:I, s:I, s:s, s:o, s:{s:o, s:o, s:o, s:o}, s:I}",
 	                   "v", 1, "typ", "connector-config", "iss", issuer, "aud", audience,
 	                   "iat", (json_int_t)now, "exp", (json_int_t)(now + CONNECTOR_CONFIG_TTL_S),
 	                   "network_id", network_id, "resources", resources, "revocations",
-	                   "sessions", sessions, "devices", devices, "users", users, "seq",
-	                   (json_int_t)seq);
+	                   "sessions", sessions, "devices", devices, "users", users, "access",
+	                   access, "seq", (json_int_t)seq);
 	/* json_pack's "o" steals its references even on failure. */
-	resources = sessions = devices = users = NULL;
+	resources = sessions = devices = users = access = NULL;
 	if (claims == NULL)
 		goto out;
 	*out = claims;
@@ -351,6 +421,7 @@ out:
 	json_decref(sessions);
 	json_decref(devices);
 	json_decref(users);
+	json_decref(access);
 	return r;
 }
 

@@ -32,6 +32,19 @@
 /* Lifetime of a signed connector config (docs/protocol.md §1). */
 #define CONNECTOR_CONFIG_TTL_S 600
 #define CONNECTOR_CONFIG_AUDIENCE_PREFIX "sallyport:connector:"
+/* Most entries of a config's revocations.access (docs/protocol.md §1.6). */
+#define CONNECTOR_ACCESS_MAX 10000
+
+/*
+ * Fills the empty array `into` with the unexpired "access ended" revocations (access_revocations rows, at
+ * expires_at > now) of the resources of network_id, as {"user","resource","at"}, sorted by
+ * user then resource. Bounded by `cap` entries: past it, one entry per user with resource
+ * "*" and the user's latest time; past it again, the single entry {"*","*"} with the
+ * latest time of all (every grant issued until then is refused; clients fetch new ones).
+ * Over-revoking is safe, leaving a pair out is not. 0, SP_ERR_DATABASE or SP_ERR_NOMEM.
+ */
+int connector_access_revocations(struct db *db, const char *network_id, int64_t now, size_t cap,
+                                 json_t *into);
 
 /* A validated enrollment request; strings borrow from the request JSON. */
 struct connector_enroll_request {

@@ -13,7 +13,8 @@ asserts the exact flow events (`GET /api/v1/flow-events`) and audit events
   4. wildcard_cidr  `*.svc.corp.test` and 10.20.0.0/28 added through the API; outside refused
   5. alias          a resource's alias reaches the same service
   6. membership     IdP groups are IdP-managed (409), so a local group: removing eng-user
-                    cuts a live download within 1 s (client) and refuses new flows
+                    cuts a live download within 1 s (client, and the connector through
+                    the "access ended" revocation) and refuses new flows
      revoke_user    disabling the user cuts a live download within 1 s (connector) and
                     refuses new flows (`revoked`)
   7. block_device   blocking a device cuts its flows; `device.block` audit event
@@ -433,17 +434,23 @@ def membership():
           f" sent ({r['bytes']} of {big} bytes, {r.get('error')})", flush=True)
     check("6 removing eng-user from contractors cuts the download within 1 s",
           r["bytes"] < big and cut < 1.0 * SCALE, str(r))
+    # Both ends cut: the client (the resource left its list) and the connector (the
+    # membership's "access ended" revocation in its config); whichever is first records it.
     d = denials("eng-user")
-    check("6 the cut is recorded: files.corp.test:80 resource_removed by the client",
-          ("files.corp.test:80", "resource_removed", "client") in d, str(d))
+    e = flows(lambda e: True, user_id=eng, resource_id=res)
+    by_client = ("files.corp.test:80", "resource_removed", "client") in d
+    by_connector = (e.get("decision"), e.get("reason")) == ("deny", "revoked")
+    check("6 the cut is recorded: resource_removed by the client or revoked by the connector",
+          by_client or by_connector, f"{d} {e}")
     rc, body, err = socks(E_SOCKS, "http://files.corp.test/")
     check("6 a new flow to files.corp.test is refused (not_protected: no longer listed)",
           rc == 97 and ("files.corp.test:80", "not_protected", "client") in denials("eng-user"),
           f"{rc} {err}")
-    e = flows(lambda e: True, user_id=eng, resource_id=res)
-    check("6 flow event of the cut download: allow (the client ended it), no reason, bytes",
-          (e.get("decision"), e.get("reason"), e.get("destination_host")) ==
-          ("allow", None, "files.corp.test") and e.get("bytes_down", 0) >= 1 << 20, str(e))
+    check("6 flow event of the cut download: allow (the client ended it) or deny revoked"
+          " (the connector cut it), with bytes",
+          (e.get("decision"), e.get("reason")) in (("allow", None), ("deny", "revoked")) and
+          e.get("destination_host") == "files.corp.test" and e.get("bytes_down", 0) >= 1 << 20,
+          str(e))
     ev = L.events("audit-events", action="group.member_remove", target_id=f"{eng}:{grp}")
     check("6 audit group.member_remove of eng-user from contractors, by the admin key",
           len(ev) == 1 and ev[0]["actor_type"] == "api_key" and ev[0]["after"] is None and

@@ -8,8 +8,11 @@ token, a page fetched through the tunnel byte for byte, refusals (grant refused 
 controller, destination outside the resource, port not allowed, grant presented with
 another device key) each as a refused stream AND a flow event with its reason in the
 controller's flow_events table, a session revoked mid-download cut within 2 s, health,
-metrics, SIGTERM drain. Prints figures: time to first byte and 100 MiB throughput
-through the tunnel vs curl directly to nginx.
+metrics, SIGTERM drain, and access ended: a policy deleted through the admin API cuts a
+live download within 1 s, the old unexpired grant is refused `revoked`, a policy added
+again with a fresh grant works, and a membership deleted cuts within 1 s too. Prints
+figures: time to first byte and 100 MiB throughput through the tunnel vs curl directly
+to nginx.
 
 Usage: connector_e2e.py CONTROLLER CONNECTOR SP_TEST_CLIENT
 """
@@ -23,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 if len(sys.argv) < 4:
@@ -374,6 +378,125 @@ http {{
     check("metrics count flows", "sallyport_connector_flows_allowed_total 2" in metrics and
           'sallyport_connector_flows_denied_by_reason_total{reason="port_not_allowed"} 1' in metrics
           and "sallyport_connector_flows_cut_total 1" in metrics, metrics)
+
+    # ---- access ended: the policy deleted through the admin API mid-flow ----
+    # A resource of its own, so the other sections keep their counts.
+    RES_ACC = new_id()
+    conn = db()
+    conn.execute("INSERT INTO resources (id, network_id, name, address, tcp_ports, created_at,"
+                 " updated_at) VALUES (?,?,?,?,?,?,?)",
+                 (RES_ACC, NET, "web-acc", "127.0.0.1", json.dumps([str(WEB_PORT)]), now, now))
+    conn.close()
+    admin_key = subprocess.run([CTL, "admin-key", "create", "--name", "e2e", "--state-dir", STATE],
+                               check=True, capture_output=True, text=True).stdout.strip()
+
+    def admin(method, path, body=None):
+        req = urllib.request.Request(URL + path, method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Authorization": "Bearer " + admin_key,
+                                              "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                text = r.read()
+                return r.status, json.loads(text) if text else None
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(errors="replace")
+
+    status, pol = admin("POST", "/api/v1/policies", {"group_id": GROUP, "resource_id": RES_ACC})
+    check("admin API: policy for the access-ended resource created", status == 201, str(pol))
+    time.sleep(0.5)  # the feed brings the new config
+    acc_grant = os.path.join(WORK, "acc-grant.json")
+    p = client(RES_ACC, f"127.0.0.1:{WEB_PORT}", background=True, save=acc_grant)
+    p.stdin.write(http_get("/slow/big.bin"))
+    p.stdin.flush()
+    got = p.stdout.read(65536)
+    check("access-ended: slow download started", len(got) > 0)
+    deleted_at = time.time()
+    status, _ = admin("DELETE", f"/api/v1/policies/{pol['id']}")
+    rest = p.stdout.read()
+    rc = p.wait(timeout=30)
+    cut = time.time() - deleted_at
+    err = p.stderr.read().decode()
+    total = len(got) + len(rest)
+    print(f"figure: policy deleted through the admin API, live download cut after"
+          f" {cut * 1000:.0f} ms, {total} of {8 << 20} bytes", flush=True)
+    check("policy deleted: the live download is cut within 1 s",
+          status == 204 and rc == 5 and "reset" in err and cut < 1.0 * TIMEOUT_SCALE and
+          total < (8 << 20), f"status={status} rc={rc} err={err} cut={cut:.2f}s bytes={total}")
+    rows = wait_flow_event("decision = 'deny' AND reason = 'revoked' AND resource_id = ?"
+                           " AND bytes_down > 0", (RES_ACC,))
+    check("flow event: the cut download is revoked", len(rows) == 1 and rows[0][2] == USER and
+          rows[0][4] == SESSION, str(rows))
+    saved_claims = json.loads(open(acc_grant).read())
+    grant_payload = saved_claims["grant"].split(".")[1]
+    grant_payload += "=" * (-len(grant_payload) % 4)
+    import base64
+    grant_exp = json.loads(base64.urlsafe_b64decode(grant_payload))["exp"]
+    rc, out, err = client(RES_ACC, f"127.0.0.1:{WEB_PORT}", http_get("/index.html"),
+                          load=acc_grant)
+    check("the old grant, still unexpired, opens no new stream: refused revoked",
+          grant_exp > time.time() and rc == 3 and "refused: revoked" in err, f"{rc} {err}")
+    rows = wait_flow_event("decision = 'deny' AND reason = 'revoked' AND resource_id = ?"
+                           " AND bytes_down = 0", (RES_ACC,))
+    check("flow event: the refused stream is revoked", len(rows) == 1, str(rows))
+    rc, out, err = client(RES_ACC, f"127.0.0.1:{WEB_PORT}", http_get("/index.html"))
+    check("no policy: the controller refuses a new grant", rc == 4 and "no_policy" in err,
+          f"{rc} {err}")
+    # Access again: a policy re-added and a fresh grant, issued after the revocation's
+    # second (a grant of that very second is refused: times are whole seconds).
+    conn = db()
+    acc_rows = conn.execute("SELECT user_id, revoked_at, expires_at FROM access_revocations"
+                            " WHERE resource_id = ?", (RES_ACC,)).fetchall()
+    conn.close()
+    check("access_revocations holds the pair, kept for the longest grant lifetime",
+          len(acc_rows) == 1 and acc_rows[0][0] == USER and
+          acc_rows[0][2] == acc_rows[0][1] + 3660 and
+          int(deleted_at) <= acc_rows[0][1] <= int(time.time()), str(acc_rows))
+    while acc_rows and int(time.time()) <= acc_rows[0][1]:
+        time.sleep(0.05)
+    status, pol = admin("POST", "/api/v1/policies", {"group_id": GROUP, "resource_id": RES_ACC})
+    time.sleep(0.5)
+    rc, out, err = client(RES_ACC, f"127.0.0.1:{WEB_PORT}", http_get("/index.html"))
+    check("policy re-added: a fresh grant works again",
+          status == 201 and rc == 0 and split_http(out)[1] == page, f"{status} {rc} {err}")
+    rc, out, err = client(RES_ACC, f"127.0.0.1:{WEB_PORT}", http_get("/index.html"),
+                          load=acc_grant)
+    check("the old grant stays refused after access came back", rc == 3 and
+          "refused: revoked" in err, f"{rc} {err}")
+
+    # ---- access ended: the user removed from the group mid-flow ----
+    p = client(RES_ACC, f"127.0.0.1:{WEB_PORT}", background=True)
+    p.stdin.write(http_get("/slow/big.bin"))
+    p.stdin.flush()
+    got = p.stdout.read(65536)
+    removed_at = time.time()
+    status, _ = admin("DELETE", f"/api/v1/groups/{GROUP}/members/{USER}")
+    rest = p.stdout.read()
+    rc = p.wait(timeout=30)
+    cut = time.time() - removed_at
+    err = p.stderr.read().decode()
+    print(f"figure: membership deleted through the admin API, live download cut after"
+          f" {cut * 1000:.0f} ms", flush=True)
+    check("membership deleted: the live download is cut within 1 s",
+          len(got) > 0 and status == 204 and rc == 5 and "reset" in err and
+          cut < 1.0 * TIMEOUT_SCALE, f"status={status} rc={rc} err={err} cut={cut:.2f}s")
+    end = time.time() + 10
+    rows = []
+    while time.time() < end and len(rows) < 2:
+        rows = flow_events("decision = 'deny' AND reason = 'revoked' AND resource_id = ?"
+                           " AND bytes_down > 0", (RES_ACC,))
+        time.sleep(0.1)
+    check("flow event: the download cut by the membership delete is revoked", len(rows) == 2,
+          str(rows))
+    status, _ = admin("PUT", f"/api/v1/groups/{GROUP}/members/{USER}")
+    conn = db()
+    last = conn.execute("SELECT max(revoked_at) FROM access_revocations WHERE user_id = ?",
+                        (USER,)).fetchone()[0]
+    conn.close()
+    check("member again", status in (200, 201) and last is not None, f"{status} {last}")
+    while last is not None and int(time.time()) <= last:
+        time.sleep(0.05)  # grants of the revocation's own second stay refused
+    time.sleep(0.5)
 
     # ---- throughput (figures; the sanitizer build skips them) ----
     if not SANITIZED:

@@ -30,7 +30,7 @@ check "public bind without TLS refused" expect_exit 2 "not a loopback address" \
 check "postgres not yet" expect_exit 1 "PostgreSQL" "$bin" migrate --database postgres://x/y
 check "--version" bash -c "'$bin' --version | grep -q '^sallyport-controller [0-9]'"
 check "--help lists env names" bash -c "'$bin' --help | grep -q SALLYPORT_HTTP_LISTEN"
-check "migrate applies" bash -c "'$bin' migrate --state-dir '$state' | grep -q 'applied 1 migration;'"
+check "migrate applies" bash -c "'$bin' migrate --state-dir '$state' | grep -q 'applied 2 migrations;'"
 check "migrate is idempotent" bash -c "'$bin' migrate --state-dir '$state' | grep -q 'applied 0 migrations'"
 check "state dir is private" bash -c "[[ \$(stat -c %a '$state') == 700 ]]"
 check "database file is private" bash -c "[[ \$(stat -c %a '$state/controller.db') == 600 ]]"

@@ -362,7 +362,8 @@ try:
              "alias": "grafana.sp", "tcp": ["443", "8000-8100"], "udp": "none", "icmp": False}],
             str(claims.get("resources")))
         check("config revocations empty",
-              claims.get("revocations") == {"sessions": [], "devices": [], "users": []})
+              claims.get("revocations") == {"sessions": [], "devices": [], "users": [],
+                                            "access": []})
         conn = db()
         seq = conn.execute("SELECT max(seq) FROM changes").fetchone()[0]
         conn.close()

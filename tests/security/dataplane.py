@@ -906,6 +906,13 @@ def case_connector_config_tampered():
         return rc == 0 and out.endswith(PAGE)
     expect(wait_until(late_allowed, 15, 0.3), "the good config never came")
 
+    # the allowed flows' events (batched up to 200 ms) land before the next case's mark
+    def allowed_events_in():
+        allowed = [e for e in flows_since(mark) if e["decision"] == "allow"]
+        return (any(e["resource_id"] == rid for e in allowed) and
+                any(e["resource_id"] != rid for e in allowed))
+    expect(wait_until(allowed_events_in, 10, 0.1), "no flow events of the allowed flows")
+
 
 def served_config_refused(document, words):
     """The proxy serves document in place of the controller's config while a change is

@@ -336,6 +336,112 @@ static void test_revoked(void **state)
 	free(g);
 }
 
+/* A config whose revocations.access is the JSON text `access`; NULL when refused. */
+static struct connector_config *config_with_access(struct fixture *f, const char *access,
+						   int *result)
+{
+	json_t *claims = config_claims(NULL, NULL);
+	assert_non_null(claims);
+	json_t *list = json_loads(access, JSON_DECODE_ANY, NULL);
+	assert_non_null(list);
+	json_object_set_new(json_object_get(claims, "revocations"), "access", list);
+	struct connector_config *cfg = NULL;
+	struct sp_diag d = {{0}};
+	*result = connector_config_from_claims(claims, CONN, NET, &f->jwks, NOW, &cfg, &d);
+	json_decref(claims);
+	return cfg;
+}
+
+/* revocations.access: a grant issued at or before an access revocation of its (user,
+ * resource) is refused revoked; one issued after, or for another pair, is not. */
+static void test_access_ended(void **state)
+{
+	struct fixture *f = *state;
+	char *g = good_grant(f); /* USER, RES_NAME, iat NOW - 10 */
+	static const struct {
+		const char *access;
+		enum sp_tunnel_reason want;
+	} cases[] = {
+		{"[{\"user\":\"" USER "\",\"resource\":\"" RES_NAME "\",\"at\":1699999990}]",
+		 SP_TUNNEL_REASON_REVOKED}, /* iat == at: issued in the second of the change */
+		{"[{\"user\":\"" USER "\",\"resource\":\"" RES_NAME "\",\"at\":1699999989}]",
+		 SP_TUNNEL_REASON_NONE}, /* issued after access ended: regained */
+		{"[{\"user\":\"" USER "\",\"resource\":\"" RES_CIDR "\",\"at\":1700000000}]",
+		 SP_TUNNEL_REASON_NONE}, /* another resource */
+		{"[{\"user\":\"" DEV "\",\"resource\":\"" RES_NAME "\",\"at\":1700000000}]",
+		 SP_TUNNEL_REASON_NONE}, /* another user */
+		{"[{\"user\":\"" USER "\",\"resource\":\"*\",\"at\":1700000000}]",
+		 SP_TUNNEL_REASON_REVOKED}, /* past the cap: every resource of the user */
+		{"[{\"user\":\"*\",\"resource\":\"*\",\"at\":1700000000}]",
+		 SP_TUNNEL_REASON_REVOKED}, /* past it again: everyone */
+		{"[{\"user\":\"*\",\"resource\":\"*\",\"at\":1699999980}]",
+		 SP_TUNNEL_REASON_NONE},
+		{"[{\"user\":\"" USER "\",\"resource\":\"" RES_NAME "\",\"at\":1699999980},"
+		 " {\"user\":\"" USER "\",\"resource\":\"" RES_NAME "\",\"at\":1700000000},"
+		 " {\"user\":\"" USER "\",\"resource\":\"" RES_NAME "\",\"at\":1699999970}]",
+		 SP_TUNNEL_REASON_REVOKED}, /* duplicates: the latest time counts */
+		{"[]", SP_TUNNEL_REASON_NONE},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int r = -1;
+		struct connector_config *cfg = config_with_access(f, cases[i].access, &r);
+		assert_int_equal(r, 0);
+		struct connector_decision dec;
+		if (decide(cfg, f->jkt, g, "grafana.corp.example:443", &dec) != cases[i].want)
+			fail_msg("case %zu: reason %d, detail %s", i, (int)dec.reason, dec.detail);
+		if (cases[i].want == SP_TUNNEL_REASON_REVOKED)
+			assert_non_null(strstr(dec.detail, "ended"));
+		assert_int_equal(dec.grant_issued_at, NOW - 10);
+		connector_config_free(cfg);
+	}
+	/* the lookup itself: the latest of the pair, the user's "*" and "*" "*" */
+	int r = -1;
+	struct connector_config *cfg = config_with_access(
+		f,
+		"[{\"user\":\"" USER "\",\"resource\":\"" RES_NAME "\",\"at\":5},"
+		" {\"user\":\"" USER "\",\"resource\":\"*\",\"at\":7},"
+		" {\"user\":\"*\",\"resource\":\"*\",\"at\":6}]",
+		&r);
+	assert_int_equal(r, 0);
+	assert_int_equal(connector_access_revoked_at(cfg, USER, RES_NAME), 7);
+	assert_int_equal(connector_access_revoked_at(cfg, DEV, RES_NAME), 6);
+	assert_int_equal(cfg->access_count, 3);
+	connector_config_free(cfg);
+	cfg = config_with_access(
+		f, "[{\"user\":\"" USER "\",\"resource\":\"" RES_NAME "\",\"at\":5}]", &r);
+	assert_int_equal(connector_access_revoked_at(cfg, USER, RES_CIDR), -1);
+	assert_int_equal(connector_access_revoked_at(cfg, USER, RES_NAME), 5);
+	connector_config_free(cfg);
+
+	/* malformed lists are refused whole */
+	static const char *const bad[] = {
+		"{}",
+		"[\"" USER "\"]",
+		"[{\"user\":\"" USER "\",\"resource\":\"" RES_NAME "\"}]",
+		"[{\"user\":\"" USER "\",\"resource\":\"" RES_NAME "\",\"at\":-1}]",
+		"[{\"user\":\"" USER "\",\"resource\":\"" RES_NAME "\",\"at\":1,\"x\":1}]",
+		"[{\"user\":\"\",\"resource\":\"" RES_NAME "\",\"at\":1}]",
+		"[{\"user\":\"" USER "\",\"resource\":7,\"at\":1}]",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cfg = config_with_access(f, bad[i], &r);
+		assert_int_equal(r, SP_ERR_INVALID);
+		assert_null(cfg);
+	}
+	/* one entry over the cap is refused */
+	json_t *many = json_array();
+	for (int i = 0; i <= CONNECTOR_ACCESS_REVOCATIONS_MAX; i++)
+		json_array_append_new(many, json_pack("{s:s, s:s, s:i}", "user", USER, "resource",
+						      RES_NAME, "at", i));
+	char *text = json_dumps(many, 0);
+	json_decref(many);
+	cfg = config_with_access(f, text, &r);
+	free(text);
+	assert_int_equal(r, SP_ERR_INVALID);
+	assert_null(cfg);
+	free(g);
+}
+
 static enum sp_tunnel_reason decide_cached(const struct connector_config *cfg,
 					   struct connector_grant_cache *cache, const char *jkt,
 					   const char *grant, int64_t now)
@@ -517,6 +623,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_destination_outside, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_port_not_allowed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_revoked, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_access_ended, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_grant_cache, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_resource_not_in_config, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_config_checks, setup, teardown),

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -377,7 +378,8 @@ static void test_config_document(void **state)
 
 	/* Revoked sessions that have not yet expired, blocked devices, disabled users. */
 	const json_t *rev = json_object_get(claims, "revocations");
-	assert_int_equal(json_object_size(rev), 3);
+	assert_int_equal(json_object_size(rev), 4);
+	assert_int_equal(json_array_size(json_object_get(rev, "access")), 0);
 	assert_ids(json_object_get(rev, "sessions"), SESS_REVOKED);
 	assert_ids(json_object_get(rev, "devices"), DEV_BLOCKED);
 	assert_ids(json_object_get(rev, "users"), USER_OFF);
@@ -398,6 +400,121 @@ static void test_config_document(void **state)
 	sp_jwks_free(&keys);
 	free(doc);
 	authority_close(&a);
+}
+
+/* ---- "access ended" revocations (db/migrations/0002, revocations.access) ---- */
+
+#define USER_B "abababababababababababababababab"
+#define GROUP_1 "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1"
+#define GROUP_2 "a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2"
+#define POL_1_R1 "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1"
+#define POL_1_R2 "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2"
+#define POL_2_R1 "b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3"
+
+/* The access list of NET_A as "user:resource" lines (times checked separately). */
+static void access_pairs(size_t cap, char *out, size_t size, int64_t *earliest, int64_t *latest)
+{
+	json_t *list = json_array();
+	assert_non_null(list);
+	int64_t now = (int64_t)time(NULL);
+	assert_int_equal(connector_access_revocations(db, NET_A, now, cap, list), 0);
+	out[0] = '\0';
+	size_t used = 0;
+	*earliest = INT64_MAX;
+	*latest = -1;
+	for (size_t i = 0; i < json_array_size(list); i++) {
+		const json_t *e = json_array_get(list, i);
+		assert_int_equal(json_object_size(e), 3);
+		int64_t at = json_integer_value(json_object_get(e, "at"));
+		*earliest = at < *earliest ? at : *earliest;
+		*latest = at > *latest ? at : *latest;
+		int n = snprintf(out + used, size - used, "%.2s:%.2s ",
+		                 json_string_value(json_object_get(e, "user")),
+		                 json_string_value(json_object_get(e, "resource")));
+		assert_true(n > 0 && (size_t)n < size - used);
+		used += (size_t)n;
+	}
+	json_decref(list);
+}
+
+static void test_access_revocations(void **state)
+{
+	(void)state;
+	fill_store();
+	/* USER_OK in groups 1 and 2, USER_B in group 1. Group 1 has RES_1 and RES_2, group 2
+	 * has RES_1 only. */
+	exec_sql("INSERT INTO users (id, issuer, subject, created_at, updated_at) VALUES"
+	         " ('" USER_B "', 'i', 'b', 1, 1);"
+	         "INSERT INTO groups (id, name, created_at, updated_at) VALUES"
+	         " ('" GROUP_1 "', 'g1', 1, 1), ('" GROUP_2 "', 'g2', 1, 1);"
+	         "INSERT INTO memberships (user_id, group_id, created_at) VALUES"
+	         " ('" USER_OK "', '" GROUP_1 "', 1), ('" USER_OK "', '" GROUP_2 "', 1),"
+	         " ('" USER_B "', '" GROUP_1 "', 1);"
+	         "INSERT INTO policies (id, group_id, resource_id, created_at, updated_at) VALUES"
+	         " ('" POL_1_R1 "', '" GROUP_1 "', '" RES_1 "', 1, 1),"
+	         " ('" POL_1_R2 "', '" GROUP_1 "', '" RES_2 "', 1, 1),"
+	         " ('" POL_2_R1 "', '" GROUP_2 "', '" RES_1 "', 1, 1);");
+	char pairs[512];
+	int64_t earliest = 0, latest = 0;
+	access_pairs(100, pairs, sizeof(pairs), &earliest, &latest);
+	assert_string_equal(pairs, "");
+	/* the table is STRICT like every other */
+	struct db_stmt *st = NULL;
+	assert_int_equal(db_prepare(db, "SELECT strict FROM pragma_table_list"
+	                                " WHERE name = 'access_revocations'", &st), 0);
+	assert_int_equal(db_step(st), DB_ROW);
+	assert_int_equal(db_column_int(st, 0), 1);
+	db_finalize(st);
+
+	/* Policy (group 1, RES_1) deleted: USER_B loses RES_1; USER_OK keeps it by group 2. */
+	int64_t before = (int64_t)time(NULL);
+	exec_sql("DELETE FROM policies WHERE id = '" POL_1_R1 "'");
+	int64_t after = (int64_t)time(NULL);
+	access_pairs(100, pairs, sizeof(pairs), &earliest, &latest);
+	assert_string_equal(pairs, "ab:11 ");
+	assert_true(earliest >= before && latest <= after);
+
+	/* USER_OK leaves group 1: loses RES_2 (RES_1 still through group 2). */
+	exec_sql("DELETE FROM memberships WHERE user_id = '" USER_OK "' AND group_id = '" GROUP_1
+	         "'");
+	access_pairs(100, pairs, sizeof(pairs), &earliest, &latest);
+	assert_string_equal(pairs, "33:22 ab:11 ");
+
+	/* Group 2 deleted (cascading its memberships and policies): USER_OK loses RES_1. */
+	exec_sql("DELETE FROM groups WHERE id = '" GROUP_2 "'");
+	access_pairs(100, pairs, sizeof(pairs), &earliest, &latest);
+	assert_string_equal(pairs, "33:11 33:22 ab:11 ");
+
+	/* A policy moved to another resource ends the old pairing: USER_B loses RES_2. */
+	exec_sql("INSERT INTO resources (id, network_id, name, address, created_at, updated_at)"
+	         " VALUES ('eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee', '" NET_B "', 'x', 'x.corp', 1, 1);"
+	         "UPDATE policies SET resource_id = 'eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee'"
+	         " WHERE id = '" POL_1_R2 "'");
+	access_pairs(100, pairs, sizeof(pairs), &earliest, &latest);
+	assert_string_equal(pairs, "33:11 33:22 ab:11 ab:22 ");
+
+	/* Past the cap: one entry per user with resource "*" and the user's latest time. */
+	access_pairs(3, pairs, sizeof(pairs), &earliest, &latest);
+	assert_string_equal(pairs, "33:* ab:* ");
+	/* Past it again: everyone, everything, the latest time of all. */
+	access_pairs(1, pairs, sizeof(pairs), &earliest, &latest);
+	assert_string_equal(pairs, "*:* ");
+	assert_true(latest >= before && latest <= (int64_t)time(NULL));
+
+	/* Expired rows are left out (and deleted by the next write). */
+	exec_sql("UPDATE access_revocations SET expires_at = revoked_at");
+	access_pairs(100, pairs, sizeof(pairs), &earliest, &latest);
+	assert_string_equal(pairs, "");
+
+	/* A deleted resource takes nothing along to the list (its flows are cut anyway). */
+	json_t *claims = NULL;
+	assert_int_equal(connector_config_claims(db, "https://sp.example", CONNECTOR, NET_A,
+	                                         (int64_t)time(NULL), 1, &claims),
+	                 0);
+	assert_int_equal(
+		json_array_size(json_object_get(json_object_get(claims, "revocations"), "access")),
+		0);
+	json_decref(claims);
 }
 
 /*
@@ -456,6 +573,7 @@ int main(void)
 		cmocka_unit_test(test_flow_events_refused),
 		cmocka_unit_test_setup_teardown(test_config_document, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_config_size_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_access_revocations, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
