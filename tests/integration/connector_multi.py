@@ -26,8 +26,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -35,6 +33,10 @@ import tempfile
 import threading
 import time
 import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
+import testkit  # noqa: E402
 
 if len(sys.argv) < 4:
     sys.exit("usage: connector_multi.py CONTROLLER CONNECTOR SALLYPORT")
@@ -54,56 +56,22 @@ DB = os.path.join(STATE, "controller.db")
 CSTATE = os.path.join(WORK, "client-state")
 RUN_AS = "nobody"
 NOBODY = pwd.getpwnam(RUN_AS)
-passed = 0
-failed = 0
 procs = []
 pg_data = None
 
 
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"ok: {name}", flush=True)
-    else:
-        failed += 1
-        print(f"FAIL: {name} {str(detail)[:3000]}", flush=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def new_id():
-    return os.urandom(16).hex()
+check = testkit.Checks(limit=3000)
+free_port = testkit.free_port
+new_id = testkit.new_id
+wait_http = testkit.wait_http
 
 
 def db():
-    c = sqlite3.connect(DB, timeout=10, isolation_level=None)
-    c.execute("PRAGMA foreign_keys = ON")
-    return c
-
-
-def wait_http(url, limit=20.0):
-    end = time.time() + limit
-    while time.time() < end:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
+    return testkit.db(DB)
 
 
 def spawn(args, log_name, **kw):
-    log = open(os.path.join(WORK, log_name), "w")
-    p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, **kw)
-    procs.append(p)
-    return p
+    return testkit.spawn(procs, WORK, args, log_name, **kw)
 
 
 CTL_PORT, WEB_PORT, PG_PORT, IPERF_PORT = (free_port() for _ in range(4))
@@ -256,15 +224,7 @@ def sha256_file(path):
 
 
 def cleanup(*_):
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=10)
+    testkit.stop_all(procs)
     if pg_data is not None and os.path.exists(os.path.join(pg_data, "postmaster.pid")):
         subprocess.run(["runuser", "-u", RUN_AS, "--", f"{PGBIN}/pg_ctl", "-D", pg_data,
                         "-m", "immediate", "stop"], capture_output=True, timeout=30)
@@ -601,16 +561,16 @@ http {{
 except Exception:
     import traceback
     traceback.print_exc()
-    failed += 1
+    check.failed += 1
 finally:
     cleanup()
-    if failed == 0:
+    if check.failed == 0:
         shutil.rmtree(WORK, ignore_errors=True)
         if pg_data:
             shutil.rmtree(pg_data, ignore_errors=True)
     else:
         print(f"logs kept in {WORK} (PostgreSQL in {pg_data})", flush=True)
 
-print(f"connector_multi: {passed} passed, {failed} failed, {time.time() - t_start:.1f} s",
+print(f"{check.summary('connector_multi')}, {time.time() - t_start:.1f} s",
       flush=True)
-sys.exit(1 if failed else 0)
+sys.exit(check.exit_code())

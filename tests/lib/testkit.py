@@ -1,0 +1,123 @@
+"""Small helpers the Python test drivers share (python3 standard library only).
+
+`Checks` counts the cases a driver checks and prints one line each: `ok: NAME` or
+`FAIL: NAME DETAIL` (flushed at once, so a log read while the test runs is current);
+`summary()` gives the driver's last line and `exit_code()` its status (0 all passed, 1 any
+failed). Besides: a free loopback port, a random 128-bit id in hex, the controller's sqlite
+store opened the way the controller opens it, waits for an HTTP answer or a condition,
+process start with a log file in the test's work dir and their stop (SIGTERM first, SIGKILL
+after a grace time), base64url without padding.
+
+A driver finds this file by putting tests/lib on sys.path relative to its own __file__.
+"""
+import base64
+import os
+import socket
+import sqlite3
+import subprocess
+import time
+import urllib.request
+
+
+class Checks:
+    """Pass/fail counter; call it as check(name, ok, detail).
+
+    `limit` cuts a failure's detail to that many characters (None: the whole detail)."""
+
+    def __init__(self, limit=None):
+        self.passed = 0
+        self.failed = 0
+        self.limit = limit
+
+    def __call__(self, name, ok, detail=""):
+        if ok:
+            self.passed += 1
+            print(f"ok: {name}", flush=True)
+        else:
+            self.failed += 1
+            text = str(detail) if self.limit is None else str(detail)[:self.limit]
+            print(f"FAIL: {name} {text}", flush=True)
+
+    def summary(self, prefix=""):
+        """`PREFIX: N passed, M failed` (without PREFIX: `N passed, M failed`)."""
+        head = f"{prefix}: " if prefix else ""
+        return f"{head}{self.passed} passed, {self.failed} failed"
+
+    def exit_code(self, need_pass=False):
+        """1 when a check failed (or, with need_pass, when none passed), else 0."""
+        return 1 if self.failed or (need_pass and self.passed == 0) else 0
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 free at the time of the call."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def new_id():
+    """A random 128-bit id as 32 hex digits (the controller's id format)."""
+    return os.urandom(16).hex()
+
+
+def db(path):
+    """The controller's sqlite store at path, autocommit, foreign keys on."""
+    conn = sqlite3.connect(path, timeout=10, isolation_level=None)
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def wait_http(url, limit=20.0):
+    """True once url answers an HTTP GET with a 2xx status within limit seconds."""
+    end = time.time() + limit
+    while time.time() < end:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def wait_until(pred, limit, step=0.1):
+    """pred()'s first true value within limit seconds, else its last value."""
+    end = time.time() + limit
+    value = pred()
+    while not value and time.time() < end:
+        time.sleep(step)
+        value = pred()
+    return value
+
+
+def spawn(procs, work, args, log_name, **kw):
+    """Start args with stdout and stderr in work/log_name; the process joins procs."""
+    log = open(os.path.join(work, log_name), "w")
+    p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, **kw)
+    procs.append(p)
+    return p
+
+
+def stop_all(procs, timeout=10):
+    """SIGTERM every live process of procs (a SIGKILLed nginx master leaves its worker
+    behind), then wait for each; one still running after timeout seconds is killed."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=timeout)
+
+
+def b64u(data):
+    """base64url of bytes, without padding, as text."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64d(text):
+    """Bytes of base64url text with or without padding."""
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
