@@ -49,6 +49,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import sp_stack  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
+import testkit  # noqa: E402
 
 if len(sys.argv) < 4:
     sys.exit("usage: client_tun.py CONTROLLER CONNECTOR SALLYPORT")
@@ -108,18 +110,7 @@ CSTATE = os.path.join(WORK, "client-state")
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("SALLYPORT_")}
 ENV["SALLYPORT_STATE_DIR"] = CSTATE
 ENV["SALLYPORT_UDP_IDLE_TIMEOUT"] = "1s"
-passed = 0
-failed = 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"ok: {name}", flush=True)
-    else:
-        failed += 1
-        print(f"FAIL: {name} {str(detail)[:1500]}", flush=True)
+check = testkit.Checks(limit=1500)
 
 
 def run(*args, env=None, timeout=60):
@@ -163,9 +154,7 @@ def kernel_state():
 
 
 def dns_query(port, name, qtype):
-    q = struct.pack(">HHHHHH", 0x5350, 0x0100, 1, 0, 0, 0) + b"".join(
-        bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH",
-                                                                                qtype, 1)
+    q = testkit.dns_question(name, 0x5350, qtype)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(3)
     try:
@@ -182,31 +171,12 @@ def dns_query(port, name, qtype):
 
 
 def dns_msg(name, qid):
-    return struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0) + b"".join(
-        bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+    return testkit.dns_question(name, qid)
 
 
 def dns_a(msg):
     """(id, [IPv4 strings]) of an answer to one question."""
-    qid, _, qd, an = struct.unpack(">HHHH", msg[:8])
-    off = 12
-    for _ in range(qd):
-        while msg[off] != 0:
-            off += 1 + msg[off]
-        off += 5
-    ips = []
-    for _ in range(an):
-        if msg[off] & 0xC0 == 0xC0:
-            off += 2
-        else:
-            while msg[off] != 0:
-                off += 1 + msg[off]
-            off += 1
-        rtype, _, _, rdlen = struct.unpack(">HHIH", msg[off:off + 10])
-        off += 10
-        if rtype == 1 and rdlen == 4:
-            ips.append(socket.inet_ntoa(msg[off:off + 4]))
-        off += rdlen
+    qid, _, ips = testkit.dns_answer_a(msg)
     return qid, ips
 
 
@@ -717,11 +687,11 @@ try:
 finally:
     stop_daemons()
     stack.close()
-    if failed == 0:
+    if check.failed == 0:
         import shutil
         shutil.rmtree(WORK, ignore_errors=True)
     else:
         print(f"(logs kept in {WORK}, inside the namespace's view of /tmp)")
 
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+print(check.summary())
+sys.exit(check.exit_code())

@@ -6,7 +6,8 @@
 failed). Besides: a free loopback port, a random 128-bit id in hex, the controller's sqlite
 store opened the way the controller opens it, waits for an HTTP answer or a condition,
 process start with a log file in the test's work dir and their stop (SIGTERM first, SIGKILL
-after a grace time), base64url without padding.
+after a grace time), base64url without padding, a DNS question and the A records of an
+answer.
 
 A driver finds this file by putting tests/lib on sys.path relative to its own __file__.
 """
@@ -14,6 +15,7 @@ import base64
 import os
 import socket
 import sqlite3
+import struct
 import subprocess
 import time
 import urllib.request
@@ -121,3 +123,36 @@ def b64u(data):
 def b64d(text):
     """Bytes of base64url text with or without padding."""
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def dns_question(name, qid, qtype=1):
+    """A DNS query (recursion desired) for name, type qtype, class IN."""
+    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in name.split("."):
+        q += bytes([len(label)]) + label.encode()
+    return q + b"\x00" + struct.pack(">HH", qtype, 1)
+
+
+def dns_answer_a(msg):
+    """(id, rcode, [IPv4 strings]) of a DNS answer; the questions are skipped. A short or
+    malformed message raises IndexError or struct.error."""
+    qid, flags, qd, an = struct.unpack(">HHHH", msg[:8])
+    off = 12
+    for _ in range(qd):
+        while msg[off] != 0:
+            off += 1 + msg[off]
+        off += 5
+    ips = []
+    for _ in range(an):
+        if msg[off] & 0xC0 == 0xC0:
+            off += 2
+        else:
+            while msg[off] != 0:
+                off += 1 + msg[off]
+            off += 1
+        rtype, _, _, rdlen = struct.unpack(">HHIH", msg[off:off + 10])
+        off += 10
+        if rtype == 1 and rdlen == 4:
+            ips.append(".".join(str(b) for b in msg[off:off + 4]))
+        off += rdlen
+    return qid, flags & 0xF, ips
