@@ -7,11 +7,12 @@ failed). Besides: a free loopback port, a random 128-bit id in hex, the controll
 store opened the way the controller opens it, waits for an HTTP answer or a condition,
 process start with a log file in the test's work dir and their stop (SIGTERM first, SIGKILL
 after a grace time), base64url without padding, a DNS question and the A records of an
-answer.
+answer, a P-256 key made with openssl and a service account with that key in the store.
 
 A driver finds this file by putting tests/lib on sys.path relative to its own __file__.
 """
 import base64
+import hashlib
 import os
 import socket
 import sqlite3
@@ -156,3 +157,27 @@ def dns_answer_a(msg):
             ips.append(".".join(str(b) for b in msg[off:off + 4]))
         off += rdlen
     return qid, flags & 0xF, ips
+
+
+def ec_key(path):
+    """A new P-256 private key in PEM at path (mode 0600); (public PEM text, public DER)."""
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-out", path], check=True, capture_output=True)
+    os.chmod(path, 0o600)
+    pub = subprocess.run(["openssl", "pkey", "-in", path, "-pubout"], check=True,
+                         capture_output=True, text=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-in", path, "-pubout", "-outform", "DER"],
+                         check=True, capture_output=True).stdout
+    return pub, der
+
+
+def add_service_account(conn, sa, kid, pub, der, now, name="ci"):
+    """Rows of service account sa (user, account, key kid with public key pub/der, valid a
+    day from now) through the open store connection conn."""
+    conn.execute("INSERT INTO users (id, kind, display_name, created_at, updated_at)"
+                 " VALUES (?, 'service', ?, ?, ?)", (sa, name, now, now))
+    conn.execute("INSERT INTO service_accounts (user_id, name, created_at) VALUES (?, ?, ?)",
+                 (sa, name, now))
+    conn.execute("INSERT INTO service_account_keys (id, service_account_id, public_key_digest,"
+                 " public_key_pem, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                 (kid, sa, hashlib.sha256(der).hexdigest(), pub, now, now + 86400))
