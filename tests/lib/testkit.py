@@ -5,6 +5,7 @@
 `summary()` gives the driver's last line and `exit_code()` its status (0 all passed, 1 any
 failed). Besides: a free loopback port, a random 128-bit id in hex, the controller's sqlite
 store opened the way the controller opens it, waits for an HTTP answer or a condition,
+`sallyport status --json` read and polled,
 process start with a log file in the test's work dir and their stop (SIGTERM first, SIGKILL
 after a grace time), base64url without padding, a DNS question and the A records of an
 answer, a P-256 key made with openssl and a service account with that key in the store.
@@ -12,6 +13,7 @@ answer, a P-256 key made with openssl and a service account with that key in the
 A driver finds this file by putting tests/lib on sys.path relative to its own __file__.
 """
 import base64
+import json
 import hashlib
 import os
 import socket
@@ -92,6 +94,29 @@ def wait_until(pred, limit, step=0.1):
         time.sleep(step)
         value = pred()
     return value
+
+
+def wait_for(fetch, pred, limit, step=0.1, initial=None):
+    """fetch()'s first value that pred accepts within limit seconds, else its last value
+    (initial when limit has passed before the first fetch)."""
+    end = time.time() + limit
+    value = initial
+    while time.time() < end:
+        value = fetch()
+        if pred(value):
+            return value
+        time.sleep(step)
+    return value
+
+
+def status_json(sp):
+    """`sallyport status --json` through sp(*args) -> (rc, stdout, stderr), parsed; a reply
+    that is not JSON gives {"error": its stdout and stderr}."""
+    rc, out, err = sp("status", "--json")
+    try:
+        return json.loads(out)
+    except ValueError:
+        return {"error": out + err}
 
 
 def spawn(procs, work, args, log_name, **kw):
