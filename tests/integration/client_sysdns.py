@@ -115,11 +115,7 @@ def sp(*args, timeout=60):
 
 
 def status():
-    rc, out, err = sp("status", "--json")
-    try:
-        return json.loads(out)
-    except ValueError:
-        return {"error": out + err}
+    return testkit.status_json(sp)
 
 
 def up(*extra, expect_up=True):
@@ -197,23 +193,11 @@ try:
     now = int(time.time())
     NET, SA, GROUP, KID, RES = new_id(), new_id(), new_id(), new_id(), new_id()
     sa_key = os.path.join(WORK, "sa.pem")
-    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-out", sa_key], check=True, capture_output=True)
-    os.chmod(sa_key, 0o600)
-    sa_pub = subprocess.run(["openssl", "pkey", "-in", sa_key, "-pubout"], check=True,
-                            capture_output=True, text=True).stdout
-    sa_der = subprocess.run(["openssl", "pkey", "-in", sa_key, "-pubout", "-outform", "DER"],
-                            check=True, capture_output=True).stdout
+    sa_pub, sa_der = testkit.ec_key(sa_key)
     c = testkit.db(os.path.join(state, "controller.db"))
     c.execute("INSERT INTO remote_networks (id, name, created_at, updated_at) VALUES (?,?,?,?)",
               (NET, "lab", now, now))
-    c.execute("INSERT INTO users (id, kind, display_name, created_at, updated_at)"
-              " VALUES (?, 'service', 'ci', ?, ?)", (SA, now, now))
-    c.execute("INSERT INTO service_accounts (user_id, name, created_at) VALUES (?, 'ci', ?)",
-              (SA, now))
-    c.execute("INSERT INTO service_account_keys (id, service_account_id, public_key_digest,"
-              " public_key_pem, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-              (KID, SA, hashlib.sha256(sa_der).hexdigest(), sa_pub, now, now + 86400))
+    testkit.add_service_account(c, SA, KID, sa_pub, sa_der, now)
     c.execute("INSERT INTO groups (id, name, created_at, updated_at) VALUES (?,?,?,?)",
               (GROUP, "ci", now, now))
     c.execute("INSERT INTO memberships (user_id, group_id, source, created_at)"
