@@ -123,22 +123,11 @@ def sp(*args, env=None, timeout=60):
 
 
 def status():
-    rc, out, err = sp("status", "--json")
-    try:
-        return json.loads(out)
-    except ValueError:
-        return {"error": out + err}
+    return testkit.status_json(sp)
 
 
 def wait_status(pred, limit=20.0):
-    end = time.time() + limit * SCALE
-    s = {}
-    while time.time() < end:
-        s = status()
-        if pred(s):
-            return s
-        time.sleep(0.1)
-    return s
+    return testkit.wait_for(status, pred, limit * SCALE, initial={})
 
 
 def curl(*args, timeout=120):
@@ -267,23 +256,11 @@ try:
     stack.net, stack.group = sp_stack.new_id(), sp_stack.new_id()
     SA, KID = sp_stack.new_id(), sp_stack.new_id()
     sa_key = os.path.join(WORK, "sa.pem")
-    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-out", sa_key], check=True, capture_output=True)
-    os.chmod(sa_key, 0o600)
-    sa_pub = subprocess.run(["openssl", "pkey", "-in", sa_key, "-pubout"], check=True,
-                            capture_output=True, text=True).stdout
-    sa_der = subprocess.run(["openssl", "pkey", "-in", sa_key, "-pubout", "-outform", "DER"],
-                            check=True, capture_output=True).stdout
+    sa_pub, sa_der = testkit.ec_key(sa_key)
     c = stack.db()
     c.execute("INSERT INTO remote_networks (id, name, created_at, updated_at) VALUES (?,?,?,?)",
               (stack.net, "lab", now, now))
-    c.execute("INSERT INTO users (id, kind, display_name, created_at, updated_at)"
-              " VALUES (?, 'service', 'ci', ?, ?)", (SA, now, now))
-    c.execute("INSERT INTO service_accounts (user_id, name, created_at) VALUES (?, 'ci', ?)",
-              (SA, now))
-    c.execute("INSERT INTO service_account_keys (id, service_account_id, public_key_digest,"
-              " public_key_pem, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-              (KID, SA, hashlib.sha256(sa_der).hexdigest(), sa_pub, now, now + 86400))
+    testkit.add_service_account(c, SA, KID, sa_pub, sa_der, now)
     c.execute("INSERT INTO groups (id, name, created_at, updated_at) VALUES (?,?,?,?)",
               (stack.group, "eng", now, now))
     c.execute("INSERT INTO memberships (user_id, group_id, created_at) VALUES (?,?,?)",
