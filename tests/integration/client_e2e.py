@@ -75,22 +75,11 @@ def sp(*args, timeout=60, env=None):
 
 
 def status():
-    rc, out, err = sp("status", "--json")
-    try:
-        return json.loads(out)
-    except ValueError:
-        return {"error": out + err}
+    return testkit.status_json(sp)
 
 
 def wait_status(pred, limit=20.0):
-    end = time.time() + limit * SCALE
-    s = {}
-    while time.time() < end:
-        s = status()
-        if pred(s):
-            return s
-        time.sleep(0.1)
-    return s
+    return testkit.wait_for(status, pred, limit * SCALE, initial={})
 
 
 def curl(*args, timeout=120):
