@@ -23,13 +23,16 @@ import os
 import re
 import shutil
 import socket
-import sqlite3
 import stat
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
+import testkit  # noqa: E402
 
 if len(sys.argv) < 4:
     sys.exit("usage: client_e2e.py CONTROLLER CONNECTOR SALLYPORT")
@@ -46,48 +49,17 @@ SRC = os.environ.get("SALLYPORT_SOURCE_DIR") or os.path.dirname(
 OIDC = os.path.join(SRC, "tests", "oidc")
 IDP = bool(shutil.which("node")) and os.path.isdir(os.path.join(OIDC, "node_modules",
                                                                 "oidc-provider"))
-passed = 0
-failed = 0
 procs = []
 
 
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"ok: {name}", flush=True)
-    else:
-        failed += 1
-        print(f"FAIL: {name} {detail}", flush=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def new_id():
-    return os.urandom(16).hex()
+check = testkit.Checks()
+free_port = testkit.free_port
+new_id = testkit.new_id
+wait_http = testkit.wait_http
 
 
 def db():
-    conn = sqlite3.connect(DB, timeout=10, isolation_level=None)
-    conn.execute("PRAGMA foreign_keys = ON")
-    return conn
-
-
-def wait_http(url, limit=20.0):
-    end = time.time() + limit
-    while time.time() < end:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
+    return testkit.db(DB)
 
 
 CTL_PORT, DIRECT_PORT, METRICS_PORT, WEB_PORT, OTHER_PORT, SOCKS_PORT, HTTP_PORT, DNS_PORT, \
@@ -103,22 +75,11 @@ def sp(*args, timeout=60, env=None):
 
 
 def status():
-    rc, out, err = sp("status", "--json")
-    try:
-        return json.loads(out)
-    except ValueError:
-        return {"error": out + err}
+    return testkit.status_json(sp)
 
 
 def wait_status(pred, limit=20.0):
-    end = time.time() + limit * SCALE
-    s = {}
-    while time.time() < end:
-        s = status()
-        if pred(s):
-            return s
-        time.sleep(0.1)
-    return s
+    return testkit.wait_for(status, pred, limit * SCALE, initial={})
 
 
 def curl(*args, timeout=120):
@@ -150,8 +111,7 @@ def down(p, name):
 def dns_a(name):
     """The A record the client's DNS stub answers for name (None without an answer)."""
     import struct
-    q = struct.pack(">HHHHHH", 0x5350, 0x0100, 1, 0, 0, 0) + b"".join(
-        bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+    q = testkit.dns_question(name, 0x5350)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(3)
     try:
@@ -222,24 +182,11 @@ http {{
     NET, SA, GROUP, KID = new_id(), new_id(), new_id(), new_id()
     RES_WEB, RES_SECRET, POLICY_WEB = new_id(), new_id(), new_id()
     sa_key = os.path.join(WORK, "sa.pem")
-    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-out", sa_key], check=True, capture_output=True)
-    os.chmod(sa_key, 0o600)
-    sa_pub = subprocess.run(["openssl", "pkey", "-in", sa_key, "-pubout"], check=True,
-                            capture_output=True, text=True).stdout
-    sa_der = subprocess.run(["openssl", "pkey", "-in", sa_key, "-pubout", "-outform", "DER"],
-                            check=True, capture_output=True).stdout
-    import hashlib
+    sa_pub, sa_der = testkit.ec_key(sa_key)
     conn = db()
     conn.execute("INSERT INTO remote_networks (id, name, created_at, updated_at) VALUES (?,?,?,?)",
                  (NET, "lab", now, now))
-    conn.execute("INSERT INTO users (id, kind, display_name, created_at, updated_at)"
-                 " VALUES (?, 'service', 'ci', ?, ?)", (SA, now, now))
-    conn.execute("INSERT INTO service_accounts (user_id, name, created_at) VALUES (?, 'ci', ?)",
-                 (SA, now))
-    conn.execute("INSERT INTO service_account_keys (id, service_account_id, public_key_digest,"
-                 " public_key_pem, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-                 (KID, SA, hashlib.sha256(sa_der).hexdigest(), sa_pub, now, now + 86400))
+    testkit.add_service_account(conn, SA, KID, sa_pub, sa_der, now)
     # the IdP's eng-user is in "engineering": its sign-in puts it into this group
     conn.execute("INSERT INTO groups (id, name, source, created_at, updated_at)"
                  " VALUES (?,?,'idp',?,?)", (GROUP, "engineering", now, now))
@@ -623,10 +570,10 @@ finally:
                 p.wait(timeout=5)
             except Exception:
                 pass
-    if failed == 0:
+    if check.failed == 0:
         shutil.rmtree(WORK, ignore_errors=True)
     else:
         print(f"logs kept in {WORK}", flush=True)
 
-print(f"client_e2e: {passed} passed, {failed} failed", flush=True)
-sys.exit(1 if failed else 0)
+print(check.summary("client_e2e"), flush=True)
+sys.exit(check.exit_code())

@@ -26,13 +26,15 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import stat
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
+import testkit  # noqa: E402
 
 if len(sys.argv) < 3:
     sys.exit("usage: client_sysdns.py CONTROLLER SALLYPORT")
@@ -75,41 +77,13 @@ if "--inner" not in sys.argv:
 WORK = tempfile.mkdtemp(prefix="sp-sysdns-")
 overlaid = False
 CSTATE = os.path.join(WORK, "client-state")
-passed = failed = 0
 procs = []
 
 
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"ok: {name}", flush=True)
-    else:
-        failed += 1
-        print(f"FAIL: {name} {detail}", flush=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def new_id():
-    return os.urandom(16).hex()
-
-
-def wait_http(url, limit=20.0):
-    end = time.time() + limit
-    while time.time() < end:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
+check = testkit.Checks()
+free_port = testkit.free_port
+new_id = testkit.new_id
+wait_http = testkit.wait_http
 
 
 def read(path):
@@ -141,11 +115,7 @@ def sp(*args, timeout=60):
 
 
 def status():
-    rc, out, err = sp("status", "--json")
-    try:
-        return json.loads(out)
-    except ValueError:
-        return {"error": out + err}
+    return testkit.status_json(sp)
 
 
 def up(*extra, expect_up=True):
@@ -223,24 +193,11 @@ try:
     now = int(time.time())
     NET, SA, GROUP, KID, RES = new_id(), new_id(), new_id(), new_id(), new_id()
     sa_key = os.path.join(WORK, "sa.pem")
-    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-out", sa_key], check=True, capture_output=True)
-    os.chmod(sa_key, 0o600)
-    sa_pub = subprocess.run(["openssl", "pkey", "-in", sa_key, "-pubout"], check=True,
-                            capture_output=True, text=True).stdout
-    sa_der = subprocess.run(["openssl", "pkey", "-in", sa_key, "-pubout", "-outform", "DER"],
-                            check=True, capture_output=True).stdout
-    c = sqlite3.connect(os.path.join(state, "controller.db"), timeout=10, isolation_level=None)
-    c.execute("PRAGMA foreign_keys = ON")
+    sa_pub, sa_der = testkit.ec_key(sa_key)
+    c = testkit.db(os.path.join(state, "controller.db"))
     c.execute("INSERT INTO remote_networks (id, name, created_at, updated_at) VALUES (?,?,?,?)",
               (NET, "lab", now, now))
-    c.execute("INSERT INTO users (id, kind, display_name, created_at, updated_at)"
-              " VALUES (?, 'service', 'ci', ?, ?)", (SA, now, now))
-    c.execute("INSERT INTO service_accounts (user_id, name, created_at) VALUES (?, 'ci', ?)",
-              (SA, now))
-    c.execute("INSERT INTO service_account_keys (id, service_account_id, public_key_digest,"
-              " public_key_pem, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-              (KID, SA, hashlib.sha256(sa_der).hexdigest(), sa_pub, now, now + 86400))
+    testkit.add_service_account(c, SA, KID, sa_pub, sa_der, now)
     c.execute("INSERT INTO groups (id, name, created_at, updated_at) VALUES (?,?,?,?)",
               (GROUP, "ci", now, now))
     c.execute("INSERT INTO memberships (user_id, group_id, source, created_at)"
@@ -446,25 +403,17 @@ try:
     print(f"figures: up with system DNS {up_s * 1000:.0f} ms (to status up with the list);"
           f" getent app.corp.test {lookup_ms:.1f} ms", flush=True)
 finally:
-    for p in reversed(procs):
-        if p.poll() is None:
-            p.terminate()
-    for p in reversed(procs):
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+    testkit.stop_all(procs[::-1])
     if os.path.ismount(RESOLV):
         subprocess.run(["umount", RESOLV])
     if overlaid:
         subprocess.run(["umount", "/etc"])
-    if failed:
+    if check.failed:
         for name in sorted(os.listdir(WORK)):
             if name.endswith(".log"):
                 print(f"--- {name}\n" + (read(os.path.join(WORK, name)) or b"").decode(
                     errors="replace")[-3000:])
     subprocess.run(["rm", "-rf", WORK])
 
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed or passed == 0 else 0)
+print(check.summary())
+sys.exit(check.exit_code(need_pass=True))

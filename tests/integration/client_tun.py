@@ -49,6 +49,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import sp_stack  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
+import testkit  # noqa: E402
 
 if len(sys.argv) < 4:
     sys.exit("usage: client_tun.py CONTROLLER CONNECTOR SALLYPORT")
@@ -108,18 +110,7 @@ CSTATE = os.path.join(WORK, "client-state")
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("SALLYPORT_")}
 ENV["SALLYPORT_STATE_DIR"] = CSTATE
 ENV["SALLYPORT_UDP_IDLE_TIMEOUT"] = "1s"
-passed = 0
-failed = 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"ok: {name}", flush=True)
-    else:
-        failed += 1
-        print(f"FAIL: {name} {str(detail)[:1500]}", flush=True)
+check = testkit.Checks(limit=1500)
 
 
 def run(*args, env=None, timeout=60):
@@ -132,22 +123,11 @@ def sp(*args, env=None, timeout=60):
 
 
 def status():
-    rc, out, err = sp("status", "--json")
-    try:
-        return json.loads(out)
-    except ValueError:
-        return {"error": out + err}
+    return testkit.status_json(sp)
 
 
 def wait_status(pred, limit=20.0):
-    end = time.time() + limit * SCALE
-    s = {}
-    while time.time() < end:
-        s = status()
-        if pred(s):
-            return s
-        time.sleep(0.1)
-    return s
+    return testkit.wait_for(status, pred, limit * SCALE, initial={})
 
 
 def curl(*args, timeout=120):
@@ -163,9 +143,7 @@ def kernel_state():
 
 
 def dns_query(port, name, qtype):
-    q = struct.pack(">HHHHHH", 0x5350, 0x0100, 1, 0, 0, 0) + b"".join(
-        bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH",
-                                                                                qtype, 1)
+    q = testkit.dns_question(name, 0x5350, qtype)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(3)
     try:
@@ -182,31 +160,12 @@ def dns_query(port, name, qtype):
 
 
 def dns_msg(name, qid):
-    return struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0) + b"".join(
-        bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+    return testkit.dns_question(name, qid)
 
 
 def dns_a(msg):
     """(id, [IPv4 strings]) of an answer to one question."""
-    qid, _, qd, an = struct.unpack(">HHHH", msg[:8])
-    off = 12
-    for _ in range(qd):
-        while msg[off] != 0:
-            off += 1 + msg[off]
-        off += 5
-    ips = []
-    for _ in range(an):
-        if msg[off] & 0xC0 == 0xC0:
-            off += 2
-        else:
-            while msg[off] != 0:
-                off += 1 + msg[off]
-            off += 1
-        rtype, _, _, rdlen = struct.unpack(">HHIH", msg[off:off + 10])
-        off += 10
-        if rtype == 1 and rdlen == 4:
-            ips.append(socket.inet_ntoa(msg[off:off + 4]))
-        off += rdlen
+    qid, _, ips = testkit.dns_answer_a(msg)
     return qid, ips
 
 
@@ -297,23 +256,11 @@ try:
     stack.net, stack.group = sp_stack.new_id(), sp_stack.new_id()
     SA, KID = sp_stack.new_id(), sp_stack.new_id()
     sa_key = os.path.join(WORK, "sa.pem")
-    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-out", sa_key], check=True, capture_output=True)
-    os.chmod(sa_key, 0o600)
-    sa_pub = subprocess.run(["openssl", "pkey", "-in", sa_key, "-pubout"], check=True,
-                            capture_output=True, text=True).stdout
-    sa_der = subprocess.run(["openssl", "pkey", "-in", sa_key, "-pubout", "-outform", "DER"],
-                            check=True, capture_output=True).stdout
+    sa_pub, sa_der = testkit.ec_key(sa_key)
     c = stack.db()
     c.execute("INSERT INTO remote_networks (id, name, created_at, updated_at) VALUES (?,?,?,?)",
               (stack.net, "lab", now, now))
-    c.execute("INSERT INTO users (id, kind, display_name, created_at, updated_at)"
-              " VALUES (?, 'service', 'ci', ?, ?)", (SA, now, now))
-    c.execute("INSERT INTO service_accounts (user_id, name, created_at) VALUES (?, 'ci', ?)",
-              (SA, now))
-    c.execute("INSERT INTO service_account_keys (id, service_account_id, public_key_digest,"
-              " public_key_pem, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-              (KID, SA, hashlib.sha256(sa_der).hexdigest(), sa_pub, now, now + 86400))
+    testkit.add_service_account(c, SA, KID, sa_pub, sa_der, now)
     c.execute("INSERT INTO groups (id, name, created_at, updated_at) VALUES (?,?,?,?)",
               (stack.group, "eng", now, now))
     c.execute("INSERT INTO memberships (user_id, group_id, created_at) VALUES (?,?,?)",
@@ -717,11 +664,11 @@ try:
 finally:
     stop_daemons()
     stack.close()
-    if failed == 0:
+    if check.failed == 0:
         import shutil
         shutil.rmtree(WORK, ignore_errors=True)
     else:
         print(f"(logs kept in {WORK}, inside the namespace's view of /tmp)")
 
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+print(check.summary())
+sys.exit(check.exit_code())

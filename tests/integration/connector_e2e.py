@@ -20,14 +20,16 @@ import json
 import os
 import shutil
 import signal
-import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
+import testkit  # noqa: E402
 
 if len(sys.argv) < 4:
     sys.exit("usage: connector_e2e.py CONTROLLER CONNECTOR SP_TEST_CLIENT")
@@ -37,48 +39,17 @@ NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 WORK = tempfile.mkdtemp(prefix="sp-conn-e2e-")
 STATE = os.path.join(WORK, "ctl")
 DB = os.path.join(STATE, "controller.db")
-passed = 0
-failed = 0
 procs = []
 
 
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"ok: {name}", flush=True)
-    else:
-        failed += 1
-        print(f"FAIL: {name} {detail}", flush=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def new_id():
-    return os.urandom(16).hex()
+check = testkit.Checks()
+free_port = testkit.free_port
+new_id = testkit.new_id
+wait_http = testkit.wait_http
 
 
 def db():
-    conn = sqlite3.connect(DB, timeout=10, isolation_level=None)
-    conn.execute("PRAGMA foreign_keys = ON")
-    return conn
-
-
-def wait_http(url, limit=20.0):
-    end = time.time() + limit
-    while time.time() < end:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
+    return testkit.db(DB)
 
 
 def flow_events(where, args=()):
@@ -640,22 +611,13 @@ http {{
 except Exception as e:  # report, then clean up
     import traceback
     traceback.print_exc()
-    failed += 1
+    check.failed += 1
 finally:
-    # SIGTERM first: a SIGKILLed nginx master leaves its worker process behind
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=10)
-    if failed == 0:
+    testkit.stop_all(procs)
+    if check.failed == 0:
         shutil.rmtree(WORK, ignore_errors=True)
     else:
         print(f"logs kept in {WORK}", flush=True)
 
-print(f"connector_e2e: {passed} passed, {failed} failed", flush=True)
-sys.exit(1 if failed else 0)
+print(check.summary("connector_e2e"), flush=True)
+sys.exit(check.exit_code())

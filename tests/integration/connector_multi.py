@@ -26,8 +26,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -35,6 +33,10 @@ import tempfile
 import threading
 import time
 import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
+import testkit  # noqa: E402
 
 if len(sys.argv) < 4:
     sys.exit("usage: connector_multi.py CONTROLLER CONNECTOR SALLYPORT")
@@ -54,56 +56,22 @@ DB = os.path.join(STATE, "controller.db")
 CSTATE = os.path.join(WORK, "client-state")
 RUN_AS = "nobody"
 NOBODY = pwd.getpwnam(RUN_AS)
-passed = 0
-failed = 0
 procs = []
 pg_data = None
 
 
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"ok: {name}", flush=True)
-    else:
-        failed += 1
-        print(f"FAIL: {name} {str(detail)[:3000]}", flush=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def new_id():
-    return os.urandom(16).hex()
+check = testkit.Checks(limit=3000)
+free_port = testkit.free_port
+new_id = testkit.new_id
+wait_http = testkit.wait_http
 
 
 def db():
-    c = sqlite3.connect(DB, timeout=10, isolation_level=None)
-    c.execute("PRAGMA foreign_keys = ON")
-    return c
-
-
-def wait_http(url, limit=20.0):
-    end = time.time() + limit
-    while time.time() < end:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
+    return testkit.db(DB)
 
 
 def spawn(args, log_name, **kw):
-    log = open(os.path.join(WORK, log_name), "w")
-    p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, **kw)
-    procs.append(p)
-    return p
+    return testkit.spawn(procs, WORK, args, log_name, **kw)
 
 
 CTL_PORT, WEB_PORT, PG_PORT, IPERF_PORT = (free_port() for _ in range(4))
@@ -119,22 +87,11 @@ def sp(*args, timeout=60):
 
 
 def status():
-    rc, out, err = sp("status", "--json")
-    try:
-        return json.loads(out)
-    except ValueError:
-        return {"error": out + err}
+    return testkit.status_json(sp)
 
 
 def wait_status(pred, limit=20.0):
-    end = time.time() + limit * SCALE
-    s = {}
-    while time.time() < end:
-        s = status()
-        if pred(s):
-            return s
-        time.sleep(0.1)
-    return s
+    return testkit.wait_for(status, pred, limit * SCALE, initial={})
 
 
 def curl(*args, timeout=60):
@@ -256,15 +213,7 @@ def sha256_file(path):
 
 
 def cleanup(*_):
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=10)
+    testkit.stop_all(procs)
     if pg_data is not None and os.path.exists(os.path.join(pg_data, "postmaster.pid")):
         subprocess.run(["runuser", "-u", RUN_AS, "--", f"{PGBIN}/pg_ctl", "-D", pg_data,
                         "-m", "immediate", "stop"], capture_output=True, timeout=30)
@@ -333,23 +282,11 @@ http {{
     RES = {"web": (new_id(), WEB_PORT), "pg": (new_id(), PG_PORT),
            "iperf": (new_id(), IPERF_PORT)}
     sa_key = os.path.join(WORK, "sa.pem")
-    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-out", sa_key], check=True, capture_output=True)
-    os.chmod(sa_key, 0o600)
-    sa_pub = subprocess.run(["openssl", "pkey", "-in", sa_key, "-pubout"], check=True,
-                            capture_output=True, text=True).stdout
-    sa_der = subprocess.run(["openssl", "pkey", "-in", sa_key, "-pubout", "-outform", "DER"],
-                            check=True, capture_output=True).stdout
+    sa_pub, sa_der = testkit.ec_key(sa_key)
     c = db()
     c.execute("INSERT INTO remote_networks (id, name, created_at, updated_at) VALUES (?,?,?,?)",
               (NET, "lab", now, now))
-    c.execute("INSERT INTO users (id, kind, display_name, created_at, updated_at)"
-              " VALUES (?, 'service', 'ci', ?, ?)", (SA, now, now))
-    c.execute("INSERT INTO service_accounts (user_id, name, created_at) VALUES (?, 'ci', ?)",
-              (SA, now))
-    c.execute("INSERT INTO service_account_keys (id, service_account_id, public_key_digest,"
-              " public_key_pem, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-              (KID, SA, hashlib.sha256(sa_der).hexdigest(), sa_pub, now, now + 86400))
+    testkit.add_service_account(c, SA, KID, sa_pub, sa_der, now)
     c.execute("INSERT INTO groups (id, name, created_at, updated_at) VALUES (?,?,?,?)",
               (GROUP, "ci", now, now))
     c.execute("INSERT INTO memberships (user_id, group_id, created_at) VALUES (?,?,?)",
@@ -601,16 +538,16 @@ http {{
 except Exception:
     import traceback
     traceback.print_exc()
-    failed += 1
+    check.failed += 1
 finally:
     cleanup()
-    if failed == 0:
+    if check.failed == 0:
         shutil.rmtree(WORK, ignore_errors=True)
         if pg_data:
             shutil.rmtree(pg_data, ignore_errors=True)
     else:
         print(f"logs kept in {WORK} (PostgreSQL in {pg_data})", flush=True)
 
-print(f"connector_multi: {passed} passed, {failed} failed, {time.time() - t_start:.1f} s",
+print(f"{check.summary('connector_multi')}, {time.time() - t_start:.1f} s",
       flush=True)
-sys.exit(1 if failed else 0)
+sys.exit(check.exit_code())

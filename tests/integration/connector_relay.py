@@ -33,6 +33,9 @@ import urllib.request
 sys.dont_write_bytecode = True  # no bytecode cache in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sp_stack  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "lib"))
+import testkit  # noqa: E402
 
 if len(sys.argv) < 5:
     sys.exit("usage: connector_relay.py CONTROLLER CONNECTOR SP_TEST_CLIENT SALLYPORT")
@@ -41,18 +44,7 @@ RELAY_BIN = os.path.join(os.path.dirname(os.path.abspath(CTL)), "sallyport-relay
 SANITIZED = os.environ.get("SALLYPORT_SANITIZED", "0") in ("1", "ON", "TRUE", "true")
 SCALE = 3 if SANITIZED else 1
 WORK = tempfile.mkdtemp(prefix="sp-conn-relay-")
-passed = 0
-failed = 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"ok: {name}", flush=True)
-    else:
-        failed += 1
-        print(f"FAIL: {name} {detail}", flush=True)
+check = testkit.Checks()
 
 
 def metric(stack, name):
@@ -177,21 +169,9 @@ try:
     now = int(time.time())
     sa, kid = sp_stack.new_id(), sp_stack.new_id()
     sa_key = os.path.join(WORK, "sa.pem")
-    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-out", sa_key], check=True, capture_output=True)
-    os.chmod(sa_key, 0o600)
-    sa_pub = subprocess.run(["openssl", "pkey", "-in", sa_key, "-pubout"], check=True,
-                            capture_output=True, text=True).stdout
-    sa_der = subprocess.run(["openssl", "pkey", "-in", sa_key, "-pubout", "-outform", "DER"],
-                            check=True, capture_output=True).stdout
+    sa_pub, sa_der = testkit.ec_key(sa_key)
     c = stack.db()
-    c.execute("INSERT INTO users (id, kind, display_name, created_at, updated_at)"
-              " VALUES (?, 'service', 'ci', ?, ?)", (sa, now, now))
-    c.execute("INSERT INTO service_accounts (user_id, name, created_at) VALUES (?, 'ci', ?)",
-              (sa, now))
-    c.execute("INSERT INTO service_account_keys (id, service_account_id, public_key_digest,"
-              " public_key_pem, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-              (kid, sa, hashlib.sha256(sa_der).hexdigest(), sa_pub, now, now + 86400))
+    testkit.add_service_account(c, sa, kid, sa_pub, sa_der, now)
     c.execute("INSERT INTO memberships (user_id, group_id, created_at) VALUES (?,?,?)",
               (sa, stack.group, now))
     # a connector that sorts first, advertises a dead direct address and is registered at
@@ -301,10 +281,10 @@ try:
 except Exception:  # a crash of the test itself is a failure, not a silent pass
     import traceback
     traceback.print_exc()
-    failed += 1
+    check.failed += 1
 finally:
     stack.close()
-    if failed:
+    if check.failed:
         for name in ("connector.log", "controller.log", "sallyport.log", "relay.log"):
             try:
                 print(f"--- {name}\n" + open(os.path.join(WORK, name)).read()[-4000:])
@@ -312,5 +292,5 @@ finally:
                 pass
     shutil.rmtree(WORK, ignore_errors=True)
 
-print(f"connector_relay: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+print(check.summary("connector_relay"))
+sys.exit(check.exit_code())

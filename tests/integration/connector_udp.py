@@ -13,7 +13,6 @@ Usage: connector_udp.py CONTROLLER CONNECTOR SP_TEST_CLIENT
 """
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -22,56 +21,18 @@ import time
 sys.dont_write_bytecode = True  # no bytecode cache in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sp_stack  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "lib"))
+import testkit  # noqa: E402
 
 if len(sys.argv) < 4:
     sys.exit("usage: connector_udp.py CONTROLLER CONNECTOR SP_TEST_CLIENT")
 CTL, CONN, TOOL = sys.argv[1:4]
 SANITIZED = os.environ.get("SALLYPORT_SANITIZED", "0") in ("1", "ON", "TRUE", "true")
 WORK = tempfile.mkdtemp(prefix="sp-conn-udp-")
-passed = 0
-failed = 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"ok: {name}", flush=True)
-    else:
-        failed += 1
-        print(f"FAIL: {name} {detail}", flush=True)
-
-
-def dns_query(name, qid):
-    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
-    for label in name.split("."):
-        q += bytes([len(label)]) + label.encode()
-    return q + b"\x00" + struct.pack(">HH", 1, 1)
-
-
-def dns_answer_a(msg):
-    """(id, rcode, [IPv4 strings]) of a DNS answer; the questions are skipped."""
-    qid, flags, qd, an = struct.unpack(">HHHH", msg[:8])
-    off = 12
-    for _ in range(qd):
-        while msg[off] != 0:
-            off += 1 + msg[off]
-        off += 5
-    ips = []
-    for _ in range(an):
-        if msg[off] & 0xC0 == 0xC0:
-            off += 2
-        else:
-            while msg[off] != 0:
-                off += 1 + msg[off]
-            off += 1
-        rtype, _, _, rdlen = struct.unpack(">HHIH", msg[off:off + 10])
-        off += 10
-        if rtype == 1 and rdlen == 4:
-            ips.append(".".join(str(b) for b in msg[off:off + 4]))
-        off += rdlen
-    return qid, flags & 0xF, ips
-
+check = testkit.Checks()
+dns_query = testkit.dns_question
+dns_answer_a = testkit.dns_answer_a
 
 stack = sp_stack.Stack(CTL, CONN, TOOL, WORK, sanitized=SANITIZED)
 scale = 3 if SANITIZED else 1
@@ -171,13 +132,13 @@ try:
 except Exception:
     import traceback
     traceback.print_exc()
-    failed += 1
+    check.failed += 1
 finally:
     stack.close()
-    if failed == 0:
+    if check.failed == 0:
         shutil.rmtree(WORK, ignore_errors=True)
     else:
         print(f"logs kept in {WORK}", flush=True)
 
-print(f"connector_udp: {passed} passed, {failed} failed", flush=True)
-sys.exit(1 if failed else 0)
+print(check.summary("connector_udp"), flush=True)
+sys.exit(check.exit_code())

@@ -21,7 +21,6 @@ Prints one line per case and `security.data_plane: N passed, M failed`.
 Python standard library only; ECDSA through the openssl command line.
 """
 import atexit
-import base64
 import hashlib
 import hmac
 import http.client
@@ -43,6 +42,10 @@ import time
 import traceback
 import urllib.error
 import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
+import testkit  # noqa: E402
 
 if len(sys.argv) < 6:
     sys.exit("usage: dataplane.py CONTROLLER CONNECTOR SALLYPORT SP_TEST_CLIENT RELAY_PEER")
@@ -76,29 +79,12 @@ def secret(label, value):
     return value
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def new_id():
-    return os.urandom(16).hex()
+free_port = testkit.free_port
+new_id = testkit.new_id
 
 
 def cleanup():
-    # SIGTERM first: a SIGKILLed nginx master leaves its worker behind
-    for p in PROCS:
-        if p.poll() is None:
-            p.terminate()
-    for p in PROCS:
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=10)
+    testkit.stop_all(PROCS)
 
 
 def on_signal(sig, frame):
@@ -111,20 +97,13 @@ signal.signal(signal.SIGINT, on_signal)
 
 
 def start(args, log_name, env=None, **kw):
-    log = open(os.path.join(WORK, log_name), "w")
-    p = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, **kw)
-    PROCS.append(p)
-    return p
+    return testkit.spawn(PROCS, WORK, args, log_name, env=env, **kw)
 
 
 # ---- JOSE through openssl ----
 
-def b64u(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def b64d(text):
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+b64u = testkit.b64u
+b64d = testkit.b64d
 
 
 def der_read(data, pos, tag):
@@ -161,11 +140,7 @@ def header_of(jws):
 
 def make_key(name):
     path = os.path.join(WORK, name + ".pem")
-    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-out", path], check=True, capture_output=True)
-    os.chmod(path, 0o600)
-    pub = subprocess.run(["openssl", "pkey", "-in", path, "-pubout"], check=True,
-                         capture_output=True, text=True).stdout
+    pub, _ = testkit.ec_key(path)
     return path, pub
 
 
@@ -211,8 +186,7 @@ def db_rows(sql, *args):
 
 
 def db_exec(sql, *args):
-    conn = sqlite3.connect(DB, timeout=10, isolation_level=None)
-    conn.execute("PRAGMA foreign_keys = ON")
+    conn = testkit.db(DB)
     try:
         conn.execute(sql, args)
     finally:
