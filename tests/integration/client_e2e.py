@@ -519,10 +519,22 @@ http {{
         slow_rc = slow.wait(timeout=5 * SCALE)
     except subprocess.TimeoutExpired:
         slow_rc = None
+    # whichever end cuts first records it: the client (`resource_removed`) or the connector,
+    # which enforces access that ended itself (a `revoked` deny flow event)
+    by_client = any(d["reason"] == "resource_removed" for d in s.get("denials", []))
+    by_connector = False
+    for _ in range(int(40 * SCALE)):
+        conn = db()
+        by_connector = conn.execute(
+            "SELECT count(*) FROM flow_events WHERE resource_id = ? AND decision = 'deny'"
+            " AND reason = 'revoked'", (RES_WEB,)).fetchone()[0] > 0
+        conn.close()
+        if by_client or by_connector:
+            break
+        time.sleep(0.05)
     check("resource removed: the live download is cut (8 MiB at 256 KiB/s had 30 s to go)",
-          slow_rc not in (None, 0) and any(d["reason"] == "resource_removed"
-                                           for d in s.get("denials", [])),
-          f"curl rc={slow_rc} {s.get('denials')}")
+          slow_rc not in (None, 0) and (by_client or by_connector),
+          f"curl rc={slow_rc} {s.get('denials')} connector revoked={by_connector}")
     rc, body, err = curl(f"http://{lb}:{WEB_PORT}/index.html")
     check("loopback: removed resource no longer reachable", rc != 0, f"{rc}")
     down(daemon, "loopback")
