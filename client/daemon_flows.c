@@ -1158,6 +1158,27 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	bufferevent_enable(f->bev, EV_READ);
 }
 
+/* A listener not yet serving (the caller sets ls->l, then listener_link); NULL on OOM. */
+static struct listener *listener_new(struct daemon *d, enum flow_kind kind, const char *addr_text,
+				     uint16_t port, const char *name)
+{
+	struct listener *ls = calloc(1, sizeof(*ls));
+	if (ls == NULL)
+		return NULL;
+	ls->d = d;
+	ls->kind = kind;
+	ls->port = port;
+	snprintf(ls->name, sizeof(ls->name), "%s", name != NULL ? name : "");
+	snprintf(ls->addr_text, sizeof(ls->addr_text), "%s", addr_text);
+	return ls;
+}
+
+static void listener_link(struct daemon *d, struct listener *ls)
+{
+	ls->next = d->listeners;
+	d->listeners = ls;
+}
+
 int listen_on(struct daemon *d, enum flow_kind kind, const char *addr_text, uint16_t port,
 		     const char *name, struct sp_diag *diag)
 {
@@ -1177,14 +1198,9 @@ int listen_on(struct daemon *d, enum flow_kind kind, const char *addr_text, uint
 	} else {
 		return sp_diag_set(diag, SP_ERR_INVALID, "listen address %s: not an IP", addr_text);
 	}
-	struct listener *ls = calloc(1, sizeof(*ls));
+	struct listener *ls = listener_new(d, kind, addr_text, port, name);
 	if (ls == NULL)
 		return SP_ERR_NOMEM;
-	ls->d = d;
-	ls->kind = kind;
-	ls->port = port;
-	snprintf(ls->name, sizeof(ls->name), "%s", name != NULL ? name : "");
-	snprintf(ls->addr_text, sizeof(ls->addr_text), "%s", addr_text);
 	ls->l = evconnlistener_new_bind(d->base, on_accept, ls,
 					LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
 					    LEV_OPT_CLOSE_ON_EXEC,
@@ -1194,28 +1210,22 @@ int listen_on(struct daemon *d, enum flow_kind kind, const char *addr_text, uint
 		return sp_diag_set(diag, SP_ERR_IO, "cannot listen on %s:%u: %s", addr_text, port,
 				   strerror(errno));
 	}
-	ls->next = d->listeners;
-	d->listeners = ls;
+	listener_link(d, ls);
 	return 0;
 }
 
 int listen_adopt(struct daemon *d, enum flow_kind kind, evutil_socket_t fd, const char *addr_text,
 		 uint16_t port, struct sp_diag *diag)
 {
-	struct listener *ls = calloc(1, sizeof(*ls));
+	struct listener *ls = listener_new(d, kind, addr_text, port, NULL);
 	if (ls == NULL)
 		return SP_ERR_NOMEM;
-	ls->d = d;
-	ls->kind = kind;
-	ls->port = port;
-	snprintf(ls->addr_text, sizeof(ls->addr_text), "%s", addr_text);
 	ls->l = evconnlistener_new(d->base, on_accept, ls, LEV_OPT_CLOSE_ON_FREE, -1, fd);
 	if (ls->l == NULL) {
 		free(ls);
 		return sp_diag_set(diag, SP_ERR_IO, "cannot serve %s:%u", addr_text, port);
 	}
-	ls->next = d->listeners;
-	d->listeners = ls;
+	listener_link(d, ls);
 	return 0;
 }
 
