@@ -206,3 +206,25 @@ def add_service_account(conn, sa, kid, pub, der, now, name="ci"):
     conn.execute("INSERT INTO service_account_keys (id, service_account_id, public_key_digest,"
                  " public_key_pem, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
                  (kid, sa, hashlib.sha256(der).hexdigest(), pub, now, now + 86400))
+
+
+# ---- attack suites (tests/security): a case fails by raising Fail; every secret a case
+# handles is registered so the suite can grep every log for it at the end ----
+
+SECRETS = {}  # label#n -> secret text no log may hold
+
+
+class Fail(Exception):
+    pass
+
+
+def expect(ok, what):
+    if not ok:
+        raise Fail(what)
+
+
+def secret(label, value):
+    """Registers value (when not empty) as a secret and returns it."""
+    if value:
+        SECRETS[f"{label}#{len(SECRETS)}"] = value
+    return value

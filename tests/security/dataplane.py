@@ -60,24 +60,9 @@ os.chmod(WORK, 0o700)
 STATE = os.path.join(WORK, "ctl")
 DB = os.path.join(STATE, "controller.db")
 STARTED = time.monotonic()
-SECRETS = {}          # label -> secret text no log may hold
 PROCS = []
 
-
-class Fail(Exception):
-    pass
-
-
-def expect(ok, what):
-    if not ok:
-        raise Fail(what)
-
-
-def secret(label, value):
-    if value:
-        SECRETS[f"{label}#{len(SECRETS)}"] = value
-    return value
-
+from testkit import SECRETS, Fail, expect, secret  # noqa: E402
 
 free_port = testkit.free_port
 new_id = testkit.new_id

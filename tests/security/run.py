@@ -36,30 +36,16 @@ SRC = os.environ.get("SALLYPORT_SOURCE_DIR") or os.path.dirname(os.path.dirname(
 os.environ.setdefault("SALLYPORT_SOURCE_DIR", SRC)
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(SRC, "tests", "integration"))
+sys.path.insert(0, os.path.join(SRC, "tests", "lib"))
 import controller_oidc as oi  # noqa: E402  (reads sys.argv[1] as the controller binary)
 
 BIN = oi.BIN
 WORK = oi.WORK
 STARTED = time.monotonic()
 LOG_ARGS = ["--log-level", "debug", "--log-format", "json"]
-SECRETS = {}          # label -> secret text the logs must never hold
 RESULTS = []          # (case name, ok, detail)
 
-
-class Fail(Exception):
-    pass
-
-
-def expect(ok, what):
-    if not ok:
-        raise Fail(what)
-
-
-def secret(label, value):
-    if value:
-        SECRETS[f"{label}#{len(SECRETS)}"] = value
-    return value
-
+from testkit import SECRETS, Fail, expect, secret  # noqa: E402
 
 # ---- HTTP and store helpers ----
 
