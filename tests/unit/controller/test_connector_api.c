@@ -472,7 +472,8 @@ static void test_access_revocations(void **state)
 	int64_t after = (int64_t)time(NULL);
 	access_pairs(100, pairs, sizeof(pairs), &earliest, &latest);
 	assert_string_equal(pairs, "ab:11 ");
-	assert_true(earliest >= before && latest <= after);
+	/* time(NULL) reads a coarse clock that can trail SQLite's by a tick at a second boundary */
+	assert_true(earliest >= before && latest <= after + 1);
 
 	/* USER_OK leaves group 1: loses RES_2 (RES_1 still through group 2). */
 	exec_sql("DELETE FROM memberships WHERE user_id = '" USER_OK "' AND group_id = '" GROUP_1
@@ -499,7 +500,7 @@ static void test_access_revocations(void **state)
 	/* Past it again: everyone, everything, the latest time of all. */
 	access_pairs(1, pairs, sizeof(pairs), &earliest, &latest);
 	assert_string_equal(pairs, "*:* ");
-	assert_true(latest >= before && latest <= (int64_t)time(NULL));
+	assert_true(latest >= before && latest <= (int64_t)time(NULL) + 1);
 
 	/* Expired rows are left out (and deleted by the next write). */
 	exec_sql("UPDATE access_revocations SET expires_at = revoked_at");
