@@ -224,13 +224,25 @@ http {{
         if extra_env:
             env.update(extra_env)
         self.connector_log = os.path.join(self.work, "connector.log")
-        self.connector = self.spawn([self.conn], "connector.log", env=env, prefix=prefix)
-        for _ in range(200 * self.scale):
-            if self.connector_health(prefix) == 0:
-                return self.connector
-            if self.connector.poll() is not None:
+        for attempt in range(3):
+            self.connector = self.spawn([self.conn], "connector.log", env=env, prefix=prefix)
+            for _ in range(200 * self.scale):
+                if self.connector_health(prefix) == 0:
+                    return self.connector
+                if self.connector.poll() is not None:
+                    break
+                time.sleep(0.05)
+            # a port picked free was taken meanwhile by a test running in parallel: new
+            # ports (the enrolled identity stays in the state dir) and once more
+            log = open(self.connector_log).read()
+            if self.connector.poll() is None or "Address already in use" not in log:
                 break
-            time.sleep(0.05)
+            ours = {"SALLYPORT_DIRECT_LISTEN": "direct_port", "SALLYPORT_METRICS_ADDR":
+                    "metrics_port"}
+            for key, attr in ours.items():
+                if key in env and env[key] == f"127.0.0.1:{getattr(self, attr)}":
+                    setattr(self, attr, free_port())
+                    env[key] = f"127.0.0.1:{getattr(self, attr)}"
         raise RuntimeError("connector not healthy: " + open(self.connector_log).read()[-2000:])
 
     def start_client(self, sp, state_dir, up_args, prefix=None, log_name="sallyport.log"):
