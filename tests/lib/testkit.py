@@ -53,13 +53,20 @@ class Checks:
         return 1 if self.failed or (need_pass and self.passed == 0) else 0
 
 
+_handed_out = set()
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 free at the time of the call."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A TCP port on 127.0.0.1 free at the time of the call, never one this process was
+    given before (the kernel may hand a just-closed port out again)."""
+    while True:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def new_id():
